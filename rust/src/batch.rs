@@ -1,0 +1,634 @@
+//! RecordBatch v2: header view, validation of a buffer of concatenated batches, offset
+//! assignment, building uncompressed batches and decoding records (all codecs).
+//!
+//! Layout (big-endian): baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 |
+//! crc u32 | attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64 |
+//! producerId i64 | producerEpoch i16 | baseSequence i32 | recordsCount i32 | records.
+//! The CRC-32C covers bytes 21..end, so rewriting the base offset or the leader epoch keeps it valid.
+//!
+//! Functions here are pure (no I/O) and thread-safe.
+
+use crate::error::{Error, Result};
+use std::io::Read;
+
+/// Bytes before the batch length field's end: baseOffset + batchLength.
+pub const LOG_OVERHEAD: usize = 12;
+/// Size of the fixed batch header.
+pub const HEADER_LEN: usize = 61;
+pub const MAGIC: u8 = 2;
+const CRC_OFFSET: usize = 17;
+const CRC_START: usize = 21;
+const ATTRIBUTES_OFFSET: usize = 21;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+const LEADER_EPOCH_OFFSET: usize = 12;
+
+pub const COMPRESSION_MASK: i16 = 0x07;
+pub const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+
+/// Upper bound on the decompressed size of one batch (guards against decompression bombs).
+pub const MAX_DECOMPRESSED_BYTES: u64 = 256 << 20;
+
+const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+
+/// CRC-32C (Castagnoli), hardware accelerated where the CPU has it.
+#[inline]
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
+#[inline]
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+#[inline]
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+#[inline]
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The header fields of one batch and where it lies in its buffer or file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Byte position of the batch in the buffer (or segment file) it was read from.
+    pub position: u64,
+    /// Whole batch size, LOG_OVERHEAD included.
+    pub size: u32,
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchInfo {
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+    pub fn compression(&self) -> u8 {
+        (self.attributes & COMPRESSION_MASK) as u8
+    }
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_LOG_APPEND != 0
+    }
+}
+
+/// Outcome of reading one batch header.
+#[derive(Debug)]
+pub enum Header {
+    Batch(BatchInfo),
+    /// Fewer bytes remain than the header or the declared length needs (a torn tail).
+    Incomplete,
+    Invalid(String),
+}
+
+/// Reads the header of the batch at `pos` of `buf`, checking length and magic but not the CRC.
+/// `file_position` is added to `pos` to record where the batch lies in its file.
+pub fn parse_header(buf: &[u8], pos: usize, file_position: u64) -> Header {
+    let rest = &buf[pos..];
+    if rest.len() < LOG_OVERHEAD {
+        return Header::Incomplete;
+    }
+    let length = be_i32(rest, 8);
+    if length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return Header::Invalid(format!("batch length {length} is shorter than a batch header"));
+    }
+    if rest.len() > 16 && rest[16] != MAGIC {
+        return Header::Invalid(format!("magic byte {} (only record format v2 is supported)", rest[16] as i8));
+    }
+    let size = length as usize + LOG_OVERHEAD;
+    if rest.len() < size {
+        return Header::Incomplete;
+    }
+    Header::Batch(BatchInfo {
+        position: file_position + pos as u64,
+        size: size as u32,
+        base_offset: be_i64(rest, 0),
+        partition_leader_epoch: be_i32(rest, 12),
+        attributes: be_i16(rest, 21),
+        last_offset_delta: be_i32(rest, 23),
+        base_timestamp: be_i64(rest, 27),
+        max_timestamp: be_i64(rest, 35),
+        producer_id: be_i64(rest, 43),
+        producer_epoch: be_i16(rest, 51),
+        base_sequence: be_i32(rest, 53),
+        records_count: be_i32(rest, 57),
+    })
+}
+
+/// Checks what the header alone cannot: the CRC and the record count.
+/// `batch` is exactly the batch's bytes.
+pub fn check_batch(batch: &[u8], info: &BatchInfo) -> std::result::Result<(), String> {
+    if info.last_offset_delta < 0 || i64::from(info.last_offset_delta) + 1 != i64::from(info.records_count) {
+        return Err(format!(
+            "lastOffsetDelta {} does not match recordsCount {}",
+            info.last_offset_delta, info.records_count
+        ));
+    }
+    let stored = u32::from_be_bytes(batch[CRC_OFFSET..CRC_START].try_into().expect("4 bytes"));
+    let computed = crc32c(&batch[CRC_START..]);
+    if stored != computed {
+        return Err(format!("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}"));
+    }
+    Ok(())
+}
+
+/// How appended batches get their offsets.
+#[derive(Clone, Copy, Debug)]
+pub enum OffsetMode {
+    /// The broker assigns offsets: every batch must carry base offset 0.
+    Assign,
+    /// The batches keep their own offsets (a replica's append), which must continue `next_offset`.
+    Keep { next_offset: i64 },
+}
+
+/// Validates a buffer of concatenated batches: framing, magic, CRC, counts, size limit, offsets.
+pub fn validate_batches(buf: &[u8], max_batch_size: u64, mode: OffsetMode) -> Result<Vec<BatchInfo>> {
+    let mut batches = Vec::new();
+    let mut pos = 0usize;
+    let mut expected = match mode {
+        OffsetMode::Keep { next_offset } => Some(next_offset),
+        OffsetMode::Assign => None,
+    };
+    if buf.is_empty() {
+        return Err(Error::corrupt_input(0, 0, "no record batch in the input"));
+    }
+    while pos < buf.len() {
+        let index = batches.len();
+        let info = match parse_header(buf, pos, 0) {
+            Header::Batch(info) => info,
+            Header::Incomplete => {
+                return Err(Error::corrupt_input(index, pos, "truncated batch: fewer bytes than its length field"))
+            }
+            Header::Invalid(reason) => return Err(Error::corrupt_input(index, pos, reason)),
+        };
+        if u64::from(info.size) > max_batch_size {
+            return Err(Error::RecordTooLarge { size: u64::from(info.size), max_size: max_batch_size });
+        }
+        let bytes = &buf[pos..pos + info.size as usize];
+        check_batch(bytes, &info).map_err(|reason| Error::corrupt_input(index, pos, reason))?;
+        match expected {
+            None if info.base_offset != 0 => {
+                return Err(Error::corrupt_input(
+                    index,
+                    pos,
+                    format!("base offset {} where the broker assigns offsets (expected 0)", info.base_offset),
+                ))
+            }
+            Some(next) if info.base_offset != next => {
+                return Err(Error::InvalidAppendOffset { expected: next, actual: info.base_offset })
+            }
+            Some(_) => expected = Some(info.next_offset()),
+            None => {}
+        }
+        pos += info.size as usize;
+        batches.push(info);
+    }
+    Ok(batches)
+}
+
+/// Rewrites base offsets (consecutive from `first_offset`) and the partition leader epoch of
+/// validated batches in place. With `log_append_time`, also stamps maxTimestamp and the
+/// timestamp-type bit, which lie inside the CRC, and so recomputes it.
+pub fn assign_offsets(
+    buf: &mut [u8],
+    batches: &mut [BatchInfo],
+    first_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) {
+    let mut next = first_offset;
+    for info in batches.iter_mut() {
+        let start = info.position as usize;
+        let batch = &mut buf[start..start + info.size as usize];
+        batch[0..8].copy_from_slice(&next.to_be_bytes());
+        batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+        info.base_offset = next;
+        info.partition_leader_epoch = leader_epoch;
+        if let Some(now) = log_append_time {
+            info.attributes |= TIMESTAMP_TYPE_LOG_APPEND;
+            info.max_timestamp = now;
+            batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&info.attributes.to_be_bytes());
+            batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now.to_be_bytes());
+            let crc = crc32c(&batch[CRC_START..]);
+            batch[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        }
+        next = info.next_offset();
+    }
+}
+
+// ---- varints (zig-zag, as in Kafka's ByteUtils) ----
+
+#[inline]
+pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    while u >= 0x80 {
+        out.push((u as u8) | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
+}
+
+#[inline]
+pub fn varlong_len(v: i64) -> usize {
+    let u = ((v << 1) ^ (v >> 63)) as u64;
+    let bits = 64 - (u | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Reads a zig-zag varlong; `None` if the buffer ends or the encoding exceeds 10 bytes.
+#[inline]
+pub fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut u: u64 = 0;
+    for i in 0..10 {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        u |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((u >> 1) as i64) ^ -((u & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Reads a zig-zag varint that must fit an i32.
+#[inline]
+pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<i32> {
+    let v = get_varlong(buf, pos)?;
+    i32::try_from(v).ok()
+}
+
+// ---- building ----
+
+/// One record to put into a new batch.
+pub struct NewRecord<'a> {
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+fn bytes_field_len(b: Option<&[u8]>) -> usize {
+    match b {
+        None => 1,
+        Some(b) => varlong_len(b.len() as i64) + b.len(),
+    }
+}
+
+fn put_bytes_field(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varlong(out, -1),
+        Some(b) => {
+            put_varlong(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Builds one uncompressed batch (base offset 0, leader epoch 0, no producer id), as Kafka's
+/// MemoryRecordsBuilder would: baseTimestamp is the first record's timestamp.
+/// Returns the bytes and the batch's header facts.
+pub fn build_batch(records: &[NewRecord<'_>]) -> (Vec<u8>, BatchInfo) {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let base_ts = records[0].timestamp;
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len() * 16);
+    out.resize(HEADER_LEN, 0);
+    for (delta, r) in records.iter().enumerate() {
+        let ts_delta = r.timestamp - base_ts;
+        let mut body = 1 + varlong_len(ts_delta) + varlong_len(delta as i64);
+        body += bytes_field_len(r.key) + bytes_field_len(r.value);
+        body += varlong_len(r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            body += bytes_field_len(Some(k)) + bytes_field_len(*v);
+        }
+        put_varlong(&mut out, body as i64);
+        out.push(0);
+        put_varlong(&mut out, ts_delta);
+        put_varlong(&mut out, delta as i64);
+        put_bytes_field(&mut out, r.key);
+        put_bytes_field(&mut out, r.value);
+        put_varlong(&mut out, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_bytes_field(&mut out, Some(k));
+            put_bytes_field(&mut out, *v);
+        }
+    }
+    let info = BatchInfo {
+        position: 0,
+        size: out.len() as u32,
+        base_offset: 0,
+        partition_leader_epoch: 0,
+        attributes: 0,
+        last_offset_delta: (records.len() - 1) as i32,
+        base_timestamp: base_ts,
+        max_timestamp: max_ts,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        records_count: records.len() as i32,
+    };
+    write_header(&mut out, &info);
+    (out, info)
+}
+
+/// Writes `info` into the first HEADER_LEN bytes of `batch` and computes the CRC.
+pub fn write_header(batch: &mut [u8], info: &BatchInfo) {
+    let length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[0..8].copy_from_slice(&info.base_offset.to_be_bytes());
+    batch[8..12].copy_from_slice(&length.to_be_bytes());
+    batch[12..16].copy_from_slice(&info.partition_leader_epoch.to_be_bytes());
+    batch[16] = MAGIC;
+    batch[21..23].copy_from_slice(&info.attributes.to_be_bytes());
+    batch[23..27].copy_from_slice(&info.last_offset_delta.to_be_bytes());
+    batch[27..35].copy_from_slice(&info.base_timestamp.to_be_bytes());
+    batch[35..43].copy_from_slice(&info.max_timestamp.to_be_bytes());
+    batch[43..51].copy_from_slice(&info.producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&info.producer_epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&info.base_sequence.to_be_bytes());
+    batch[57..61].copy_from_slice(&info.records_count.to_be_bytes());
+    let crc = crc32c(&batch[CRC_START..]);
+    batch[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+}
+
+// ---- decoding ----
+
+/// One decoded record, borrowing from the batch (or its decompressed records).
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// Header bytes and count; every header was checked while decoding.
+    headers: (&'a [u8], usize),
+}
+
+impl<'a> RecordView<'a> {
+    pub fn header_count(&self) -> usize {
+        self.headers.1
+    }
+
+    /// Header (key, value) pairs; keys are checked to be UTF-8 while decoding.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let (buf, count) = self.headers;
+        let mut pos = 0usize;
+        (0..count).map(move |_| {
+            let k = read_bytes_field(buf, &mut pos).expect("checked").expect("non-null");
+            let v = read_bytes_field(buf, &mut pos).expect("checked");
+            (k, v)
+        })
+    }
+}
+
+/// A nullable length-prefixed bytes field: Ok(None) for null; Err on truncation or bad length.
+fn read_bytes_field<'a>(buf: &'a [u8], pos: &mut usize) -> std::result::Result<Option<&'a [u8]>, ()> {
+    let len = get_varint(buf, pos).ok_or(())?;
+    if len < 0 {
+        return if len == -1 { Ok(None) } else { Err(()) };
+    }
+    let end = pos.checked_add(len as usize).ok_or(())?;
+    let b = buf.get(*pos..end).ok_or(())?;
+    *pos = end;
+    Ok(Some(b))
+}
+
+fn read_limited(mut r: impl Read, what: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let n = r
+        .by_ref()
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{what} decompression failed: {e}"))?;
+    if n as u64 > MAX_DECOMPRESSED_BYTES {
+        return Err(format!("{what} batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"));
+    }
+    Ok(out)
+}
+
+fn snappy_decompress(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let raw = |block: &[u8]| -> std::result::Result<Vec<u8>, String> {
+        let len = snap::raw::decompress_len(block).map_err(|e| format!("snappy: {e}"))?;
+        if len as u64 > MAX_DECOMPRESSED_BYTES {
+            return Err("snappy block too large".into());
+        }
+        snap::raw::Decoder::new().decompress_vec(block).map_err(|e| format!("snappy: {e}"))
+    };
+    if !data.starts_with(&XERIAL_MAGIC) {
+        return raw(data);
+    }
+    // Xerial framing (Java's snappy-java): 16-byte header, then [int32 length][raw block]...
+    let mut out = Vec::new();
+    let mut pos = 16usize;
+    while pos < data.len() {
+        let len_bytes = data.get(pos..pos + 4).ok_or("snappy: truncated xerial block length")?;
+        let len = u32::from_be_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+        pos += 4;
+        let block = data.get(pos..pos + len).ok_or("snappy: truncated xerial block")?;
+        out.extend_from_slice(&raw(block)?);
+        if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+            return Err("snappy batch too large".into());
+        }
+        pos += len;
+    }
+    Ok(out)
+}
+
+/// Decompresses the records section of a batch with codec `codec`.
+pub fn decompress(codec: u8, data: &[u8]) -> std::result::Result<Vec<u8>, DecodeError> {
+    let r = match codec {
+        1 => read_limited(flate2::read::MultiGzDecoder::new(data), "gzip"),
+        2 => snappy_decompress(data),
+        3 => read_limited(lz4_flex::frame::FrameDecoder::new(data), "lz4"),
+        4 => match zstd::stream::read::Decoder::new(data) {
+            Ok(d) => read_limited(d, "zstd"),
+            Err(e) => Err(format!("zstd: {e}")),
+        },
+        other => return Err(DecodeError::UnsupportedCompression(other)),
+    };
+    r.map_err(DecodeError::Corrupt)
+}
+
+#[derive(Debug)]
+pub enum DecodeError {
+    Corrupt(String),
+    UnsupportedCompression(u8),
+}
+
+/// Calls `f` for each record of the batch with offset >= `min_offset`, until `f` returns false.
+/// `batch` is exactly one batch (already CRC-checked by the caller).
+pub fn for_each_record(
+    batch: &[u8],
+    info: &BatchInfo,
+    min_offset: i64,
+    mut f: impl FnMut(RecordView<'_>) -> bool,
+) -> std::result::Result<(), DecodeError> {
+    let section = &batch[HEADER_LEN..];
+    let decompressed;
+    let data: &[u8] = match info.compression() {
+        0 => section,
+        codec => {
+            decompressed = decompress(codec, section)?;
+            &decompressed
+        }
+    };
+    let corrupt = |i: i32, what: &str| DecodeError::Corrupt(format!("record {i} of the batch: {what}"));
+    let mut pos = 0usize;
+    for i in 0..info.records_count {
+        let len = get_varint(data, &mut pos).ok_or_else(|| corrupt(i, "bad length"))?;
+        if len < 0 {
+            return Err(corrupt(i, "negative length"));
+        }
+        let end = pos.checked_add(len as usize).filter(|e| *e <= data.len()).ok_or_else(|| corrupt(i, "truncated"))?;
+        let rec = &data[..end];
+        pos += 1; // attributes, unused in v2
+        let ts_delta = get_varlong(rec, &mut pos).ok_or_else(|| corrupt(i, "bad timestamp delta"))?;
+        let offset_delta = get_varint(rec, &mut pos).ok_or_else(|| corrupt(i, "bad offset delta"))?;
+        let key = read_bytes_field(rec, &mut pos).map_err(|_| corrupt(i, "bad key"))?;
+        let value = read_bytes_field(rec, &mut pos).map_err(|_| corrupt(i, "bad value"))?;
+        let count = get_varint(rec, &mut pos).filter(|c| *c >= 0).ok_or_else(|| corrupt(i, "bad header count"))?;
+        let headers_start = pos;
+        for _ in 0..count {
+            let k = read_bytes_field(rec, &mut pos).map_err(|_| corrupt(i, "bad header key"))?;
+            match k {
+                Some(k) if std::str::from_utf8(k).is_ok() => {}
+                _ => return Err(corrupt(i, "header key is null or not UTF-8")),
+            }
+            read_bytes_field(rec, &mut pos).map_err(|_| corrupt(i, "bad header value"))?;
+        }
+        if pos != end {
+            return Err(corrupt(i, "length does not match its fields"));
+        }
+        let offset = info.base_offset + i64::from(offset_delta);
+        if offset < min_offset {
+            continue;
+        }
+        let timestamp = if info.is_log_append_time() { info.max_timestamp } else { info.base_timestamp + ts_delta };
+        let view = RecordView { offset, timestamp, key, value, headers: (&rec[headers_start..end], count as usize) };
+        if !f(view) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec<'a>(ts: i64, k: Option<&'a [u8]>, v: Option<&'a [u8]>) -> NewRecord<'a> {
+        NewRecord { timestamp: ts, key: k, value: v, headers: vec![(b"h".as_slice(), Some(b"x".as_slice()))] }
+    }
+
+    #[test]
+    fn crc32c_known_vector() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn build_validate_decode_round_trip() {
+        let records = [rec(1000, Some(b"k"), Some(b"v")), rec(1005, None, None)];
+        let (mut buf, _) = build_batch(&records);
+        let mut infos = validate_batches(&buf, 1 << 20, OffsetMode::Assign).unwrap();
+        assign_offsets(&mut buf, &mut infos, 42, 7, None);
+        let infos = validate_batches(&buf, 1 << 20, OffsetMode::Keep { next_offset: 42 }).unwrap();
+        assert_eq!(infos[0].base_offset, 42);
+        assert_eq!(infos[0].partition_leader_epoch, 7);
+        assert_eq!(infos[0].max_timestamp, 1005);
+        let mut seen = Vec::new();
+        for_each_record(&buf, &infos[0], 0, |r| {
+            let hs: Vec<_> = r.headers().collect();
+            seen.push((r.offset, r.timestamp, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec), hs.len()));
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(42, 1000, Some(b"k".to_vec()), Some(b"v".to_vec()), 1), (43, 1005, None, None, 1)]);
+    }
+
+    #[test]
+    fn log_append_time_rewrites_crc() {
+        let (mut buf, _) = build_batch(&[rec(5, None, Some(b"v"))]);
+        let mut infos = validate_batches(&buf, 1 << 20, OffsetMode::Assign).unwrap();
+        assign_offsets(&mut buf, &mut infos, 0, 0, Some(99));
+        let again = validate_batches(&buf, 1 << 20, OffsetMode::Keep { next_offset: 0 }).unwrap();
+        assert!(again[0].is_log_append_time());
+        assert_eq!(again[0].max_timestamp, 99);
+    }
+
+    #[test]
+    fn corrupt_inputs_are_located() {
+        let (one, _) = build_batch(&[rec(1, None, Some(b"v"))]);
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        let last = two.len() - 1;
+        two[last] ^= 1;
+        match validate_batches(&two, 1 << 20, OffsetMode::Assign) {
+            Err(Error::Corrupt { location: crate::error::Location::Input { batch_index: 1, position }, .. }) => {
+                assert_eq!(position, one.len() as u64)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            validate_batches(&one[..one.len() - 1], 1 << 20, OffsetMode::Assign),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(validate_batches(&one, 10, OffsetMode::Assign), Err(Error::RecordTooLarge { .. })));
+        assert!(matches!(
+            validate_batches(&one, 1 << 20, OffsetMode::Keep { next_offset: 3 }),
+            Err(Error::InvalidAppendOffset { expected: 3, actual: 0 })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn varlong_round_trip(v in any::<i64>()) {
+            let mut out = Vec::new();
+            put_varlong(&mut out, v);
+            prop_assert_eq!(out.len(), varlong_len(v));
+            let mut pos = 0;
+            prop_assert_eq!(get_varlong(&out, &mut pos), Some(v));
+            prop_assert_eq!(pos, out.len());
+        }
+
+        #[test]
+        fn records_round_trip(items in proptest::collection::vec(
+            (any::<i32>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+             proptest::collection::vec(("[a-z]{0,6}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))), 0..3)),
+            1..20)) {
+            let records: Vec<NewRecord<'_>> = items.iter().map(|(ts, k, v, hs)| NewRecord {
+                timestamp: i64::from(*ts),
+                key: k.as_deref(),
+                value: v.as_deref(),
+                headers: hs.iter().map(|(hk, hv)| (hk.as_bytes(), hv.as_deref())).collect(),
+            }).collect();
+            let (buf, info) = build_batch(&records);
+            let infos = validate_batches(&buf, u64::MAX, OffsetMode::Assign).unwrap();
+            prop_assert_eq!(infos[0], info);
+            let mut i = 0;
+            for_each_record(&buf, &info, 0, |r| {
+                let (ts, k, v, hs) = &items[i];
+                assert_eq!(r.offset, i as i64);
+                assert_eq!(r.timestamp, i64::from(*ts));
+                assert_eq!(r.key, k.as_deref());
+                assert_eq!(r.value, v.as_deref());
+                let got: Vec<_> = r.headers().collect();
+                let want: Vec<_> = hs.iter().map(|(hk, hv)| (hk.as_bytes(), hv.as_deref())).collect();
+                assert_eq!(got, want);
+                i += 1;
+                true
+            }).unwrap();
+            prop_assert_eq!(i, items.len());
+        }
+    }
+}

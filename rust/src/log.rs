@@ -1,0 +1,627 @@
+//! One partition's log: a directory of segments, the log start offset, the log end offset
+//! (LEO), the recovery point, the flush policy, retention, truncation and crash recovery.
+//!
+//! Files besides the segments: `.lock` (held with an exclusive advisory lock while open) and
+//! `partition.checkpoint` (log start offset, recovery point, clean-shutdown flag; replaced
+//! atomically). Opening without the clean flag scans every segment from the recovery point,
+//! truncates at the first invalid batch, rebuilds the indexes and drops later segments.
+//!
+//! `Log` is `Send` but not `Sync`: callers serialise writers (`&mut self`) against readers
+//! (`&self`), e.g. with a `RwLock` as the Python binding does.
+
+use crate::batch::{self, BatchInfo, DecodeError, NewRecord, OffsetMode};
+use crate::error::{Error, Result};
+use crate::segment::{self, FileSlice, Segment};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const CHECKPOINT_FILE: &str = "partition.checkpoint";
+pub const LOCK_FILE: &str = ".lock";
+const CHECKPOINT_HEADER: &str = "tidelog-partition-checkpoint 1";
+
+/// Kafka-named settings of one log; `None` means "never" for the flush policy, -1 means
+/// "unlimited" for retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`
+    pub segment_bytes: u64,
+    /// `segment.ms`
+    pub segment_ms: i64,
+    /// `segment.index.bytes`
+    pub segment_index_bytes: usize,
+    /// `index.interval.bytes`
+    pub index_interval_bytes: u64,
+    /// `flush.messages`
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`
+    pub flush_ms: Option<i64>,
+    /// `retention.bytes`
+    pub retention_bytes: i64,
+    /// `retention.ms`
+    pub retention_ms: i64,
+    /// `max.message.bytes` (the largest batch accepted)
+    pub max_message_bytes: u64,
+    /// `message.timestamp.type` = LogAppendTime
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            segment_index_bytes: 10 << 20,
+            index_interval_bytes: 4096,
+            flush_messages: None,
+            flush_ms: None,
+            retention_bytes: -1,
+            retention_ms: -1,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, reason: &str| Err(Error::InvalidConfig { field, reason: reason.into() });
+        if self.segment_bytes < 14 || self.segment_bytes > i32::MAX as u64 {
+            return bad("segment.bytes", "must be between 14 and 2147483647");
+        }
+        if self.segment_ms < 1 {
+            return bad("segment.ms", "must be at least 1");
+        }
+        if self.segment_index_bytes < 8 || self.segment_index_bytes > i32::MAX as usize {
+            return bad("segment.index.bytes", "must be between 8 and 2147483647");
+        }
+        if self.flush_messages == Some(0) {
+            return bad("flush.messages", "must be at least 1");
+        }
+        if self.flush_ms.is_some_and(|v| v < 0) {
+            return bad("flush.ms", "must not be negative");
+        }
+        if self.retention_bytes < -1 {
+            return bad("retention.bytes", "must be -1 (unlimited) or more");
+        }
+        if self.retention_ms < -1 {
+            return bad("retention.ms", "must be -1 (unlimited) or more");
+        }
+        if self.max_message_bytes < batch::HEADER_LEN as u64 || self.max_message_bytes > i32::MAX as u64 {
+            return bad("max.message.bytes", "must be between 61 and 2147483647");
+        }
+        Ok(())
+    }
+}
+
+/// What opening the log found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub clean_shutdown: bool,
+    pub segments_recovered: usize,
+    pub bytes_truncated: u64,
+    pub segments_deleted: usize,
+}
+
+/// The outcome of an append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// The stamped time under LogAppendTime, else -1.
+    pub log_append_time: i64,
+    pub record_count: i64,
+    pub batches: Vec<BatchInfo>,
+}
+
+pub(crate) fn decode_error(path: &Path, position: u64, e: DecodeError) -> Error {
+    match e {
+        DecodeError::Corrupt(reason) => Error::corrupt_segment(path, position, reason),
+        DecodeError::UnsupportedCompression(codec) => Error::UnsupportedCompression { codec },
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes `contents` to `dir/name` atomically and durably: temp file, fsync, rename, fsync dir.
+pub fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(contents).map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, &dst).map_err(|e| Error::io("rename", &dst, e))?;
+    sync_dir(dir)
+}
+
+struct Checkpoint {
+    log_start_offset: i64,
+    recovery_point: i64,
+    clean: bool,
+}
+
+fn read_checkpoint(dir: &Path) -> Option<Checkpoint> {
+    let text = fs::read_to_string(dir.join(CHECKPOINT_FILE)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != CHECKPOINT_HEADER {
+        return None;
+    }
+    let mut field = |name: &str| -> Option<i64> {
+        let line = lines.next()?;
+        line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()
+    };
+    let log_start_offset = field("log_start_offset")?;
+    let recovery_point = field("recovery_point")?;
+    let clean = field("clean_shutdown")?;
+    Some(Checkpoint { log_start_offset, recovery_point, clean: clean == 1 })
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+    _lock: File,
+    closed: Option<String>,
+    recovery: RecoveryReport,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering it after an unclean shutdown.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
+        config.validate()?;
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: dir.to_path_buf() }),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let checkpoint = read_checkpoint(dir);
+        let mut report = RecoveryReport { clean_shutdown: checkpoint.as_ref().is_some_and(|c| c.clean), ..Default::default() };
+
+        let bases = Self::list_segments(dir)?;
+        let mut log_start_offset = checkpoint.as_ref().map_or(0, |c| c.log_start_offset).max(0);
+        let recovery_point = match &checkpoint {
+            Some(c) if c.clean => i64::MAX,
+            Some(c) => c.recovery_point,
+            None => i64::MIN,
+        };
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let last = bases.len().saturating_sub(1);
+        let mut i = 0;
+        while i < bases.len() {
+            let base = bases[i];
+            let prealloc = (i == last).then_some(config.segment_index_bytes);
+            let opened = Segment::open(dir, base, config.index_interval_bytes, prealloc, now_ms)?;
+            let mut seg = opened.segment;
+            let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            // Segments holding offsets at or after the recovery point may hold unflushed data.
+            let must_scan = next_base > recovery_point || opened.indexes_suspect || !seg.load()?;
+            if must_scan {
+                report.segments_recovered += 1;
+                let cut = seg.recover(config.max_message_bytes)?;
+                report.bytes_truncated += cut;
+                if cut > 0 {
+                    // Everything after a torn or invalid batch is unreliable.
+                    segments.push(seg);
+                    for &later in &bases[i + 1..] {
+                        let doomed = Segment::open(dir, later, config.index_interval_bytes, None, now_ms)?;
+                        doomed.segment.delete()?;
+                        report.segments_deleted += 1;
+                    }
+                    break;
+                }
+            }
+            segments.push(seg);
+            i += 1;
+        }
+        if segments.is_empty() {
+            let seg = Segment::open(dir, log_start_offset, config.index_interval_bytes, Some(config.segment_index_bytes), now_ms)?;
+            segments.push(seg.segment);
+            sync_dir(dir)?;
+        } else if segments.len() < bases.len() || report.bytes_truncated > 0 {
+            // The last kept segment becomes active: give its indexes room to grow.
+            let active = segments.last_mut().expect("non-empty");
+            active.make_active(config.segment_index_bytes)?;
+        }
+        log_start_offset = log_start_offset.max(segments[0].base_offset());
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            recovery_point: 0,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+            _lock: lock,
+            closed: None,
+            recovery: report,
+        };
+        log.log_start_offset = log.log_start_offset.min(log.end_offset());
+        if log.recovery.segments_recovered > 0 {
+            log.active().flush()?;
+        }
+        log.recovery_point = log.end_offset();
+        log.delete_segments_below_start()?;
+        log.write_checkpoint(false)?;
+        Ok(log)
+    }
+
+    fn list_segments(dir: &Path) -> Result<Vec<i64>> {
+        let mut bases = Vec::new();
+        let mut orphans = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((stem, ext)) = name.split_once('.') else { continue };
+            if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+                if name.ends_with(".tmp") {
+                    orphans.push(entry.path());
+                }
+                continue;
+            }
+            let Ok(base) = stem.parse::<i64>() else { continue };
+            match ext {
+                "log" => bases.push(base),
+                "index" | "timeindex" => {
+                    if !dir.join(segment::file_name(base, ".log")).exists() {
+                        orphans.push(entry.path());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for path in orphans {
+            fs::remove_file(&path).map_err(|e| Error::io("remove orphan file", &path, e))?;
+        }
+        bases.sort_unstable();
+        Ok(bases)
+    }
+
+    fn write_checkpoint(&self, clean: bool) -> Result<()> {
+        let text = format!(
+            "{CHECKPOINT_HEADER}\nlog_start_offset {}\nrecovery_point {}\nclean_shutdown {}\n",
+            self.log_start_offset,
+            self.recovery_point,
+            u8::from(clean)
+        );
+        write_file_atomic(&self.dir, CHECKPOINT_FILE, text.as_bytes())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match &self.closed {
+            Some(reason) => Err(Error::Closed { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the log unusable after a failure that left its files in doubt.
+    fn fail(&mut self, err: Error) -> Error {
+        if let Error::Closed { reason } = &err {
+            self.closed = Some(reason.clone());
+        }
+        err
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+    pub fn start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(Segment::base_offset).collect()
+    }
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// Validates `buf` (concatenated batches), assigns offsets unless `keep_offsets`, and
+    /// appends it in one write.
+    pub fn append_batches(&mut self, buf: &mut [u8], keep_offsets: bool, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        self.check_open()?;
+        let mode = if keep_offsets { OffsetMode::Keep { next_offset: self.end_offset() } } else { OffsetMode::Assign };
+        let mut infos = batch::validate_batches(buf, self.config.max_message_bytes, mode)?;
+        let mut stamped = -1;
+        if !keep_offsets {
+            let lat = self.config.log_append_time.then_some(now_ms);
+            batch::assign_offsets(buf, &mut infos, self.end_offset(), leader_epoch, lat);
+            stamped = lat.unwrap_or(-1);
+        }
+        let mut info = self.append_validated(buf, infos, now_ms)?;
+        info.log_append_time = stamped;
+        Ok(info)
+    }
+
+    /// Builds one uncompressed batch from `records` and appends it.
+    pub fn append_records(&mut self, records: &[NewRecord<'_>], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        self.check_open()?;
+        let (mut buf, info) = batch::build_batch(records);
+        if u64::from(info.size) > self.config.max_message_bytes {
+            return Err(Error::RecordTooLarge { size: u64::from(info.size), max_size: self.config.max_message_bytes });
+        }
+        let mut infos = [info];
+        let lat = self.config.log_append_time.then_some(now_ms);
+        batch::assign_offsets(&mut buf, &mut infos, self.end_offset(), leader_epoch, lat);
+        let mut out = self.append_validated(&buf, infos.to_vec(), now_ms)?;
+        out.log_append_time = lat.unwrap_or(-1);
+        Ok(out)
+    }
+
+    fn append_validated(&mut self, buf: &[u8], infos: Vec<BatchInfo>, now_ms: i64) -> Result<AppendInfo> {
+        let first = infos.first().expect("validated input has a batch");
+        let last = infos.last().expect("validated input has a batch");
+        let (first_offset, last_offset) = (first.base_offset, last.last_offset());
+        let max_timestamp = infos.iter().map(|b| b.max_timestamp).max().unwrap_or(-1);
+        let record_count = last_offset - first_offset + 1;
+        if self.active().should_roll(buf.len() as u64, last_offset, self.config.segment_bytes, self.config.segment_ms, now_ms) {
+            self.roll(now_ms)?;
+        }
+        let active = self.segments.last_mut().expect("active segment");
+        if let Err(e) = active.append(buf, &infos) {
+            return Err(self.fail(e));
+        }
+        self.unflushed_messages += record_count as u64;
+        let due_by_count = self.config.flush_messages.is_some_and(|n| self.unflushed_messages >= n);
+        let due_by_time = self.config.flush_ms.is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
+        if due_by_count || due_by_time {
+            self.flush(now_ms)?;
+        }
+        Ok(AppendInfo { first_offset, last_offset, max_timestamp, log_append_time: -1, record_count, batches: infos })
+    }
+
+    /// Starts a new active segment at the log end offset (no-op if the active one is empty).
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        self.check_open()?;
+        if self.active().size() == 0 {
+            return Ok(());
+        }
+        let base = self.end_offset();
+        let old = self.segments.last_mut().expect("active segment");
+        old.make_inactive().map_err(|e| self.fail(e))?;
+        let opened = Segment::open(&self.dir, base, self.config.index_interval_bytes, Some(self.config.segment_index_bytes), now_ms)?;
+        self.segments.push(opened.segment);
+        sync_dir(&self.dir)?;
+        self.recovery_point = base;
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        self.write_checkpoint(false)?;
+        self.apply_retention(now_ms)?;
+        Ok(())
+    }
+
+    /// fsyncs the active segment's data and indexes; the recovery point becomes the LEO.
+    pub fn flush(&mut self, now_ms: i64) -> Result<()> {
+        self.check_open()?;
+        if let Err(e) = self.active().flush() {
+            // After a failed fsync the page cache state is unknown: refuse further use.
+            self.closed = Some(format!("flush failed: {e}"));
+            return Err(e);
+        }
+        self.recovery_point = self.end_offset();
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    fn check_range(&self, offset: i64) -> Result<()> {
+        if offset < self.log_start_offset || offset > self.end_offset() {
+            return Err(Error::OffsetOutOfRange { offset, start_offset: self.log_start_offset, end_offset: self.end_offset() });
+        }
+        Ok(())
+    }
+
+    /// The segment and batch holding `offset` (None at the log end offset).
+    fn locate(&self, offset: i64) -> Result<Option<(&Segment, BatchInfo)>> {
+        self.check_open()?;
+        self.check_range(offset)?;
+        let idx = self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
+        for seg in &self.segments[idx..] {
+            if let Some(info) = seg.find_batch(offset)? {
+                return Ok(Some((seg, info)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whole, CRC-checked batches starting with the one that holds `offset`, up to `max_bytes`
+    /// (at least one batch), from one segment. Empty at the log end offset.
+    pub fn read_batches(&self, offset: i64, max_bytes: u64) -> Result<(Vec<u8>, Vec<BatchInfo>, PathBuf)> {
+        match self.locate(offset)? {
+            None => Ok((Vec::new(), Vec::new(), PathBuf::new())),
+            Some((seg, info)) => {
+                let (buf, infos) = seg.read_batches(info.position, max_bytes)?;
+                Ok((buf, infos, seg.log_path().to_path_buf()))
+            }
+        }
+    }
+
+    /// Decodes records with offset >= `offset` from one read of at most `max_bytes`.
+    pub fn read_records(
+        &self,
+        offset: i64,
+        max_records: usize,
+        max_bytes: u64,
+        mut f: impl FnMut(batch::RecordView<'_>),
+    ) -> Result<usize> {
+        let (buf, infos, path) = self.read_batches(offset, max_bytes)?;
+        let mut count = 0usize;
+        for info in &infos {
+            let start = info.position as usize;
+            let bytes = &buf[start..start + info.size as usize];
+            batch::for_each_record(bytes, info, offset, |r| {
+                if count >= max_records {
+                    return false;
+                }
+                f(r);
+                count += 1;
+                true
+            })
+            .map_err(|e| decode_error(&path, info.position, e))?;
+            if count >= max_records {
+                break;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The file range a fetch at `offset` sends (None at the log end offset).
+    pub fn slice(&self, offset: i64, max_bytes: u64) -> Result<Option<FileSlice>> {
+        match self.locate(offset)? {
+            None => Ok(None),
+            Some((seg, info)) => seg.slice(info.position, max_bytes).map(Some),
+        }
+    }
+
+    /// The first record with timestamp >= `timestamp`, as (offset, timestamp).
+    pub fn offset_for_time(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        self.check_open()?;
+        for seg in &self.segments {
+            if seg.next_offset() <= self.log_start_offset {
+                continue;
+            }
+            if let Some(found) = seg.offset_for_time(timestamp, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every record at or after `offset`, at batch granularity: the batch holding
+    /// `offset` goes too. Below the log start offset the log is emptied and restarts at `offset`.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        self.check_open()?;
+        if offset >= self.end_offset() {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            for seg in self.segments.drain(..) {
+                seg.delete()?;
+            }
+            let opened = Segment::open(&self.dir, offset, self.config.index_interval_bytes, Some(self.config.segment_index_bytes), now_ms)?;
+            self.segments.push(opened.segment);
+            sync_dir(&self.dir)?;
+            self.log_start_offset = offset;
+        } else {
+            while self.segments.len() > 1 && self.active().base_offset() > offset {
+                self.segments.pop().expect("checked").delete()?;
+            }
+            let active = self.segments.last_mut().expect("active segment");
+            active.truncate_to(offset).map_err(|e| self.fail(e))?;
+            let active = self.segments.last_mut().expect("active segment");
+            active.make_active(self.config.segment_index_bytes)?;
+            self.active().flush()?;
+            self.log_start_offset = self.log_start_offset.min(self.end_offset());
+        }
+        self.recovery_point = self.recovery_point.min(self.end_offset());
+        self.write_checkpoint(false)
+    }
+
+    /// Advances the log start offset to `offset`; records below it are no longer readable and
+    /// whole segments below it are deleted.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<()> {
+        self.check_open()?;
+        if offset > self.end_offset() {
+            return Err(Error::OffsetOutOfRange { offset, start_offset: self.log_start_offset, end_offset: self.end_offset() });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        self.log_start_offset = offset;
+        self.write_checkpoint(false)?;
+        self.delete_segments_below_start()?;
+        Ok(())
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<usize> {
+        let mut n = 0;
+        while self.segments.len() > 1 && self.segments[1].base_offset() <= self.log_start_offset {
+            self.segments.remove(0).delete()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Deletes whole inactive segments, oldest first, past `retention.ms` (by their largest
+    /// timestamp) or beyond `retention.bytes`. Returns how many were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize> {
+        self.check_open()?;
+        let mut doomed = 0usize;
+        let inactive = self.segments.len() - 1;
+        if self.config.retention_ms >= 0 {
+            while doomed < inactive && now_ms - self.segments[doomed].max_timestamp() > self.config.retention_ms {
+                doomed += 1;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            for seg in &self.segments[..doomed] {
+                excess -= seg.size() as i64;
+            }
+            while doomed < inactive && excess - self.segments[doomed].size() as i64 >= 0 {
+                excess -= self.segments[doomed].size() as i64;
+                doomed += 1;
+            }
+        }
+        if doomed == 0 {
+            return Ok(0);
+        }
+        self.log_start_offset = self.log_start_offset.max(self.segments[doomed].base_offset());
+        self.write_checkpoint(false)?;
+        self.delete_segments_below_start()
+    }
+
+    /// Flushes everything, trims the active indexes and records a clean shutdown.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed.is_some() {
+            return Ok(());
+        }
+        let active = self.segments.last_mut().expect("active segment");
+        active.make_inactive()?;
+        self.recovery_point = self.end_offset();
+        self.write_checkpoint(true)?;
+        self.closed = Some("closed".into());
+        Ok(())
+    }
+}

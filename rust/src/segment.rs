@@ -1,0 +1,539 @@
+//! One segment of a partition: `<base>.log` (concatenated batches), `<base>.index` and
+//! `<base>.timeindex`, named by the 20-digit base offset. Appends go at the end in one write;
+//! reads locate a batch through the offset index and scan forward batch by batch.
+//!
+//! Not thread-safe on its own: the owning `Log` takes `&mut self` to write and `&self` to read.
+
+use crate::batch::{self, BatchInfo, Header, HEADER_LEN, LOG_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::index::{OffsetIndex, TimeIndex};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes read at a time while scanning a segment.
+const SCAN_CHUNK: usize = 64 * 1024;
+
+pub fn file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}{suffix}")
+}
+
+#[cfg(unix)]
+pub(crate) fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, pos)
+}
+#[cfg(windows)]
+pub(crate) fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, pos)
+}
+#[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::write_at(file, buf, pos)
+}
+#[cfg(windows)]
+fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_write(file, buf, pos)
+}
+
+/// Reads exactly `len` bytes at `pos` (fewer only at end of file).
+fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        match read_at(file, &mut buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+fn write_all_at(file: &File, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match write_at(file, buf, pos) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What scanning one step of a segment found.
+pub enum Scanned<'a> {
+    Batch(BatchInfo, &'a [u8]),
+    End,
+    /// The file ends inside a batch at this position.
+    Torn(u64),
+    Invalid(u64, String),
+}
+
+/// Walks the batches of a file range with buffered positional reads.
+pub struct BatchScan<'f> {
+    file: &'f File,
+    path: &'f Path,
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    buf_pos: u64,
+}
+
+impl<'f> BatchScan<'f> {
+    pub fn new(file: &'f File, path: &'f Path, from: u64, end: u64) -> Self {
+        BatchScan { file, path, pos: from, end, buf: Vec::new(), buf_pos: from }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Scanned<'_>> {
+        if self.pos >= self.end {
+            return Ok(Scanned::End);
+        }
+        let mut refilled = false;
+        loop {
+            let off = (self.pos - self.buf_pos) as usize;
+            let in_buf = off <= self.buf.len();
+            if in_buf {
+                match batch::parse_header(&self.buf, off.min(self.buf.len()), self.buf_pos) {
+                    Header::Batch(info) => {
+                        self.pos += u64::from(info.size);
+                        let bytes = &self.buf[off..off + info.size as usize];
+                        return Ok(Scanned::Batch(info, bytes));
+                    }
+                    Header::Invalid(reason) => return Ok(Scanned::Invalid(self.pos, reason)),
+                    Header::Incomplete => {}
+                }
+            }
+            // Need more bytes: as many as the declared length, if known, else a header's worth.
+            let avail = if in_buf { &self.buf[off..] } else { &[][..] };
+            let need = if avail.len() >= LOG_OVERHEAD {
+                i32::from_be_bytes(avail[8..12].try_into().expect("4 bytes")) as u64 + LOG_OVERHEAD as u64
+            } else {
+                HEADER_LEN as u64
+            };
+            if self.pos + need > self.end || refilled {
+                return Ok(Scanned::Torn(self.pos));
+            }
+            let want = need.max(SCAN_CHUNK as u64).min(self.end - self.pos) as usize;
+            self.buf = read_exact_at(self.file, self.path, self.pos, want)?;
+            self.buf_pos = self.pos;
+            if self.buf.len() < want {
+                // The file is shorter than its recorded size: treat the rest as torn.
+                self.end = self.pos + self.buf.len() as u64;
+            }
+            refilled = true;
+        }
+    }
+}
+
+/// A byte range of a segment file, kept open so it can be sent after the log lock is released.
+#[derive(Clone)]
+pub struct FileSlice {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub position: u64,
+    pub length: u64,
+}
+
+pub struct Segment {
+    base_offset: i64,
+    log_path: PathBuf,
+    log: Arc<File>,
+    size: u64,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    index_interval_bytes: u64,
+    bytes_since_last_index_entry: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    /// When this segment was created or opened, for `segment.ms`.
+    pub created_ms: i64,
+}
+
+/// How an opened segment's indexes were found.
+pub struct Opened {
+    pub segment: Segment,
+    /// True if either index file was missing or failed its sanity check.
+    pub indexes_suspect: bool,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            dir.join(file_name(base, ".log")),
+            dir.join(file_name(base, ".index")),
+            dir.join(file_name(base, ".timeindex")),
+        )
+    }
+
+    /// Opens (or creates) the segment. `preallocate` is `segment.index.bytes` for the active
+    /// segment, `None` for an inactive one. The caller must call `load` or `recover` next.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        preallocate: Option<usize>,
+        now_ms: i64,
+    ) -> Result<Opened> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        let indexes_existed = index_path.exists() && time_path.exists();
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)
+            .map_err(|e| Error::io("open segment", &log_path, e))?;
+        let size = log.metadata().map_err(|e| Error::io("stat segment", &log_path, e))?.len();
+        let (offset_index, _) = OffsetIndex::open(&index_path, base_offset, preallocate)?;
+        let (time_index, _) = TimeIndex::open(&time_path, base_offset, preallocate)?;
+        let segment = Segment {
+            base_offset,
+            log_path,
+            log: Arc::new(log),
+            size,
+            offset_index,
+            time_index,
+            index_interval_bytes,
+            bytes_since_last_index_entry: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            created_ms: now_ms,
+        };
+        Ok(Opened { segment, indexes_suspect: !indexes_existed })
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Loads a cleanly closed segment: trusts its indexes if they pass the sanity check and
+    /// scans the batches after the last index entry. Returns false if the indexes must be rebuilt.
+    pub fn load(&mut self) -> Result<bool> {
+        if !self.offset_index.sanity_check(self.size) {
+            return Ok(false);
+        }
+        self.max_timestamp = -1;
+        if let Some((ts, off)) = self.time_index.last_entry() {
+            self.max_timestamp = ts;
+            self.offset_of_max_timestamp = off;
+        }
+        let start = match self.offset_index.entries() {
+            0 => 0,
+            n => u64::from(self.offset_index.get(n - 1).1),
+        };
+        self.next_offset = self.base_offset;
+        self.bytes_since_last_index_entry = 0;
+        let mut scan = BatchScan::new(&self.log, &self.log_path, start, self.size);
+        let mut first = true;
+        loop {
+            match scan.next()? {
+                Scanned::Batch(info, _) => {
+                    if first && start > 0 && info.last_offset() != self.offset_index.get(self.offset_index.entries() - 1).0 {
+                        return Ok(false);
+                    }
+                    first = false;
+                    self.next_offset = info.next_offset();
+                    if info.max_timestamp > self.max_timestamp {
+                        self.max_timestamp = info.max_timestamp;
+                        self.offset_of_max_timestamp = info.last_offset();
+                    }
+                }
+                Scanned::End => break,
+                Scanned::Torn(_) | Scanned::Invalid(..) => return Ok(false),
+            }
+        }
+        Ok(self.time_index.sanity_check(self.next_offset))
+    }
+
+    /// Rebuilds the indexes by scanning every batch, checking length, magic, CRC, counts and
+    /// offset order; truncates the file at the first invalid or partial batch.
+    /// Returns the number of bytes truncated.
+    pub fn recover(&mut self, max_batch_size: u64) -> Result<u64> {
+        self.offset_index.set_entries(0);
+        self.time_index.set_entries(0);
+        self.bytes_since_last_index_entry = 0;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = self.base_offset;
+        self.next_offset = self.base_offset;
+        let mut valid_end = 0u64;
+        let mut expected: Option<i64> = None;
+        let (log, path) = (Arc::clone(&self.log), self.log_path.clone());
+        let mut scan = BatchScan::new(&log, &path, 0, self.size);
+        let mut infos = Vec::new();
+        loop {
+            match scan.next()? {
+                Scanned::Batch(info, bytes) => {
+                    let ok = u64::from(info.size) <= max_batch_size
+                        && batch::check_batch(bytes, &info).is_ok()
+                        && match expected {
+                            Some(next) => info.base_offset == next,
+                            None => info.base_offset >= self.base_offset,
+                        }
+                        && info.last_offset() - self.base_offset <= i64::from(u32::MAX);
+                    if !ok {
+                        break;
+                    }
+                    expected = Some(info.next_offset());
+                    valid_end = info.position + u64::from(info.size);
+                    infos.push(info);
+                    if infos.len() >= 1024 {
+                        self.index_batches(&infos, 0);
+                        infos.clear();
+                    }
+                }
+                Scanned::End | Scanned::Torn(_) | Scanned::Invalid(..) => break,
+            }
+        }
+        drop(scan);
+        self.index_batches(&infos, 0);
+        let truncated = self.size - valid_end;
+        if truncated > 0 {
+            self.log.set_len(valid_end).map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
+            self.size = valid_end;
+        }
+        Ok(truncated)
+    }
+
+    /// Updates indexes and tail state for batches just written; `file_base` is added to each
+    /// batch's buffer position to get its file position.
+    fn index_batches(&mut self, infos: &[BatchInfo], file_base: u64) {
+        for info in infos {
+            if info.max_timestamp > self.max_timestamp {
+                self.max_timestamp = info.max_timestamp;
+                self.offset_of_max_timestamp = info.last_offset();
+            }
+            if self.bytes_since_last_index_entry > self.index_interval_bytes {
+                self.offset_index.append(info.last_offset(), (file_base + info.position) as u32);
+                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                self.bytes_since_last_index_entry = 0;
+            }
+            self.bytes_since_last_index_entry += u64::from(info.size);
+            self.next_offset = info.next_offset();
+        }
+    }
+
+    /// True if appending `bytes` ending at `last_offset` must go to a new segment.
+    pub fn should_roll(&self, bytes: u64, last_offset: i64, segment_bytes: u64, segment_ms: i64, now_ms: i64) -> bool {
+        if self.size == 0 {
+            return false;
+        }
+        self.size + bytes > segment_bytes
+            || now_ms - self.created_ms > segment_ms
+            || self.offset_index.is_full()
+            || self.time_index.is_full()
+            || last_offset - self.base_offset > i64::from(i32::MAX)
+    }
+
+    /// Appends validated batches (offsets already assigned) in one write. On failure the file is
+    /// cut back to its previous size so no part of the batches is visible.
+    pub fn append(&mut self, buf: &[u8], infos: &[BatchInfo]) -> Result<()> {
+        let at = self.size;
+        if let Err(e) = write_all_at(&self.log, buf, at) {
+            let err = Error::io("append to segment", &self.log_path, e);
+            return match self.log.set_len(at) {
+                Ok(()) => Err(err),
+                Err(e2) => Err(Error::Closed {
+                    reason: format!("{err}; cutting the partial write back also failed: {e2}"),
+                }),
+            };
+        }
+        self.size += buf.len() as u64;
+        self.index_batches(infos, at);
+        Ok(())
+    }
+
+    /// Position of the first batch whose last offset is >= `target`, or None if no batch is.
+    pub fn find_batch(&self, target: i64) -> Result<Option<BatchInfo>> {
+        let (_, start) = self.offset_index.lookup(target);
+        let mut scan = BatchScan::new(&self.log, &self.log_path, u64::from(start), self.size);
+        loop {
+            match scan.next()? {
+                Scanned::Batch(info, _) if info.last_offset() >= target => return Ok(Some(info)),
+                Scanned::Batch(..) => {}
+                Scanned::End => return Ok(None),
+                Scanned::Torn(pos) => {
+                    return Err(Error::corrupt_segment(&self.log_path, pos, "batch runs past the end of the segment"))
+                }
+                Scanned::Invalid(pos, reason) => return Err(Error::corrupt_segment(&self.log_path, pos, reason)),
+            }
+        }
+    }
+
+    /// Whole, CRC-checked batches from `position`: as many as fit in `max_bytes`, and always the
+    /// first. Returns the bytes and the batches' facts (positions relative to the bytes).
+    pub fn read_batches(&self, position: u64, max_bytes: u64) -> Result<(Vec<u8>, Vec<BatchInfo>)> {
+        let want = max_bytes.max(HEADER_LEN as u64).min(self.size - position) as usize;
+        let mut buf = read_exact_at(&self.log, &self.log_path, position, want)?;
+        let mut infos = Vec::new();
+        let mut pos = 0usize;
+        loop {
+            match batch::parse_header(&buf, pos, 0) {
+                Header::Batch(info) => {
+                    let bytes = &buf[pos..pos + info.size as usize];
+                    batch::check_batch(bytes, &info)
+                        .map_err(|r| Error::corrupt_segment(&self.log_path, position + pos as u64, r))?;
+                    pos += info.size as usize;
+                    infos.push(info);
+                }
+                Header::Incomplete if infos.is_empty() && buf.len() >= LOG_OVERHEAD => {
+                    // The first batch is larger than max_bytes: read it whole.
+                    let len = i32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as u64;
+                    let size = len + LOG_OVERHEAD as u64;
+                    if position + size > self.size {
+                        return Err(Error::corrupt_segment(&self.log_path, position, "batch runs past the end of the segment"));
+                    }
+                    buf = read_exact_at(&self.log, &self.log_path, position, size as usize)?;
+                    if buf.len() as u64 != size {
+                        return Err(Error::corrupt_segment(&self.log_path, position, "segment shrank while reading"));
+                    }
+                }
+                Header::Incomplete => break,
+                Header::Invalid(reason) => {
+                    return Err(Error::corrupt_segment(&self.log_path, position + pos as u64, reason))
+                }
+            }
+            if pos >= buf.len() {
+                break;
+            }
+        }
+        if infos.is_empty() {
+            return Err(Error::corrupt_segment(&self.log_path, position, "no whole batch at this position"));
+        }
+        buf.truncate(pos);
+        Ok((buf, infos))
+    }
+
+    /// The file range for a fetch from `position`: up to `max_bytes`, but at least the first
+    /// whole batch. Like Kafka, the range may end inside a batch (clients drop a partial tail).
+    pub fn slice(&self, position: u64, max_bytes: u64) -> Result<FileSlice> {
+        let head = read_exact_at(&self.log, &self.log_path, position, LOG_OVERHEAD)?;
+        if head.len() < LOG_OVERHEAD {
+            return Err(Error::corrupt_segment(&self.log_path, position, "batch header past the end of the segment"));
+        }
+        let first = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as u64 + LOG_OVERHEAD as u64;
+        let length = max_bytes.max(first).min(self.size - position);
+        Ok(FileSlice { file: Arc::clone(&self.log), path: self.log_path.clone(), position, length })
+    }
+
+    /// First (offset, timestamp) of a record with timestamp >= `timestamp`, if this segment has one.
+    pub fn offset_for_time(&self, timestamp: i64, min_offset: i64) -> Result<Option<(i64, i64)>> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let (_, from_offset) = self.time_index.lookup(timestamp);
+        let Some(first) = self.find_batch(from_offset.max(min_offset))? else {
+            return Ok(None);
+        };
+        let mut scan = BatchScan::new(&self.log, &self.log_path, first.position, self.size);
+        loop {
+            match scan.next()? {
+                Scanned::Batch(info, bytes) if info.max_timestamp >= timestamp => {
+                    batch::check_batch(bytes, &info)
+                        .map_err(|r| Error::corrupt_segment(&self.log_path, info.position, r))?;
+                    let mut found = None;
+                    batch::for_each_record(bytes, &info, min_offset, |r| {
+                        if r.timestamp >= timestamp {
+                            found = Some((r.offset, r.timestamp));
+                            return false;
+                        }
+                        true
+                    })
+                    .map_err(|e| crate::log::decode_error(&self.log_path, info.position, e))?;
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                Scanned::Batch(..) => {}
+                Scanned::End => return Ok(None),
+                Scanned::Torn(pos) => {
+                    return Err(Error::corrupt_segment(&self.log_path, pos, "batch runs past the end of the segment"))
+                }
+                Scanned::Invalid(pos, reason) => return Err(Error::corrupt_segment(&self.log_path, pos, reason)),
+            }
+        }
+    }
+
+    /// Removes the batch holding `offset` and everything after it. Returns the bytes removed.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<u64> {
+        let Some(info) = self.find_batch(offset)? else {
+            return Ok(0);
+        };
+        let cut = info.position;
+        self.offset_index.truncate_to(info.base_offset);
+        self.time_index.truncate_to(info.base_offset);
+        self.log.set_len(cut).map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
+        let removed = self.size - cut;
+        self.size = cut;
+        if !self.load()? {
+            self.recover(u64::MAX)?;
+        }
+        Ok(removed)
+    }
+
+    /// Adds the final time-index entry (as Kafka does when a segment stops being active).
+    pub fn seal_time_index(&mut self) {
+        self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+    }
+
+    /// Called when this segment stops being the active one: final time-index entry, indexes
+    /// trimmed to their entries, everything fsynced.
+    pub fn make_inactive(&mut self) -> Result<()> {
+        self.seal_time_index();
+        self.flush()?;
+        self.offset_index.trim()?;
+        self.time_index.trim()
+    }
+
+    /// Grows the indexes back to full size when this segment becomes the active one again.
+    pub fn make_active(&mut self, index_bytes: usize) -> Result<()> {
+        self.offset_index.preallocate(index_bytes)?;
+        self.time_index.preallocate(index_bytes)
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.log.sync_data().map_err(|e| Error::io("fsync segment", &self.log_path, e))?;
+        self.offset_index.flush()?;
+        self.time_index.flush()
+    }
+
+    /// Deletes the three files (the log first, so a crash leaves at most orphan indexes).
+    pub fn delete(self) -> Result<()> {
+        let index_path = self.offset_index.path().to_path_buf();
+        let time_path = self.time_index.path().to_path_buf();
+        drop(self.offset_index);
+        drop(self.time_index);
+        for p in [&self.log_path, &index_path, &time_path] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete segment file", p, e)),
+            }
+        }
+        Ok(())
+    }
+}
