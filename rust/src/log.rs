@@ -174,7 +174,8 @@ pub struct Log {
     recovery_point: i64,
     unflushed_messages: u64,
     last_flush_ms: i64,
-    _lock: File,
+    /// Held (with an exclusive lock) from open until close.
+    lock: Option<File>,
     closed: Option<String>,
     recovery: RecoveryReport,
 }
@@ -254,7 +255,7 @@ impl Log {
             recovery_point: 0,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
-            _lock: lock,
+            lock: Some(lock),
             closed: None,
             recovery: report,
         };
@@ -376,15 +377,20 @@ impl Log {
 
     /// Builds one uncompressed batch from `records` and appends it.
     pub fn append_records(&mut self, records: &[NewRecord<'_>], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
-        self.check_open()?;
         let (mut buf, info) = batch::build_batch(records);
+        self.append_built(&mut buf, info, leader_epoch, now_ms)
+    }
+
+    /// Appends one batch made by `batch::build_batch` (so known valid), assigning its offset.
+    pub fn append_built(&mut self, buf: &mut [u8], info: BatchInfo, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        self.check_open()?;
         if u64::from(info.size) > self.config.max_message_bytes {
             return Err(Error::RecordTooLarge { size: u64::from(info.size), max_size: self.config.max_message_bytes });
         }
         let mut infos = [info];
         let lat = self.config.log_append_time.then_some(now_ms);
-        batch::assign_offsets(&mut buf, &mut infos, self.end_offset(), leader_epoch, lat);
-        let mut out = self.append_validated(&buf, infos.to_vec(), now_ms)?;
+        batch::assign_offsets(buf, &mut infos, self.end_offset(), leader_epoch, lat);
+        let mut out = self.append_validated(buf, infos.to_vec(), now_ms)?;
         out.log_append_time = lat.unwrap_or(-1);
         Ok(out)
     }
@@ -622,6 +628,7 @@ impl Log {
         self.recovery_point = self.end_offset();
         self.write_checkpoint(true)?;
         self.closed = Some("closed".into());
+        self.lock = None;
         Ok(())
     }
 }

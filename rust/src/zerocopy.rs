@@ -1,21 +1,27 @@
 //! Zero-copy transfer of a file range to a socket: sendfile(2) on Linux, with a copying
-//! fallback elsewhere. Non-blocking and resumable: returns the bytes sent, and the caller waits
-//! for writability and calls again with the advanced offset when it gets `WouldBlock`.
+//! fallback on other Unix systems. Non-blocking and resumable: returns the bytes sent; on
+//! `WouldBlock` the caller waits for writability and calls again with the advanced offset.
 
 use std::fs::File;
 use std::io;
 
-/// Sends up to `count` bytes of `file` from `offset` to the socket `out_fd` without copying
-/// them through user space. Returns the number of bytes sent (0 only at end of file).
-#[cfg(target_os = "linux")]
+/// Sends up to `count` bytes of `file` from `offset` to the socket `out_fd`.
+/// Returns the number of bytes sent (0 only at end of file).
+#[cfg(unix)]
 pub fn send_file(out_fd: i32, file: &File, offset: u64, count: usize) -> io::Result<usize> {
     use std::os::unix::io::AsRawFd;
+    send_fd(out_fd, file.as_raw_fd(), offset, count)
+}
+
+/// As `send_file`, for a raw file descriptor owned by the caller.
+#[cfg(target_os = "linux")]
+pub fn send_fd(out_fd: i32, in_fd: i32, offset: u64, count: usize) -> io::Result<usize> {
     let mut off: libc::off_t = offset.try_into().map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
-        // SAFETY: `file` is an open file borrowed for the duration of the call, `out_fd` is a
-        // caller-supplied descriptor that the kernel validates (a bad one yields EBADF, not UB),
-        // and `off` is a valid, exclusively borrowed off_t that the kernel updates.
-        let n = unsafe { libc::sendfile(out_fd, file.as_raw_fd(), &mut off, count) };
+        // SAFETY: sendfile only reads `in_fd` and writes `out_fd`, both plain integers that the
+        // kernel validates (a bad descriptor yields EBADF, never memory unsafety); `off` is a
+        // live, exclusively borrowed off_t for the duration of the call.
+        let n = unsafe { libc::sendfile(out_fd, in_fd, &mut off, count) };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -26,17 +32,27 @@ pub fn send_file(out_fd: i32, file: &File, offset: u64, count: usize) -> io::Res
     }
 }
 
-/// Copying fallback: reads the range and writes it to `out_fd`.
+/// Copying fallback where sendfile(2) is missing or has another signature: pread + write.
 #[cfg(all(unix, not(target_os = "linux")))]
-pub fn send_file(out_fd: i32, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+pub fn send_fd(out_fd: i32, in_fd: i32, offset: u64, count: usize) -> io::Result<usize> {
     let mut buf = vec![0u8; count.min(1 << 20)];
-    let n = crate::segment::read_at(file, &mut buf, offset)?;
+    let off: libc::off_t = offset.try_into().map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let n = loop {
+        // SAFETY: `buf` is a live, writable allocation of `buf.len()` bytes owned by this frame.
+        let n = unsafe { libc::pread(in_fd, buf.as_mut_ptr().cast(), buf.len(), off) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
     if n == 0 {
         return Ok(0);
     }
     loop {
-        // SAFETY: `buf[..n]` is initialised memory owned by this frame; `out_fd` is validated by
-        // the kernel.
+        // SAFETY: `buf[..n]` was initialised by pread above and outlives the call.
         let w = unsafe { libc::write(out_fd, buf.as_ptr().cast(), n) };
         if w >= 0 {
             return Ok(w as usize);
@@ -48,9 +64,14 @@ pub fn send_file(out_fd: i32, file: &File, offset: u64, count: usize) -> io::Res
     }
 }
 
-/// No portable socket descriptor here: the Python layer reads the range and sends it itself.
+/// Without Unix descriptors the Python layer reads the range and sends it itself.
 #[cfg(not(unix))]
 pub fn send_file(_out_fd: i32, _file: &File, _offset: u64, _count: usize) -> io::Result<usize> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+#[cfg(not(unix))]
+pub fn send_fd(_out_fd: i32, _in_fd: i32, _offset: u64, _count: usize) -> io::Result<usize> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 

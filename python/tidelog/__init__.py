@@ -1,0 +1,31 @@
+"""tidelog: a Kafka-compatible streaming log for Python.
+
+The embedded log::
+
+    import tidelog
+    with tidelog.Log.open("data/orders-0") as log:
+        first = log.append([(b"k", b"v")])
+        for record in log.read(first):
+            print(record.offset, record.value)
+"""
+
+from tidelog import errors
+from tidelog._engine import engine, rust_available
+from tidelog.records import Compression, Record
+from tidelog.storage import AppendResult, Log, LogConfig, OffsetAndTimestamp, RecoveryReport, Topic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppendResult",
+    "Compression",
+    "Log",
+    "LogConfig",
+    "OffsetAndTimestamp",
+    "Record",
+    "RecoveryReport",
+    "Topic",
+    "engine",
+    "errors",
+    "rust_available",
+]

@@ -1,0 +1,1 @@
+"""tidelog's native client pieces."""

@@ -1,0 +1,134 @@
+"""Exceptions raised by tidelog.
+
+Every exception carries what a caller needs to act on it (the offset, file and byte position
+involved) and the Kafka error code it maps to on the wire (``error_code``).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class TidelogError(Exception):
+    """Base class of tidelog's errors."""
+
+    #: Kafka protocol error code for this error (-1 = UNKNOWN_SERVER_ERROR).
+    error_code: int = -1
+
+
+class CorruptRecordError(TidelogError):
+    """Bytes that are not a valid RecordBatch v2: bad length, magic, CRC, counts or records.
+
+    For caller-supplied input, ``batch_index`` and ``position`` locate the batch in the input;
+    for stored data, ``segment`` is the ``.log`` file, ``directory`` its partition directory and
+    ``position`` the byte offset in the segment. Corrupt stored data is never returned.
+    """
+
+    error_code = 2  # CORRUPT_MESSAGE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "",
+        segment: str | None = None,
+        position: int | None = None,
+        batch_index: int | None = None,
+        directory: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.segment = segment
+        self.position = position
+        self.batch_index = batch_index
+        self.directory = directory if directory is not None else (
+            os.path.dirname(segment) if segment else None
+        )
+
+
+class RecordTooLargeError(TidelogError):
+    """A batch larger than ``max.message.bytes``."""
+
+    error_code = 10  # MESSAGE_TOO_LARGE
+
+    def __init__(self, message: str, *, size: int, max_size: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.max_size = max_size
+
+
+class OffsetOutOfRangeError(TidelogError):
+    """An offset outside ``[start_offset, end_offset]`` of the log."""
+
+    error_code = 1  # OFFSET_OUT_OF_RANGE
+
+    def __init__(self, message: str, *, offset: int, start_offset: int, end_offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.start_offset = start_offset
+        self.end_offset = end_offset
+
+
+class InvalidAppendOffsetError(TidelogError):
+    """Batches appended with their own offsets that do not continue the log end offset."""
+
+    error_code = 87  # INVALID_RECORD
+
+    def __init__(self, message: str, *, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class UnsupportedCompressionError(TidelogError):
+    """A batch compressed with a codec that cannot be decoded here."""
+
+    error_code = 76  # UNSUPPORTED_COMPRESSION_TYPE
+
+    def __init__(self, message: str, *, codec: int) -> None:
+        super().__init__(message)
+        self.codec = codec
+
+
+class LogClosedError(TidelogError):
+    """The log was closed, or a failed write or fsync left it unusable until reopened."""
+
+    error_code = 56  # KAFKA_STORAGE_ERROR
+
+
+class LogLockedError(TidelogError):
+    """Another process has the log directory open."""
+
+    error_code = 56  # KAFKA_STORAGE_ERROR
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StorageError(TidelogError):
+    """An operating-system error while reading or writing the log (ENOSPC, EFBIG, EIO, ...).
+
+    A failed append is never partly visible; data flushed before it stays readable.
+    """
+
+    error_code = 56  # KAFKA_STORAGE_ERROR
+
+    def __init__(self, message: str, *, operation: str, path: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+
+
+__all__ = [
+    "CorruptRecordError",
+    "InvalidAppendOffsetError",
+    "LogClosedError",
+    "LogLockedError",
+    "OffsetOutOfRangeError",
+    "RecordTooLargeError",
+    "StorageError",
+    "TidelogError",
+    "UnsupportedCompressionError",
+]

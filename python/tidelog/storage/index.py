@@ -1,0 +1,227 @@
+"""Memory-mapped sparse offset index and time index: the pure-Python twin of
+``rust/src/index.rs`` (same files, big-endian entries)."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+
+from tidelog.errors import StorageError
+
+OFFSET_ENTRY = 8
+TIME_ENTRY = 12
+_OFF = struct.Struct(">II")
+_TIME = struct.Struct(">qI")
+
+
+def storage_error(operation: str, path: str, e: OSError) -> StorageError:
+    return StorageError(
+        f"{operation} {path} failed: {e.strerror or e}", operation=operation, path=path, errno=e.errno
+    )
+
+
+class _MappedEntries:
+    """A file of fixed-size entries mapped into memory."""
+
+    def __init__(self, path: str, entry_size: int, preallocate: int | None) -> None:
+        self.path = path
+        self.entry_size = entry_size
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            length = os.fstat(self.fd).st_size
+        except OSError as e:
+            raise storage_error("open index", path, e) from e
+        self.entries = length // entry_size
+        self.capacity = self.entries
+        self.map: mmap.mmap | None = None
+        if preallocate is not None:
+            self.resize(max(preallocate, length - length % entry_size))
+        else:
+            self.resize(self.entries * entry_size)
+
+    def resize(self, nbytes: int) -> None:
+        nbytes -= nbytes % self.entry_size
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        try:
+            os.ftruncate(self.fd, nbytes)
+        except OSError as e:
+            raise storage_error("resize index", self.path, e) from e
+        self.capacity = nbytes // self.entry_size
+        self.entries = min(self.entries, self.capacity)
+        if nbytes > 0:
+            self.map = mmap.mmap(self.fd, nbytes)
+
+    def is_full(self) -> bool:
+        return self.entries >= self.capacity
+
+    def floor(self, target: int, unpack: struct.Struct) -> int | None:
+        """Greatest entry index whose first field is <= target."""
+        lo, hi = 0, self.entries
+        m = self.map
+        size = self.entry_size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if unpack.unpack_from(m, mid * size)[0] <= target:  # type: ignore[arg-type]
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo - 1 if lo > 0 else None
+
+    def push(self, entry: bytes) -> None:
+        at = self.entries * self.entry_size
+        assert self.map is not None
+        self.map[at : at + self.entry_size] = entry
+        self.entries += 1
+
+    def flush(self) -> None:
+        if self.map is not None:
+            try:
+                self.map.flush()
+            except OSError as e:
+                raise storage_error("msync index", self.path, e) from e
+
+    def trim(self) -> None:
+        self.flush()
+        self.resize(self.entries * self.entry_size)
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            raise storage_error("fsync index", self.path, e) from e
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        os.close(self.fd)
+
+
+class OffsetIndex:
+    """Entries (relative last offset of a batch, position of the batch's start)."""
+
+    def __init__(self, path: str, base_offset: int, preallocate: int | None) -> None:
+        self._m = _MappedEntries(path, OFFSET_ENTRY, preallocate)
+        self.base_offset = base_offset
+
+    @property
+    def path(self) -> str:
+        return self._m.path
+
+    @property
+    def entries(self) -> int:
+        return self._m.entries
+
+    def set_entries(self, n: int) -> None:
+        self._m.entries = min(n, self._m.capacity)
+
+    def is_full(self) -> bool:
+        return self._m.is_full()
+
+    def get(self, i: int) -> tuple[int, int]:
+        rel, pos = _OFF.unpack_from(self._m.map, i * OFFSET_ENTRY)  # type: ignore[arg-type]
+        return self.base_offset + rel, pos
+
+    def append(self, offset: int, position: int) -> None:
+        self._m.push(_OFF.pack(offset - self.base_offset, position))
+
+    def lookup(self, target: int) -> tuple[int, int]:
+        """The greatest entry with offset <= target, or (base offset, 0)."""
+        i = self._m.floor(target - self.base_offset, _OFF)
+        return self.get(i) if i is not None else (self.base_offset, 0)
+
+    def truncate_to(self, offset: int) -> None:
+        """Removes entries with offset >= ``offset``."""
+        i = self._m.floor(offset - self.base_offset - 1, _OFF)
+        keep = 0 if i is None else i + 1
+        self._m.entries = min(keep, self._m.entries)
+
+    def sanity_check(self, log_size: int) -> bool:
+        prev: tuple[int, int] | None = None
+        for i in range(self.entries):
+            o, p = self.get(i)
+            if p >= max(log_size, 1) or (prev is not None and (o <= prev[0] or p <= prev[1])):
+                return False
+            prev = (o, p)
+        return True
+
+    def flush(self) -> None:
+        self._m.flush()
+
+    def trim(self) -> None:
+        self._m.trim()
+
+    def preallocate(self, nbytes: int) -> None:
+        self._m.resize(max(nbytes, self.entries * OFFSET_ENTRY))
+
+    def close(self) -> None:
+        self._m.close()
+
+
+class TimeIndex:
+    """Entries (max timestamp so far, relative offset of the batch holding it)."""
+
+    def __init__(self, path: str, base_offset: int, preallocate: int | None) -> None:
+        self._m = _MappedEntries(path, TIME_ENTRY, preallocate)
+        self.base_offset = base_offset
+
+    @property
+    def path(self) -> str:
+        return self._m.path
+
+    @property
+    def entries(self) -> int:
+        return self._m.entries
+
+    def set_entries(self, n: int) -> None:
+        self._m.entries = min(n, self._m.capacity)
+
+    def is_full(self) -> bool:
+        return self._m.is_full()
+
+    def get(self, i: int) -> tuple[int, int]:
+        ts, rel = _TIME.unpack_from(self._m.map, i * TIME_ENTRY)  # type: ignore[arg-type]
+        return ts, self.base_offset + rel
+
+    def last_entry(self) -> tuple[int, int] | None:
+        return self.get(self.entries - 1) if self.entries else None
+
+    def maybe_append(self, timestamp: int, offset: int) -> None:
+        last = self.last_entry()
+        if self.is_full() or (last is not None and timestamp <= last[0]):
+            return
+        self._m.push(_TIME.pack(timestamp, offset - self.base_offset))
+
+    def lookup(self, timestamp: int) -> tuple[int, int]:
+        """The greatest entry with timestamp <= target, or (-1, base offset)."""
+        i = self._m.floor(timestamp, _TIME)
+        return self.get(i) if i is not None else (-1, self.base_offset)
+
+    def truncate_to(self, offset: int) -> None:
+        keep = self.entries
+        while keep > 0 and self.get(keep - 1)[1] >= offset:
+            keep -= 1
+        self._m.entries = keep
+
+    def sanity_check(self, next_offset: int) -> bool:
+        prev: tuple[int, int] | None = None
+        for i in range(self.entries):
+            ts, o = self.get(i)
+            bad_order = prev is not None and (ts <= prev[0] or o < prev[1])
+            if o >= max(next_offset, self.base_offset + 1) or bad_order:
+                return False
+            prev = (ts, o)
+        return True
+
+    def flush(self) -> None:
+        self._m.flush()
+
+    def trim(self) -> None:
+        self._m.trim()
+
+    def preallocate(self, nbytes: int) -> None:
+        self._m.resize(max(nbytes, self.entries * TIME_ENTRY))
+
+    def close(self) -> None:
+        self._m.close()

@@ -1,0 +1,481 @@
+"""One partition's log: the pure-Python twin of ``rust/src/log.rs``. Same files, same
+recovery, same errors; standard library only (plus ``tidelog.records``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from tidelog.errors import (
+    LogClosedError,
+    LogLockedError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+    TidelogError,
+)
+from tidelog.records import BatchHeader, build_batch, decode_records, parse_header
+from tidelog.storage.batch import assign_offsets, validate_batches
+from tidelog.storage.index import storage_error
+from tidelog.storage.segment import FileSlice, Segment, corrupt_segment, file_name
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+CHECKPOINT_FILE = "partition.checkpoint"
+LOCK_FILE = ".lock"
+_CHECKPOINT_HEADER = "tidelog-partition-checkpoint 1"
+T = TypeVar("T")
+
+DEFAULTS: dict[str, Any] = {
+    "segment_bytes": 1 << 30,
+    "segment_ms": 7 * 24 * 3600 * 1000,
+    "segment_index_bytes": 10 << 20,
+    "index_interval_bytes": 4096,
+    "flush_messages": None,
+    "flush_ms": None,
+    "retention_bytes": -1,
+    "retention_ms": -1,
+    "max_message_bytes": 1_048_588,
+    "log_append_time": False,
+}
+
+
+def _sync_dir(directory: str) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise storage_error("fsync directory", directory, e) from e
+
+
+def write_file_atomic(directory: str, name: str, contents: bytes) -> None:
+    """Writes ``directory/name`` atomically and durably: temp file, fsync, rename, fsync dir."""
+    tmp = os.path.join(directory, name + ".tmp")
+    dst = os.path.join(directory, name)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(contents)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except OSError as e:
+        raise storage_error("write", dst, e) from e
+    _sync_dir(directory)
+
+
+def _read_checkpoint(directory: str) -> tuple[int, int, bool] | None:
+    try:
+        with open(os.path.join(directory, CHECKPOINT_FILE), encoding="ascii") as f:
+            lines = f.read().splitlines()
+        if len(lines) < 4 or lines[0] != _CHECKPOINT_HEADER:
+            return None
+        vals = []
+        for line, name in zip(lines[1:4], ("log_start_offset", "recovery_point", "clean_shutdown")):
+            key, _, v = line.partition(" ")
+            if key != name:
+                return None
+            vals.append(int(v))
+        return vals[0], vals[1], vals[2] == 1
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+class Log:
+    """The pure-Python engine's partition log; the same interface as ``tidelog._core.Log``.
+
+    Thread-safe: a lock serialises every operation.
+    """
+
+    def __init__(self, path: str, config: dict[str, Any], now_ms: int) -> None:
+        cfg = dict(DEFAULTS)
+        for k, v in config.items():
+            if k not in DEFAULTS:
+                raise ValueError(f"unknown log config field {k!r}")
+            cfg[k] = v
+        self._cfg = cfg
+        self._mutex = threading.RLock()
+        self._dir = os.fspath(path)
+        try:
+            os.makedirs(self._dir, exist_ok=True)
+            self._lock_fd = os.open(os.path.join(self._dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise storage_error("create directory", self._dir, e) from e
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_fd)
+                raise LogLockedError(f"{self._dir} is locked by another process", path=self._dir) from None
+        try:
+            self._open(now_ms)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self, now_ms: int) -> None:
+        cfg, directory = self._cfg, self._dir
+        cp = _read_checkpoint(directory)
+        clean = cp is not None and cp[2]
+        self._report = [clean, 0, 0, 0]
+        bases = self._list_segments()
+        log_start = max(cp[0] if cp else 0, 0)
+        recovery_point = (1 << 63) if clean else (cp[1] if cp else -(1 << 63))
+        segments: list[Segment] = []
+        for i, base in enumerate(bases):
+            prealloc = cfg["segment_index_bytes"] if i == len(bases) - 1 else None
+            seg = Segment(directory, base, cfg["index_interval_bytes"], prealloc, now_ms)
+            next_base = bases[i + 1] if i + 1 < len(bases) else (1 << 63)
+            must_scan = next_base > recovery_point or seg.indexes_suspect or not seg.load()
+            if must_scan:
+                self._report[1] += 1
+                cut = seg.recover(cfg["max_message_bytes"])
+                self._report[2] += cut
+                if cut > 0:
+                    segments.append(seg)
+                    for later in bases[i + 1 :]:
+                        Segment(directory, later, cfg["index_interval_bytes"], None, now_ms).delete()
+                        self._report[3] += 1
+                    break
+            segments.append(seg)
+        if not segments:
+            segments.append(
+                Segment(directory, log_start, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
+            )
+            _sync_dir(directory)
+        elif len(segments) < len(bases) or self._report[2] > 0:
+            segments[-1].make_active(cfg["segment_index_bytes"])
+        self._segments = segments
+        self._start = max(log_start, segments[0].base_offset)
+        self._start = min(self._start, self.end_offset)
+        self._unflushed = 0
+        self._last_flush_ms = now_ms
+        self._closed: str | None = None
+        if self._report[1] > 0:
+            self._segments[-1].flush()
+        self._recovery_point = self.end_offset
+        self._delete_segments_below_start()
+        self._write_checkpoint(False)
+
+    def _list_segments(self) -> list[int]:
+        bases = []
+        orphans = []
+        for name in os.listdir(self._dir):
+            stem, dot, ext = name.partition(".")
+            if not dot:
+                continue
+            if len(stem) != 20 or not stem.isdigit() or not stem.isascii():
+                if name.endswith(".tmp"):
+                    orphans.append(name)
+                continue
+            base = int(stem)
+            if ext == "log":
+                bases.append(base)
+            elif ext in ("index", "timeindex") and not os.path.exists(
+                os.path.join(self._dir, file_name(base, ".log"))
+            ):
+                orphans.append(name)
+        for name in orphans:
+            os.remove(os.path.join(self._dir, name))
+        return sorted(bases)
+
+    def _write_checkpoint(self, clean: bool) -> None:
+        text = (
+            f"{_CHECKPOINT_HEADER}\nlog_start_offset {self._start}\n"
+            f"recovery_point {self._recovery_point}\nclean_shutdown {int(clean)}\n"
+        )
+        write_file_atomic(self._dir, CHECKPOINT_FILE, text.encode("ascii"))
+
+    def _locked(self, f: Callable[[], T]) -> T:
+        with self._mutex:
+            if self._closed is not None:
+                raise LogClosedError(f"log is closed: {self._closed}")
+            return f()
+
+    def _fail_on_closed(self, e: TidelogError) -> None:
+        if isinstance(e, LogClosedError):
+            self._closed = str(e)
+
+    # ---- properties ----
+
+    @property
+    def start_offset(self) -> int:
+        return self._start
+
+    @property
+    def end_offset(self) -> int:
+        return self._segments[-1].next_offset
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    def segments(self) -> list[int]:
+        return [s.base_offset for s in self._segments]
+
+    def recovery_report(self) -> tuple[bool, int, int, int]:
+        r = self._report
+        return bool(r[0]), int(r[1]), int(r[2]), int(r[3])
+
+    # ---- appends ----
+
+    def append_records(self, records: Iterable[Any], leader_epoch: int, now_ms: int) -> tuple[int, int, int, int, int]:
+        buf = bytearray(build_batch(records, now_ms=now_ms))
+        h = parse_header(buf, 0)
+
+        def go() -> tuple[int, int, int, int, int]:
+            if h.size > self._cfg["max_message_bytes"]:
+                mx = self._cfg["max_message_bytes"]
+                raise RecordTooLargeError(
+                    f"record batch of {h.size} bytes exceeds max.message.bytes={mx}", size=h.size, max_size=mx
+                )
+            return self._assign_and_append(buf, [h], leader_epoch, now_ms)
+
+        return self._locked(go)
+
+    def append_batches(self, data: Any, keep_offsets: bool, leader_epoch: int, now_ms: int) -> tuple[int, int, int, int, int]:
+        buf = bytearray(data)
+
+        def go() -> tuple[int, int, int, int, int]:
+            if keep_offsets:
+                headers = validate_batches(buf, self._cfg["max_message_bytes"], self.end_offset)
+                return self._append_validated(buf, headers, now_ms, -1)
+            headers = validate_batches(buf, self._cfg["max_message_bytes"], None)
+            return self._assign_and_append(buf, headers, leader_epoch, now_ms)
+
+        return self._locked(go)
+
+    def _assign_and_append(
+        self, buf: bytearray, headers: list[BatchHeader], leader_epoch: int, now_ms: int
+    ) -> tuple[int, int, int, int, int]:
+        lat = now_ms if self._cfg["log_append_time"] else None
+        headers = assign_offsets(buf, headers, self.end_offset, leader_epoch, lat)
+        return self._append_validated(buf, headers, now_ms, -1 if lat is None else lat)
+
+    def _append_validated(
+        self, buf: bytearray, headers: list[BatchHeader], now_ms: int, stamped: int
+    ) -> tuple[int, int, int, int, int]:
+        first, last = headers[0].base_offset, headers[-1].last_offset
+        max_ts = max(h.max_timestamp for h in headers)
+        count = last - first + 1
+        cfg = self._cfg
+        if self._segments[-1].should_roll(len(buf), last, cfg["segment_bytes"], cfg["segment_ms"], now_ms):
+            self._roll(now_ms)
+        try:
+            self._segments[-1].append(buf, headers)
+        except TidelogError as e:
+            self._fail_on_closed(e)
+            raise
+        self._unflushed += count
+        due = cfg["flush_messages"] is not None and self._unflushed >= cfg["flush_messages"]
+        due = due or (cfg["flush_ms"] is not None and now_ms - self._last_flush_ms >= cfg["flush_ms"])
+        if due:
+            self._flush(now_ms)
+        return first, last, max_ts, stamped, count
+
+    # ---- roll / flush ----
+
+    def roll(self, now_ms: int) -> None:
+        self._locked(lambda: self._roll(now_ms))
+
+    def _roll(self, now_ms: int) -> None:
+        active = self._segments[-1]
+        if active.size == 0:
+            return
+        base = self.end_offset
+        try:
+            active.make_inactive()
+        except TidelogError as e:
+            self._fail_on_closed(e)
+            raise
+        cfg = self._cfg
+        self._segments.append(
+            Segment(self._dir, base, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
+        )
+        _sync_dir(self._dir)
+        self._recovery_point = base
+        self._unflushed = 0
+        self._last_flush_ms = now_ms
+        self._write_checkpoint(False)
+        self._apply_retention(now_ms)
+
+    def flush(self, now_ms: int) -> None:
+        self._locked(lambda: self._flush(now_ms))
+
+    def _flush(self, now_ms: int) -> None:
+        try:
+            self._segments[-1].flush()
+        except TidelogError as e:
+            # After a failed fsync the page cache state is unknown: refuse further use.
+            self._closed = f"flush failed: {e}"
+            raise
+        self._recovery_point = self.end_offset
+        self._unflushed = 0
+        self._last_flush_ms = now_ms
+
+    # ---- reads ----
+
+    def _locate(self, offset: int) -> tuple[Segment, BatchHeader] | None:
+        if offset < self._start or offset > self.end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside the log's range [{self._start}, {self.end_offset}]",
+                offset=offset, start_offset=self._start, end_offset=self.end_offset,
+            )
+        idx = 0
+        for i, s in enumerate(self._segments):
+            if s.base_offset <= offset:
+                idx = i
+        for seg in self._segments[idx:]:
+            h = seg.find_batch(offset)
+            if h is not None:
+                return seg, h
+        return None
+
+    def _read_batches(self, offset: int, max_bytes: int) -> tuple[bytes, list[BatchHeader], str]:
+        found = self._locate(offset)
+        if found is None:
+            return b"", [], ""
+        seg, h = found
+        buf, headers = seg.read_batches(h.position, max_bytes)
+        return buf, headers, seg.log_path
+
+    def read_raw(self, offset: int, max_bytes: int) -> bytes:
+        return self._locked(lambda: self._read_batches(offset, max_bytes)[0])
+
+    def read_records(self, offset: int, max_records: int, max_bytes: int) -> list[tuple[Any, ...]]:
+        buf, headers, path = self._locked(lambda: self._read_batches(offset, max_bytes))
+        out: list[tuple[Any, ...]] = []
+        view = memoryview(buf)
+        base = headers[0].position if headers else 0
+        for h in headers:
+            if len(out) >= max_records:
+                break
+            start = h.position - base
+            try:
+                out += decode_records(view[start : start + h.size], h, offset, max_records - len(out))
+            except ValueError as e:
+                seg_pos = h.position
+                raise corrupt_segment(path, seg_pos, str(e)) from None
+        return out
+
+    def slice(self, offset: int, max_bytes: int) -> FileSlice | None:
+        def go() -> FileSlice | None:
+            found = self._locate(offset)
+            return None if found is None else found[0].slice(found[1].position, max_bytes)
+
+        return self._locked(go)
+
+    def offset_for_time(self, timestamp: int) -> tuple[int, int] | None:
+        def go() -> tuple[int, int] | None:
+            for seg in self._segments:
+                if seg.next_offset <= self._start:
+                    continue
+                found = seg.offset_for_time(timestamp, self._start)
+                if found is not None:
+                    return found
+            return None
+
+        return self._locked(go)
+
+    # ---- truncation and retention ----
+
+    def truncate_to(self, offset: int, now_ms: int) -> None:
+        self._locked(lambda: self._truncate_to(offset, now_ms))
+
+    def _truncate_to(self, offset: int, now_ms: int) -> None:
+        if offset >= self.end_offset:
+            return
+        cfg = self._cfg
+        if offset < self._start:
+            for seg in self._segments:
+                seg.delete()
+            self._segments = [
+                Segment(self._dir, offset, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
+            ]
+            _sync_dir(self._dir)
+            self._start = offset
+        else:
+            while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
+                self._segments.pop().delete()
+            try:
+                self._segments[-1].truncate_to(offset)
+            except TidelogError as e:
+                self._fail_on_closed(e)
+                raise
+            self._segments[-1].make_active(cfg["segment_index_bytes"])
+            self._segments[-1].flush()
+            self._start = min(self._start, self.end_offset)
+        self._recovery_point = min(self._recovery_point, self.end_offset)
+        self._write_checkpoint(False)
+
+    def delete_records_before(self, offset: int) -> None:
+        def go() -> None:
+            if offset > self.end_offset:
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is outside the log's range [{self._start}, {self.end_offset}]",
+                    offset=offset, start_offset=self._start, end_offset=self.end_offset,
+                )
+            if offset <= self._start:
+                return
+            self._start = offset
+            self._write_checkpoint(False)
+            self._delete_segments_below_start()
+
+        self._locked(go)
+
+    def _delete_segments_below_start(self) -> int:
+        n = 0
+        while len(self._segments) > 1 and self._segments[1].base_offset <= self._start:
+            self._segments.pop(0).delete()
+            n += 1
+        return n
+
+    def apply_retention(self, now_ms: int) -> int:
+        return self._locked(lambda: self._apply_retention(now_ms))
+
+    def _apply_retention(self, now_ms: int) -> int:
+        cfg = self._cfg
+        segs = self._segments
+        inactive = len(segs) - 1
+        doomed = 0
+        if cfg["retention_ms"] >= 0:
+            while doomed < inactive and now_ms - segs[doomed].max_timestamp > cfg["retention_ms"]:
+                doomed += 1
+        if cfg["retention_bytes"] >= 0:
+            excess = self.size_bytes - cfg["retention_bytes"] - sum(s.size for s in segs[:doomed])
+            while doomed < inactive and excess - segs[doomed].size >= 0:
+                excess -= segs[doomed].size
+                doomed += 1
+        if doomed == 0:
+            return 0
+        self._start = max(self._start, segs[doomed].base_offset)
+        self._write_checkpoint(False)
+        return self._delete_segments_below_start()
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed is not None:
+                return
+            self._segments[-1].make_inactive()
+            self._recovery_point = self.end_offset
+            self._write_checkpoint(True)
+            self._closed = "closed"
+            for seg in self._segments:
+                seg.close()
+            os.close(self._lock_fd)

@@ -1,0 +1,390 @@
+"""One segment: ``.log`` + ``.index`` + ``.timeindex``: the pure-Python twin of
+``rust/src/segment.rs``."""
+
+from __future__ import annotations
+
+import os
+import struct
+import weakref
+from collections.abc import Iterator
+
+from tidelog.errors import CorruptRecordError
+from tidelog.records import (
+    HEADER_LEN,
+    LOG_OVERHEAD,
+    BatchHeader,
+    Incomplete,
+    check_batch,
+    decode_records,
+    parse_header,
+)
+from tidelog.storage.index import OffsetIndex, TimeIndex, storage_error
+
+SCAN_CHUNK = 64 * 1024
+_I32 = struct.Struct(">i")
+
+
+def file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+def corrupt_segment(path: str, position: int, reason: str) -> CorruptRecordError:
+    return CorruptRecordError(
+        f"corrupt record batch at byte {position} of {path}: {reason}",
+        reason=reason, segment=path, position=position,
+    )
+
+
+def pread_exact(fd: int, path: str, pos: int, n: int) -> bytes:
+    """Up to ``n`` bytes at ``pos`` (fewer only at end of file)."""
+    try:
+        data = os.pread(fd, n, pos)
+        while len(data) < n:
+            more = os.pread(fd, n - len(data), pos + len(data))
+            if not more:
+                break
+            data += more
+        return data
+    except OSError as e:
+        raise storage_error("read", path, e) from e
+
+
+# What one scan step found: a batch (header, bytes), the end, a torn tail, an invalid batch.
+Scanned = tuple[str, BatchHeader | None, memoryview | None, int, str]
+
+
+class BatchScan:
+    """Walks the batches of a file range with buffered positional reads."""
+
+    def __init__(self, fd: int, path: str, start: int, end: int) -> None:
+        self.fd, self.path, self.pos, self.end = fd, path, start, end
+        self.buf = b""
+        self.buf_pos = start
+
+    def next(self) -> Scanned:
+        if self.pos >= self.end:
+            return ("end", None, None, self.pos, "")
+        refilled = False
+        while True:
+            off = self.pos - self.buf_pos
+            in_buf = off <= len(self.buf)
+            if in_buf:
+                try:
+                    h = parse_header(self.buf, min(off, len(self.buf)), self.buf_pos)
+                    self.pos += h.size
+                    return ("batch", h, memoryview(self.buf)[off : off + h.size], h.position, "")
+                except ValueError as e:
+                    return ("invalid", None, None, self.pos, str(e))
+                except Incomplete:
+                    pass
+            avail = len(self.buf) - off if in_buf else 0
+            if avail >= LOG_OVERHEAD:
+                need = _I32.unpack_from(self.buf, off + 8)[0] + LOG_OVERHEAD
+            else:
+                need = HEADER_LEN
+            if self.pos + need > self.end or refilled:
+                return ("torn", None, None, self.pos, "")
+            want = min(max(need, SCAN_CHUNK), self.end - self.pos)
+            self.buf = pread_exact(self.fd, self.path, self.pos, want)
+            self.buf_pos = self.pos
+            if len(self.buf) < want:
+                self.end = self.pos + len(self.buf)
+            refilled = True
+
+    def batches(self) -> Iterator[Scanned]:
+        while True:
+            s = self.next()
+            yield s
+            if s[0] != "batch":
+                return
+
+
+class FileSlice:
+    """A byte range of a segment file, held open (by a duplicated descriptor) for sending."""
+
+    def __init__(self, fd: int, path: str, position: int, length: int) -> None:
+        self._fd = os.dup(fd)
+        self._finalizer = weakref.finalize(self, os.close, self._fd)
+        self.path = path
+        self.position = position
+        self.length = length
+
+    def send(self, fd: int, sent: int) -> int:
+        """sendfile(2) of bytes ``sent..length`` to socket ``fd``; returns how many went out."""
+        return os.sendfile(fd, self._fd, self.position + sent, self.length - sent)
+
+    def read(self) -> bytes:
+        return pread_exact(self._fd, self.path, self.position, self.length)
+
+
+class Segment:
+    """One segment. Not thread-safe on its own; the owning log serialises access."""
+
+    def __init__(
+        self, directory: str, base_offset: int, index_interval_bytes: int,
+        preallocate: int | None, now_ms: int,
+    ) -> None:
+        self.base_offset = base_offset
+        self.log_path = os.path.join(directory, file_name(base_offset, ".log"))
+        index_path = os.path.join(directory, file_name(base_offset, ".index"))
+        time_path = os.path.join(directory, file_name(base_offset, ".timeindex"))
+        self.indexes_suspect = not (os.path.exists(index_path) and os.path.exists(time_path))
+        try:
+            self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.size = os.fstat(self.fd).st_size
+        except OSError as e:
+            raise storage_error("open segment", self.log_path, e) from e
+        self.offset_index = OffsetIndex(index_path, base_offset, preallocate)
+        self.time_index = TimeIndex(time_path, base_offset, preallocate)
+        self.index_interval_bytes = index_interval_bytes
+        self.bytes_since_last_index_entry = 0
+        self.next_offset = base_offset
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = base_offset
+        self.created_ms = now_ms
+
+    def _scan(self, start: int) -> BatchScan:
+        return BatchScan(self.fd, self.log_path, start, self.size)
+
+    def load(self) -> bool:
+        """Trusts a cleanly closed segment's indexes if sane; False if they must be rebuilt."""
+        if not self.offset_index.sanity_check(self.size):
+            return False
+        self.max_timestamp = -1
+        last = self.time_index.last_entry()
+        if last is not None:
+            self.max_timestamp, self.offset_of_max_timestamp = last
+        n = self.offset_index.entries
+        start = self.offset_index.get(n - 1)[1] if n else 0
+        self.next_offset = self.base_offset
+        self.bytes_since_last_index_entry = 0
+        first = True
+        for kind, h, _, _, _ in self._scan(start).batches():
+            if kind == "end":
+                break
+            if kind != "batch" or h is None:
+                return False
+            if first and start > 0 and h.last_offset != self.offset_index.get(n - 1)[0]:
+                return False
+            first = False
+            self.next_offset = h.next_offset
+            if h.max_timestamp > self.max_timestamp:
+                self.max_timestamp = h.max_timestamp
+                self.offset_of_max_timestamp = h.last_offset
+        return self.time_index.sanity_check(self.next_offset)
+
+    def recover(self, max_batch_size: int) -> int:
+        """Rebuilds the indexes, truncating at the first invalid or partial batch.
+        Returns the number of bytes truncated."""
+        self.offset_index.set_entries(0)
+        self.time_index.set_entries(0)
+        self.bytes_since_last_index_entry = 0
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = self.base_offset
+        self.next_offset = self.base_offset
+        valid_end = 0
+        expected: int | None = None
+        for kind, h, data, _, _ in self._scan(0).batches():
+            if kind != "batch" or h is None or data is None:
+                break
+            ok = (
+                h.size <= max_batch_size
+                and check_batch(data, h) is None
+                and (h.base_offset == expected if expected is not None else h.base_offset >= self.base_offset)
+                and h.last_offset - self.base_offset <= 0xFFFFFFFF
+            )
+            if not ok:
+                break
+            expected = h.next_offset
+            valid_end = h.position + h.size
+            self._index_batches([h], 0)
+        truncated = self.size - valid_end
+        if truncated > 0:
+            try:
+                os.ftruncate(self.fd, valid_end)
+            except OSError as e:
+                raise storage_error("truncate segment", self.log_path, e) from e
+            self.size = valid_end
+        return truncated
+
+    def _index_batches(self, headers: list[BatchHeader], file_base: int) -> None:
+        for h in headers:
+            if h.max_timestamp > self.max_timestamp:
+                self.max_timestamp = h.max_timestamp
+                self.offset_of_max_timestamp = h.last_offset
+            if self.bytes_since_last_index_entry > self.index_interval_bytes:
+                self.offset_index.append(h.last_offset, file_base + h.position)
+                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+                self.bytes_since_last_index_entry = 0
+            self.bytes_since_last_index_entry += h.size
+            self.next_offset = h.next_offset
+
+    def should_roll(self, nbytes: int, last_offset: int, segment_bytes: int, segment_ms: int, now_ms: int) -> bool:
+        if self.size == 0:
+            return False
+        return (
+            self.size + nbytes > segment_bytes
+            or now_ms - self.created_ms > segment_ms
+            or self.offset_index.is_full()
+            or self.time_index.is_full()
+            or last_offset - self.base_offset > 0x7FFFFFFF
+        )
+
+    def append(self, buf: bytes | bytearray, headers: list[BatchHeader]) -> None:
+        """Writes validated batches at the end in one write; on failure cuts the file back."""
+        at = self.size
+        try:
+            view = memoryview(buf)
+            done = 0
+            while done < len(view):
+                done += os.pwrite(self.fd, view[done:], at + done)
+        except OSError as e:
+            err = storage_error("append to segment", self.log_path, e)
+            try:
+                os.ftruncate(self.fd, at)
+            except OSError as e2:
+                from tidelog.errors import LogClosedError
+
+                raise LogClosedError(f"{err}; cutting the partial write back also failed: {e2}") from e
+            raise err from e
+        self.size += len(buf)
+        self._index_batches(headers, at)
+
+    def find_batch(self, target: int) -> BatchHeader | None:
+        """The first batch whose last offset is >= target, or None."""
+        _, start = self.offset_index.lookup(target)
+        for kind, h, _, pos, reason in self._scan(start).batches():
+            if kind == "batch" and h is not None:
+                if h.last_offset >= target:
+                    return h
+            elif kind == "end":
+                return None
+            elif kind == "torn":
+                raise corrupt_segment(self.log_path, pos, "batch runs past the end of the segment")
+            else:
+                raise corrupt_segment(self.log_path, pos, reason)
+        return None
+
+    def read_batches(self, position: int, max_bytes: int) -> tuple[bytes, list[BatchHeader]]:
+        """Whole CRC-checked batches from ``position``, up to max_bytes but at least one."""
+        want = min(max(max_bytes, HEADER_LEN), self.size - position)
+        buf = pread_exact(self.fd, self.log_path, position, want)
+        headers: list[BatchHeader] = []
+        pos = 0
+        while True:
+            try:
+                h = parse_header(buf, pos)
+            except Incomplete:
+                if headers or len(buf) < LOG_OVERHEAD:
+                    break
+                size = _I32.unpack_from(buf, 8)[0] + LOG_OVERHEAD
+                if position + size > self.size:
+                    raise corrupt_segment(self.log_path, position, "batch runs past the end of the segment") from None
+                buf = pread_exact(self.fd, self.log_path, position, size)
+                if len(buf) != size:
+                    raise corrupt_segment(self.log_path, position, "segment shrank while reading") from None
+                continue
+            except ValueError as e:
+                raise corrupt_segment(self.log_path, position + pos, str(e)) from None
+            problem = check_batch(memoryview(buf)[pos : pos + h.size], h)
+            if problem:
+                raise corrupt_segment(self.log_path, position + pos, problem)
+            pos += h.size
+            headers.append(h)
+            if pos >= len(buf):
+                break
+        if not headers:
+            raise corrupt_segment(self.log_path, position, "no whole batch at this position")
+        return buf[:pos], headers
+
+    def slice(self, position: int, max_bytes: int) -> FileSlice:
+        head = pread_exact(self.fd, self.log_path, position, LOG_OVERHEAD)
+        if len(head) < LOG_OVERHEAD:
+            raise corrupt_segment(self.log_path, position, "batch header past the end of the segment")
+        first = _I32.unpack_from(head, 8)[0] + LOG_OVERHEAD
+        length = min(max(max_bytes, first), self.size - position)
+        return FileSlice(self.fd, self.log_path, position, length)
+
+    def offset_for_time(self, timestamp: int, min_offset: int) -> tuple[int, int] | None:
+        if self.max_timestamp < timestamp:
+            return None
+        _, from_offset = self.time_index.lookup(timestamp)
+        first = self.find_batch(max(from_offset, min_offset))
+        if first is None:
+            return None
+        for kind, h, data, pos, reason in self._scan(first.position).batches():
+            if kind == "batch" and h is not None and data is not None:
+                if h.max_timestamp < timestamp:
+                    continue
+                problem = check_batch(data, h)
+                if problem:
+                    raise corrupt_segment(self.log_path, h.position, problem)
+                try:
+                    records = decode_records(data, h, min_offset)
+                except ValueError as e:
+                    raise corrupt_segment(self.log_path, h.position, str(e)) from None
+                for r in records:
+                    if r.timestamp >= timestamp:
+                        return r.offset, r.timestamp
+            elif kind == "end":
+                return None
+            elif kind == "torn":
+                raise corrupt_segment(self.log_path, pos, "batch runs past the end of the segment")
+            else:
+                raise corrupt_segment(self.log_path, pos, reason)
+        return None
+
+    def truncate_to(self, offset: int) -> int:
+        h = self.find_batch(offset)
+        if h is None:
+            return 0
+        cut = h.position
+        self.offset_index.truncate_to(h.base_offset)
+        self.time_index.truncate_to(h.base_offset)
+        try:
+            os.ftruncate(self.fd, cut)
+        except OSError as e:
+            raise storage_error("truncate segment", self.log_path, e) from e
+        removed = self.size - cut
+        self.size = cut
+        if not self.load():
+            self.recover(1 << 62)
+        return removed
+
+    def seal_time_index(self) -> None:
+        self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+
+    def make_inactive(self) -> None:
+        self.seal_time_index()
+        self.flush()
+        self.offset_index.trim()
+        self.time_index.trim()
+
+    def make_active(self, index_bytes: int) -> None:
+        self.offset_index.preallocate(index_bytes)
+        self.time_index.preallocate(index_bytes)
+
+    def flush(self) -> None:
+        try:
+            os.fdatasync(self.fd) if hasattr(os, "fdatasync") else os.fsync(self.fd)
+        except OSError as e:
+            raise storage_error("fsync segment", self.log_path, e) from e
+        self.offset_index.flush()
+        self.time_index.flush()
+
+    def close(self) -> None:
+        self.offset_index.close()
+        self.time_index.close()
+        os.close(self.fd)
+
+    def delete(self) -> None:
+        """Deletes the files, the log first (a crash leaves at most orphan indexes)."""
+        paths = [self.log_path, self.offset_index.path, self.time_index.path]
+        self.close()
+        for p in paths:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise storage_error("delete segment file", p, e) from e

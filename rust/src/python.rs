@@ -1,0 +1,472 @@
+//! The PyO3 module `tidelog._core`: thin wrappers over the storage core. Every call that does
+//! I/O or checksums releases the GIL; a `Log` is guarded by a read-write lock so that one
+//! writer and many readers may use it from several threads.
+
+use crate::batch::{self, NewRecord, OffsetMode};
+use crate::error::{Error, Location};
+use crate::log::{AppendInfo, Log, LogConfig};
+use crate::segment::FileSlice;
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+fn errors_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import("tidelog.errors")?.getattr(name)
+}
+
+/// Converts a core error into the matching `tidelog.errors` exception.
+fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
+    let message = err.to_string();
+    let build = || -> PyResult<PyErr> {
+        let kwargs = PyDict::new(py);
+        let name = match &err {
+            Error::Corrupt { location, reason } => {
+                kwargs.set_item("reason", reason)?;
+                match location {
+                    Location::Input { batch_index, position } => {
+                        kwargs.set_item("batch_index", batch_index)?;
+                        kwargs.set_item("position", position)?;
+                    }
+                    Location::Segment { path, position } => {
+                        kwargs.set_item("segment", path.to_string_lossy())?;
+                        kwargs.set_item("position", position)?;
+                    }
+                }
+                "CorruptRecordError"
+            }
+            Error::RecordTooLarge { size, max_size } => {
+                kwargs.set_item("size", size)?;
+                kwargs.set_item("max_size", max_size)?;
+                "RecordTooLargeError"
+            }
+            Error::OffsetOutOfRange { offset, start_offset, end_offset } => {
+                kwargs.set_item("offset", offset)?;
+                kwargs.set_item("start_offset", start_offset)?;
+                kwargs.set_item("end_offset", end_offset)?;
+                "OffsetOutOfRangeError"
+            }
+            Error::InvalidAppendOffset { expected, actual } => {
+                kwargs.set_item("expected", expected)?;
+                kwargs.set_item("actual", actual)?;
+                "InvalidAppendOffsetError"
+            }
+            Error::UnsupportedCompression { codec } => {
+                kwargs.set_item("codec", codec)?;
+                "UnsupportedCompressionError"
+            }
+            Error::Closed { .. } => "LogClosedError",
+            Error::Locked { path } => {
+                kwargs.set_item("path", path.to_string_lossy())?;
+                "LogLockedError"
+            }
+            Error::InvalidConfig { field, .. } => {
+                let e = PyValueError::new_err(message.clone());
+                e.value(py).setattr("field", field)?;
+                return Ok(e);
+            }
+            Error::Io { operation, path, source } => {
+                kwargs.set_item("operation", operation)?;
+                kwargs.set_item("path", path.to_string_lossy())?;
+                kwargs.set_item("errno", source.raw_os_error())?;
+                "StorageError"
+            }
+        };
+        let exc = errors_class(py, name)?.call((message.clone(),), Some(&kwargs))?;
+        Ok(PyErr::from_value(exc))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+fn config_from_dict(config: &Bound<'_, PyDict>) -> PyResult<LogConfig> {
+    let mut c = LogConfig::default();
+    for (key, value) in config.iter() {
+        let key: String = key.extract()?;
+        match key.as_str() {
+            "segment_bytes" => c.segment_bytes = value.extract()?,
+            "segment_ms" => c.segment_ms = value.extract()?,
+            "segment_index_bytes" => c.segment_index_bytes = value.extract()?,
+            "index_interval_bytes" => c.index_interval_bytes = value.extract()?,
+            "flush_messages" => c.flush_messages = value.extract()?,
+            "flush_ms" => c.flush_ms = value.extract()?,
+            "retention_bytes" => c.retention_bytes = value.extract()?,
+            "retention_ms" => c.retention_ms = value.extract()?,
+            "max_message_bytes" => c.max_message_bytes = value.extract()?,
+            "log_append_time" => c.log_append_time = value.extract()?,
+            other => return Err(PyValueError::new_err(format!("unknown log config field {other:?}"))),
+        }
+    }
+    Ok(c)
+}
+
+/// Bytes of a key, value or header: `bytes` without a copy, `str` as UTF-8, any other buffer copied.
+fn field_bytes<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Option<Cow<'a, [u8]>>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Some(Cow::Borrowed(b.as_bytes())));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Some(Cow::Borrowed(s.to_str()?.as_bytes())));
+    }
+    match PyBuffer::<u8>::get(obj) {
+        Ok(buf) => Ok(Some(Cow::Owned(buf.to_vec(obj.py())?))),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{what} must be bytes, str, a bytes-like object or None, not {}",
+            obj.get_type().name()?
+        ))),
+    }
+}
+
+fn append_result<'py>(py: Python<'py>, info: &AppendInfo) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(py, [info.first_offset, info.last_offset, info.max_timestamp, info.log_append_time, info.record_count])
+}
+
+/// One partition log (see `tidelog.Log` for the documented public API).
+#[pyclass(module = "tidelog._core", name = "Log", frozen)]
+struct PyLog {
+    inner: RwLock<Log>,
+}
+
+impl PyLog {
+    fn read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Log) -> Result<T, Error> + Send) -> PyResult<T> {
+        py.detach(|| {
+            let log = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            f(&log)
+        })
+        .map_err(|e| to_pyerr(py, e))
+    }
+
+    fn write<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Log) -> Result<T, Error> + Send) -> PyResult<T> {
+        py.detach(|| {
+            let mut log = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            f(&mut log)
+        })
+        .map_err(|e| to_pyerr(py, e))
+    }
+}
+
+#[pymethods]
+impl PyLog {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf, config: &Bound<'_, PyDict>, now_ms: i64) -> PyResult<Self> {
+        let config = config_from_dict(config)?;
+        let log = py.detach(|| Log::open(&path, config, now_ms)).map_err(|e| to_pyerr(py, e))?;
+        Ok(PyLog { inner: RwLock::new(log) })
+    }
+
+    #[getter]
+    fn start_offset(&self, py: Python<'_>) -> PyResult<i64> {
+        self.read(py, |l| Ok(l.start_offset()))
+    }
+    #[getter]
+    fn end_offset(&self, py: Python<'_>) -> PyResult<i64> {
+        self.read(py, |l| Ok(l.end_offset()))
+    }
+    #[getter]
+    fn recovery_point(&self, py: Python<'_>) -> PyResult<i64> {
+        self.read(py, |l| Ok(l.recovery_point()))
+    }
+    #[getter]
+    fn size_bytes(&self, py: Python<'_>) -> PyResult<u64> {
+        self.read(py, |l| Ok(l.size_bytes()))
+    }
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
+        self.read(py, |l| Ok(l.is_closed()))
+    }
+
+    fn segments(&self, py: Python<'_>) -> PyResult<Vec<i64>> {
+        self.read(py, |l| Ok(l.segment_base_offsets()))
+    }
+
+    /// (clean_shutdown, segments_recovered, bytes_truncated, segments_deleted)
+    fn recovery_report(&self, py: Python<'_>) -> PyResult<(bool, usize, u64, usize)> {
+        self.read(py, |l| {
+            let r = l.recovery_report();
+            Ok((r.clean_shutdown, r.segments_recovered, r.bytes_truncated, r.segments_deleted))
+        })
+    }
+
+    /// Builds one batch from `records` — items (key, value), (key, value, headers) or
+    /// (offset, timestamp, key, value, headers) — and appends it. Returns
+    /// (first_offset, last_offset, max_timestamp, log_append_time, record_count).
+    fn append_records<'py>(
+        &self,
+        py: Python<'py>,
+        records: &Bound<'py, PyAny>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        // Pass 1: hold every field object so that pass 2 can borrow their bytes.
+        let mut objects: Vec<Bound<'py, PyAny>> = Vec::new();
+        let mut shapes: Vec<(i64, usize)> = Vec::new();
+        for item in records.try_iter()? {
+            let item = item?;
+            let t = item.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err("each record must be a tuple (key, value[, headers]) or a Record")
+            })?;
+            let (ts, key, value, headers) = match t.len() {
+                2 => (now_ms, t.get_item(0)?, t.get_item(1)?, None),
+                3 => (now_ms, t.get_item(0)?, t.get_item(1)?, Some(t.get_item(2)?)),
+                5 => {
+                    let ts = t.get_item(1)?;
+                    let ts = if ts.is_none() { now_ms } else { ts.extract()? };
+                    (ts, t.get_item(2)?, t.get_item(3)?, Some(t.get_item(4)?))
+                }
+                n => return Err(PyTypeError::new_err(format!("a record tuple has 2, 3 or 5 items, not {n}"))),
+            };
+            objects.push(key);
+            objects.push(value);
+            let mut nh = 0;
+            if let Some(h) = headers.filter(|h| !h.is_none()) {
+                for pair in h.try_iter()? {
+                    let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
+                    if k.is_none() {
+                        return Err(PyTypeError::new_err("a header key must be str or bytes, not None"));
+                    }
+                    objects.push(k);
+                    objects.push(v);
+                    nh += 1;
+                }
+            }
+            shapes.push((ts, nh));
+        }
+        if shapes.is_empty() {
+            return Err(PyValueError::new_err("append needs at least one record"));
+        }
+        // Pass 2: borrow.
+        let mut fields = Vec::with_capacity(objects.len());
+        for (i, obj) in objects.iter().enumerate() {
+            fields.push(field_bytes(obj, if i % 2 == 0 { "key" } else { "value" })?);
+        }
+        let mut next = 0usize;
+        let mut new_records = Vec::with_capacity(shapes.len());
+        for (ts, nh) in shapes {
+            let key = fields[next].as_deref();
+            let value = fields[next + 1].as_deref();
+            next += 2;
+            let mut headers = Vec::with_capacity(nh);
+            for _ in 0..nh {
+                headers.push((fields[next].as_deref().unwrap_or_default(), fields[next + 1].as_deref()));
+                next += 2;
+            }
+            new_records.push(NewRecord { timestamp: ts, key, value, headers });
+        }
+        let (mut buf, info) = batch::build_batch(&new_records);
+        drop(new_records);
+        let result = self.write(py, move |l| l.append_built(&mut buf, info, leader_epoch, now_ms))?;
+        append_result(py, &result)
+    }
+
+    /// Validates concatenated batches and appends them, assigning offsets unless `keep_offsets`.
+    fn append_batches<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        keep_offsets: bool,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let mut buf = PyBuffer::<u8>::get(data)?.to_vec(py)?;
+        let result = self.write(py, move |l| l.append_batches(&mut buf, keep_offsets, leader_epoch, now_ms))?;
+        append_result(py, &result)
+    }
+
+    /// Records with offset >= `offset` as (offset, timestamp, key, value, headers) tuples.
+    fn read_records<'py>(
+        &self,
+        py: Python<'py>,
+        offset: i64,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (buf, infos, path) = self.read(py, |l| l.read_batches(offset, max_bytes))?;
+        let out = PyList::empty(py);
+        let mut count = 0usize;
+        for info in &infos {
+            let start = info.position as usize;
+            let bytes = &buf[start..start + info.size as usize];
+            let mut failure: Option<PyErr> = None;
+            let decoded = batch::for_each_record(bytes, info, offset, |r| {
+                if count >= max_records {
+                    return false;
+                }
+                let row = (|| -> PyResult<()> {
+                    let headers: Vec<_> = r
+                        .headers()
+                        .map(|(k, v)| {
+                            // Keys were checked to be UTF-8 while decoding.
+                            let k = std::str::from_utf8(k).unwrap_or_default();
+                            (PyString::new(py, k), v.map(|v| PyBytes::new(py, v)))
+                        })
+                        .collect();
+                    let headers = PyTuple::new(py, headers)?;
+                    let row = (
+                        r.offset,
+                        r.timestamp,
+                        r.key.map(|k| PyBytes::new(py, k)),
+                        r.value.map(|v| PyBytes::new(py, v)),
+                        headers,
+                    );
+                    out.append(row)
+                })();
+                if let Err(e) = row {
+                    failure = Some(e);
+                    return false;
+                }
+                count += 1;
+                true
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            decoded.map_err(|e| to_pyerr(py, crate::log::decode_error(&path, info.position, e)))?;
+            if count >= max_records {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whole batches starting with the one holding `offset`, at most `max_bytes` (at least one).
+    fn read_raw<'py>(&self, py: Python<'py>, offset: i64, max_bytes: u64) -> PyResult<Bound<'py, PyBytes>> {
+        let (buf, _, _) = self.read(py, |l| l.read_batches(offset, max_bytes))?;
+        Ok(PyBytes::new(py, &buf))
+    }
+
+    /// The segment range a fetch at `offset` would send, or None at the log end offset.
+    fn slice(&self, py: Python<'_>, offset: i64, max_bytes: u64) -> PyResult<Option<PyFileSlice>> {
+        Ok(self.read(py, |l| l.slice(offset, max_bytes))?.map(|inner| PyFileSlice { inner }))
+    }
+
+    fn offset_for_time(&self, py: Python<'_>, timestamp: i64) -> PyResult<Option<(i64, i64)>> {
+        self.read(py, |l| l.offset_for_time(timestamp))
+    }
+
+    fn flush(&self, py: Python<'_>, now_ms: i64) -> PyResult<()> {
+        self.write(py, |l| l.flush(now_ms))
+    }
+    fn roll(&self, py: Python<'_>, now_ms: i64) -> PyResult<()> {
+        self.write(py, |l| l.roll(now_ms))
+    }
+    fn truncate_to(&self, py: Python<'_>, offset: i64, now_ms: i64) -> PyResult<()> {
+        self.write(py, |l| l.truncate_to(offset, now_ms))
+    }
+    fn delete_records_before(&self, py: Python<'_>, offset: i64) -> PyResult<()> {
+        self.write(py, |l| l.delete_records_before(offset))
+    }
+    fn apply_retention(&self, py: Python<'_>, now_ms: i64) -> PyResult<usize> {
+        self.write(py, |l| l.apply_retention(now_ms))
+    }
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.write(py, |l| l.close())
+    }
+}
+
+/// A byte range of a segment file, held open for sending.
+#[pyclass(module = "tidelog._core", name = "FileSlice", frozen)]
+struct PyFileSlice {
+    inner: FileSlice,
+}
+
+#[pymethods]
+impl PyFileSlice {
+    #[getter]
+    fn position(&self) -> u64 {
+        self.inner.position
+    }
+    #[getter]
+    fn length(&self) -> u64 {
+        self.inner.length
+    }
+    #[getter]
+    fn path(&self) -> String {
+        self.inner.path.to_string_lossy().into_owned()
+    }
+
+    /// Sends bytes `sent..length` of the slice to socket `fd` with sendfile(2); returns how many
+    /// went out. Raises BlockingIOError when the socket is not writable.
+    fn send(&self, py: Python<'_>, fd: i32, sent: u64) -> PyResult<usize> {
+        let remaining = self.inner.length.saturating_sub(sent) as usize;
+        let at = self.inner.position + sent;
+        py.detach(|| crate::zerocopy::send_file(fd, &self.inner.file, at, remaining)).map_err(PyErr::from)
+    }
+
+    /// The slice's bytes (the copying path).
+    fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut buf = vec![0u8; self.inner.length as usize];
+        let n = py
+            .detach(|| crate::segment::read_at(&self.inner.file, &mut buf, self.inner.position))
+            .map_err(PyErr::from)?;
+        buf.truncate(n);
+        Ok(PyBytes::new(py, &buf))
+    }
+}
+
+/// CRC-32C (Castagnoli) of a bytes-like object.
+#[pyfunction]
+fn crc32c(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u32> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        let bytes = b.as_bytes();
+        return Ok(py.detach(|| batch::crc32c(bytes)));
+    }
+    let v = PyBuffer::<u8>::get(data)?.to_vec(py)?;
+    Ok(py.detach(|| batch::crc32c(&v)))
+}
+
+/// Validates concatenated batches and returns a copy with offsets assigned from `first_offset`
+/// (and LogAppendTime stamped when `log_append_time` is not None), plus the batch count.
+#[pyfunction]
+#[pyo3(signature = (data, first_offset, leader_epoch, log_append_time, max_batch_size))]
+fn assign_offsets<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    first_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+    max_batch_size: u64,
+) -> PyResult<(Bound<'py, PyBytes>, usize)> {
+    let src = PyBuffer::<u8>::get(data)?;
+    let mut count = 0usize;
+    let mut failure = None;
+    let out = PyBytes::new_with(py, src.len_bytes(), |out| {
+        src.copy_to_slice(py, out)?;
+        let r = py.detach(|| -> Result<usize, Error> {
+            let mut infos = batch::validate_batches(out, max_batch_size, OffsetMode::Assign)?;
+            batch::assign_offsets(out, &mut infos, first_offset, leader_epoch, log_append_time);
+            Ok(infos.len())
+        });
+        match r {
+            Ok(n) => count = n,
+            Err(e) => failure = Some(e),
+        }
+        Ok(())
+    })?;
+    match failure {
+        Some(e) => Err(to_pyerr(py, e)),
+        None => Ok((out, count)),
+    }
+}
+
+/// sendfile(2) of `count` bytes of file `in_fd` from `offset` to socket `out_fd`; returns the
+/// bytes sent (raises BlockingIOError when the socket is not writable).
+#[pyfunction]
+fn sendfile(py: Python<'_>, out_fd: i32, in_fd: i32, offset: u64, count: usize) -> PyResult<usize> {
+    py.detach(|| crate::zerocopy::send_fd(out_fd, in_fd, offset, count)).map_err(PyErr::from)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyLog>()?;
+    m.add_class::<PyFileSlice>()?;
+    m.add_function(wrap_pyfunction!(crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(assign_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(sendfile, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
