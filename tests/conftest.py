@@ -1,0 +1,49 @@
+"""Shared fixtures. Every storage test takes ``engine`` and so runs on both engines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tidelog
+
+ENGINES = ["rust", "python"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The storage engine under test; the Rust engine must be built (no silent skip)."""
+    name: str = request.param
+    if name == "rust" and not tidelog.rust_available():
+        pytest.fail("the Rust engine is not built: run `pip install -e .` first")
+    return name
+
+
+@pytest.fixture
+def open_log(engine: str, tmp_path: Path) -> Callable[..., tidelog.Log]:
+    """Opens logs on the engine under test; closes whatever is still open at the end."""
+    opened: list[tidelog.Log] = []
+
+    def _open(path: str | os.PathLike[str] | None = None, **settings: Any) -> tidelog.Log:
+        log = tidelog.Log.open(path or tmp_path / "t-0", engine=engine, **settings)
+        opened.append(log)
+        return log
+
+    yield _open  # type: ignore[misc]
+    for log in opened:
+        log.close()
+
+
+def other(engine: str) -> str:
+    return "python" if engine == "rust" else "rust"
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> contents)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }

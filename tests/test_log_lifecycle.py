@@ -1,0 +1,156 @@
+"""Roll, retention, truncation, delete_records_before, named positions, topics."""
+
+from __future__ import annotations
+
+import pytest
+
+import tidelog
+from tidelog.client.partitioner import murmur2
+from tidelog.errors import OffsetOutOfRangeError
+
+
+def fill(log, batches, size=100, ts0=0):
+    for i in range(batches):
+        log.append([(None, b"x" * size)] * 2, timestamp=ts0 + i)
+
+
+def test_roll_on_segment_bytes(open_log, tmp_path):
+    log = open_log(segment_bytes=1000)
+    fill(log, 20)
+    segs = log.segments
+    assert len(segs) > 3 and segs[0] == 0 and segs == sorted(segs)
+    names = sorted(p.name for p in (tmp_path / "t-0").glob("*.log"))
+    assert names == [f"{b:020d}.log" for b in segs]
+    assert all(p.stat().st_size <= 1000 for p in (tmp_path / "t-0").glob("*.log"))
+    log.roll()
+    assert log.segments[-1] == log.end_offset
+    log.roll()  # no-op on an empty active segment
+    assert len(log.segments) == len(segs) + 1
+
+
+def test_retention_by_size_deletes_oldest_inactive_segments(open_log):
+    log = open_log(segment_bytes=1000, retention_bytes=2500)
+    fill(log, 40)
+    assert log.size_bytes <= 2500 + 1000
+    assert log.start_offset == log.segments[0] > 0
+    assert [r.offset for r in log.records()][0] == log.start_offset
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(0)
+
+
+def test_retention_by_time_uses_the_newest_timestamp_of_a_segment(open_log):
+    log = open_log(segment_bytes=1000, retention_ms=100)
+    fill(log, 30, ts0=1000)
+    before = log.segments
+    # Segments whose newest record is older than now - 100 go; the active one stays.
+    assert log.apply_retention(now_ms=1000 + 15 + 100) > 0
+    after = log.segments
+    assert after[-1] == before[-1] and len(after) < len(before)
+    assert all(r.timestamp >= 1000 for r in log.records())
+    assert log.apply_retention(now_ms=10**12) == len(after) - 1
+    assert log.segments == [before[-1]]
+
+
+def test_truncate_to_cuts_at_batch_boundaries_and_across_segments(open_log):
+    log = open_log(segment_bytes=1000)
+    fill(log, 30)
+    log.truncate_to(61)  # inside the batch [60, 61]: the whole batch goes
+    assert log.end_offset == 60
+    assert [r.offset for r in log.records()] == list(range(60))
+    log.truncate_to(7)
+    assert log.end_offset == 6 and log.segments[0] == 0 and max(log.segments) <= 6
+    assert log.append([(None, b"again")], timestamp=5) == 6
+    log.truncate_to(100)  # beyond the end: no-op
+    assert log.end_offset == 7
+
+
+def test_delete_records_before(open_log, tmp_path):
+    log = open_log(segment_bytes=1000)
+    fill(log, 30)
+    log.delete_records_before(25)
+    assert log.start_offset == 25
+    assert [r.offset for r in log.read(25, max_records=2)] == [25, 26]
+    with pytest.raises(OffsetOutOfRangeError) as e:
+        log.read(24)
+    assert e.value.start_offset == 25
+    assert log.segments[0] <= 25 < (log.segments[1] if len(log.segments) > 1 else 10**9)
+    with pytest.raises(OffsetOutOfRangeError):
+        log.delete_records_before(log.end_offset + 1)
+    log.close()
+    reopened = open_log(tmp_path / "t-0", segment_bytes=1000)
+    assert reopened.start_offset == 25
+
+
+def test_truncate_below_start_restarts_the_log(open_log):
+    log = open_log(segment_bytes=1000)
+    fill(log, 30)
+    log.delete_records_before(40)
+    log.truncate_to(10)
+    assert (log.start_offset, log.end_offset, log.segments) == (10, 10, [10])
+    assert log.append([(None, b"x")], timestamp=1) == 10
+
+
+def test_named_positions_are_durable(open_log, tmp_path):
+    log = open_log()
+    fill(log, 5)
+    assert log.committed("billing") is None
+    log.commit("billing", 4)
+    log.commit("audit", 10)
+    log.commit("billing", 6)
+    with pytest.raises(OffsetOutOfRangeError):
+        log.commit("billing", 11)
+    with pytest.raises(ValueError, match="invalid position name"):
+        log.commit("../escape", 1)
+    log.close()
+    again = open_log(tmp_path / "t-0")
+    assert again.positions() == {"audit": 10, "billing": 6}
+    pos = again.committed("billing")
+    assert [r.offset for r in again.read(pos)] == [6, 7, 8, 9]
+
+
+def test_flush_policy_by_message_count_advances_recovery_point(open_log):
+    log = open_log(flush_messages=4)
+    log.append([(None, b"a")] * 2, timestamp=1)
+    assert log.recovery_point == 0
+    log.append([(None, b"a")] * 2, timestamp=1)
+    assert log.recovery_point == 4
+    log.append([(None, b"a")], timestamp=1)
+    assert log.recovery_point == 4
+    log.flush()
+    assert log.recovery_point == 5
+
+
+def test_murmur2_vectors_match_kafka():
+    assert murmur2(b"kafka") & 0xFFFFFFFF == 0xD067CF64
+    assert murmur2(b"") & 0xFFFFFFFF == 0x106E08D9
+    assert murmur2(b"1234") & 0xFFFFFFFF == 0x9FC97B14
+
+
+def test_topic_places_keys_like_kafka_and_reopens(engine, tmp_path):
+    with tidelog.Topic.open(tmp_path / "orders", partitions=4, engine=engine) as topic:
+        placed = topic.append([(b"key-%d" % i, b"v%d" % i) for i in range(100)], timestamp=1)
+        assert set(placed) <= {0, 1, 2, 3}
+        for p in range(4):
+            for r in topic.partition(p).records():
+                assert (murmur2(r.key) & 0x7FFFFFFF) % 4 == p
+        nulls = [next(iter(topic.append([(None, b"n")]))) for _ in range(8)]
+        assert sorted(set(nulls)) == [0, 1, 2, 3]  # spread round-robin
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"orders-{p}" for p in range(4)]
+    with tidelog.Topic.open(tmp_path / "orders", engine=engine) as topic:
+        assert len(topic.partitions) == 4
+        assert sum(t.end_offset for t in topic.partitions) == 108
+    with pytest.raises(ValueError, match="partitions must be at least 4"):
+        tidelog.Topic.open(tmp_path / "orders", partitions=2, engine=engine)
+    with pytest.raises(ValueError, match="does not exist"):
+        tidelog.Topic.open(tmp_path / "nothing", engine=engine)
+
+
+def test_engine_selection(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIDELOG_ENGINE", "python")
+    assert tidelog.engine() == "python"
+    with tidelog.Log.open(tmp_path / "a-0") as log:
+        assert log.engine == "python"
+    monkeypatch.setenv("TIDELOG_ENGINE", "auto")
+    assert tidelog.engine() == "rust"
+    with pytest.raises(ValueError, match="engine must be"):
+        tidelog.Log.open(tmp_path / "b-0", engine="go")
