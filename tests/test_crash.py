@@ -26,7 +26,9 @@ def run_until_killed(engine: str, directory: Path, seed: int, reports: int) -> i
     reported flushed offset (0 if none)."""
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), engine, str(directory), str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     flushed = 0
     try:

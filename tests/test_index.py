@@ -10,7 +10,9 @@ import tidelog
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    batches=st.lists(st.tuples(st.integers(1, 6), st.integers(0, 300), st.integers(0, 50)), min_size=1, max_size=60),
+    batches=st.lists(
+        st.tuples(st.integers(1, 6), st.integers(0, 300), st.integers(0, 50)), min_size=1, max_size=60
+    ),
     interval=st.sampled_from([0, 64, 512, 4096]),
     data=st.data(),
 )

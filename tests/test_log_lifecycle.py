@@ -33,7 +33,7 @@ def test_retention_by_size_deletes_oldest_inactive_segments(open_log):
     fill(log, 40)
     assert log.size_bytes <= 2500 + 1000
     assert log.start_offset == log.segments[0] > 0
-    assert [r.offset for r in log.records()][0] == log.start_offset
+    assert next(r.offset for r in log.records()) == log.start_offset
     with pytest.raises(OffsetOutOfRangeError):
         log.read(0)
 

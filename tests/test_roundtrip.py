@@ -98,10 +98,10 @@ def test_second_open_of_a_directory_is_locked(open_log, tmp_path):
 
 
 def test_invalid_config_names_the_field(engine, tmp_path):
-    with pytest.raises(ValueError, match="segment.bytes") as e:
+    with pytest.raises(ValueError, match=r"segment\.bytes") as e:
         tidelog.Log.open(tmp_path / "x", engine=engine, segment_bytes=1)
     assert e.value.field == "segment.bytes"
-    with pytest.raises(ValueError, match="retention.ms"):
+    with pytest.raises(ValueError, match=r"retention\.ms"):
         tidelog.Log.open(tmp_path / "x", engine=engine, config={"retention.ms": "soon"})
     with pytest.raises(ValueError, match="unknown log config"):
         tidelog.Log.open(tmp_path / "x", engine=engine, config={"nonsense": 1})

@@ -3,10 +3,12 @@
 from collections.abc import Iterable
 from typing import Any
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, final
 
 __version__: str
+__all__ = ["FileSlice", "Log", "__version__", "assign_offsets", "crc32c", "sendfile"]
 
+@final
 class Log:
     def __new__(cls, path: str, config: dict[str, Any], now_ms: int) -> Log: ...
     @property
@@ -40,6 +42,7 @@ class Log:
     def apply_retention(self, now_ms: int) -> int: ...
     def close(self) -> None: ...
 
+@final
 class FileSlice:
     @property
     def position(self) -> int: ...

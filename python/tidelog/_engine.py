@@ -7,10 +7,12 @@ The ``TIDELOG_ENGINE`` environment variable sets the default.
 from __future__ import annotations
 
 import os
+from types import ModuleType
 from typing import Any
 
 ENGINES = ("rust", "python")
 
+_rust_core: ModuleType | None
 try:
     from tidelog import _core as _rust_core
 except ImportError as _e:  # the package runs without the compiled core

@@ -17,7 +17,9 @@ def _demo(args: argparse.Namespace) -> int:
     path = os.path.join(directory, "demo-0")
     out = sys.stdout
     with tidelog.Log.open(path, engine=args.engine, segment_bytes=args.segment_bytes) as log:
-        out.write(f"opened {path} with the {log.engine} engine (offsets {log.start_offset}..{log.end_offset})\n")
+        out.write(
+            f"opened {path} with the {log.engine} engine (offsets {log.start_offset}..{log.end_offset})\n"
+        )
         t0 = time.perf_counter()
         first = log.end_offset
         for i in range(args.batches):
@@ -25,9 +27,11 @@ def _demo(args: argparse.Namespace) -> int:
         log.flush()
         elapsed = time.perf_counter() - t0
         n = args.batches * args.batch_size
-        out.write(f"appended {n} records in {args.batches} batches and fsynced in {elapsed * 1000:.1f} ms "
-                  f"({n / elapsed:,.0f} records/s); log end offset {log.end_offset}, "
-                  f"{len(log.segments)} segment(s), {log.size_bytes} bytes\n")
+        out.write(
+            f"appended {n} records in {args.batches} batches and fsynced in {elapsed * 1000:.1f} ms "
+            f"({n / elapsed:,.0f} records/s); log end offset {log.end_offset}, "
+            f"{len(log.segments)} segment(s), {log.size_bytes} bytes\n"
+        )
         position = log.committed("demo-reader") or first
         records = log.read(position, max_records=3)
         for r in records:
@@ -37,8 +41,10 @@ def _demo(args: argparse.Namespace) -> int:
             out.write(f"committed reader position demo-reader={records[-1].offset + 1}\n")
     with tidelog.Log.open(path, engine=args.engine) as log:
         report = log.recovery_report
-        out.write(f"reopened: clean shutdown={report.clean_shutdown}, end offset {log.end_offset}, "
-                  f"demo-reader at {log.committed('demo-reader')}\n")
+        out.write(
+            f"reopened: clean shutdown={report.clean_shutdown}, end offset {log.end_offset}, "
+            f"demo-reader at {log.committed('demo-reader')}\n"
+        )
     return 0
 
 

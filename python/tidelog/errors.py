@@ -41,8 +41,8 @@ class CorruptRecordError(TidelogError):
         self.segment = segment
         self.position = position
         self.batch_index = batch_index
-        self.directory = directory if directory is not None else (
-            os.path.dirname(segment) if segment else None
+        self.directory = (
+            directory if directory is not None else (os.path.dirname(segment) if segment else None)
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import gzip
+import io
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -117,9 +118,7 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int, file_position: i
 def check_batch(batch: bytes | bytearray | memoryview, h: BatchHeader) -> str | None:
     """What is wrong with a batch beyond its header (CRC, counts), or None."""
     if h.last_offset_delta < 0 or h.last_offset_delta + 1 != h.records_count:
-        return (
-            f"lastOffsetDelta {h.last_offset_delta} does not match recordsCount {h.records_count}"
-        )
+        return f"lastOffsetDelta {h.last_offset_delta} does not match recordsCount {h.records_count}"
     (stored,) = struct.unpack_from(">I", batch, 17)
     computed = crc32c(memoryview(batch)[CRC_START:])
     if stored != computed:
@@ -169,18 +168,18 @@ def get_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
 
 def as_bytes(obj: object, what: str) -> bytes | None:
     """A key, value or header value as bytes: str is UTF-8 encoded, None stays None."""
-    if obj is None or type(obj) is bytes:
-        return obj  # type: ignore[return-value]
+    if obj is None or isinstance(obj, bytes):
+        return obj
     if isinstance(obj, str):
         return obj.encode()
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj)
-    raise TypeError(
-        f"{what} must be bytes, str, a bytes-like object or None, not {type(obj).__name__}"
-    )
+    raise TypeError(f"{what} must be bytes, str, a bytes-like object or None, not {type(obj).__name__}")
 
 
-def normalize(records: Iterable[Any], now_ms: int) -> list[tuple[int, bytes | None, bytes | None, list[tuple[bytes, bytes | None]]]]:
+def normalize(
+    records: Iterable[Any], now_ms: int
+) -> list[tuple[int, bytes | None, bytes | None, list[tuple[bytes, bytes | None]]]]:
     """Items (key, value), (key, value, headers) or Records as (timestamp, key, value, headers)."""
     out = []
     for item in records:
@@ -270,8 +269,17 @@ def build_batch(
         body = compress(codec, body)
     attributes = int(codec) | (TRANSACTIONAL if transactional else 0)
     return finish_batch(
-        body, base_offset, partition_leader_epoch, attributes, len(norm) - 1, base_ts, max_ts,
-        producer_id, producer_epoch, base_sequence, len(norm),
+        body,
+        base_offset,
+        partition_leader_epoch,
+        attributes,
+        len(norm) - 1,
+        base_ts,
+        max_ts,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(norm),
     )
 
 
@@ -292,9 +300,21 @@ def finish_batch(
     out = bytearray(HEADER_LEN)
     out += body
     _HEADER.pack_into(
-        out, 0, base_offset, len(out) - LOG_OVERHEAD, partition_leader_epoch, MAGIC, 0,
-        attributes, last_offset_delta, base_timestamp, max_timestamp, producer_id,
-        producer_epoch, base_sequence, records_count,
+        out,
+        0,
+        base_offset,
+        len(out) - LOG_OVERHEAD,
+        partition_leader_epoch,
+        MAGIC,
+        0,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        records_count,
     )
     struct.pack_into(">I", out, 17, crc32c(memoryview(out)[CRC_START:]))
     return bytes(out)
@@ -308,8 +328,7 @@ def _cramjam(codec: int) -> Any:
         import cramjam
     except ImportError:
         raise UnsupportedCompressionError(
-            f"compression codec {codec} needs the 'cramjam' package "
-            "(pip install 'tidelog[compression]')",
+            f"compression codec {codec} needs the 'cramjam' package (pip install 'tidelog[compression]')",
             codec=codec,
         ) from None
     return cramjam
@@ -333,7 +352,7 @@ def decompress(codec: int, data: bytes) -> bytes:
     """Decompresses a records section; raises ValueError for undecodable data."""
     try:
         if codec == Compression.GZIP:
-            with gzip.GzipFile(fileobj=_BytesReader(data)) as f:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
                 out = f.read(MAX_DECOMPRESSED_BYTES + 1)
         elif codec == Compression.SNAPPY:
             out = _snappy_decompress(_cramjam(codec), data)
@@ -350,20 +369,6 @@ def decompress(codec: int, data: bytes) -> bytes:
     if len(out) > MAX_DECOMPRESSED_BYTES:
         raise ValueError(f"batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes")
     return out
-
-
-class _BytesReader:
-    """A minimal readable file over bytes for GzipFile (io.BytesIO without the copy)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
-        self._pos = 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._view) if n < 0 else min(len(self._view), self._pos + n)
-        out = bytes(self._view[self._pos : end])
-        self._pos = end
-        return out
 
 
 def _snappy_decompress(cj: Any, data: bytes) -> bytes:
@@ -461,13 +466,17 @@ def iter_batches(buf: bytes | bytearray | memoryview) -> Iterable[tuple[BatchHea
             h = parse_header(view, pos)
         except Incomplete:
             raise CorruptRecordError(
-                f"truncated batch {index} at byte {pos}", reason="truncated batch",
-                batch_index=index, position=pos,
+                f"truncated batch {index} at byte {pos}",
+                reason="truncated batch",
+                batch_index=index,
+                position=pos,
             ) from None
         except ValueError as e:
             raise CorruptRecordError(
-                f"corrupt batch {index} at byte {pos}: {e}", reason=str(e),
-                batch_index=index, position=pos,
+                f"corrupt batch {index} at byte {pos}: {e}",
+                reason=str(e),
+                batch_index=index,
+                position=pos,
             ) from None
         yield h, view[pos : pos + h.size]
         pos += h.size

@@ -101,10 +101,15 @@ pub fn parse_header(buf: &[u8], pos: usize, file_position: u64) -> Header {
     }
     let length = be_i32(rest, 8);
     if length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
-        return Header::Invalid(format!("batch length {length} is shorter than a batch header"));
+        return Header::Invalid(format!(
+            "batch length {length} is shorter than a batch header"
+        ));
     }
     if rest.len() > 16 && rest[16] != MAGIC {
-        return Header::Invalid(format!("magic byte {} (only record format v2 is supported)", rest[16] as i8));
+        return Header::Invalid(format!(
+            "magic byte {} (only record format v2 is supported)",
+            rest[16] as i8
+        ));
     }
     let size = length as usize + LOG_OVERHEAD;
     if rest.len() < size {
@@ -129,7 +134,9 @@ pub fn parse_header(buf: &[u8], pos: usize, file_position: u64) -> Header {
 /// Checks what the header alone cannot: the CRC and the record count.
 /// `batch` is exactly the batch's bytes.
 pub fn check_batch(batch: &[u8], info: &BatchInfo) -> std::result::Result<(), String> {
-    if info.last_offset_delta < 0 || i64::from(info.last_offset_delta) + 1 != i64::from(info.records_count) {
+    if info.last_offset_delta < 0
+        || i64::from(info.last_offset_delta) + 1 != i64::from(info.records_count)
+    {
         return Err(format!(
             "lastOffsetDelta {} does not match recordsCount {}",
             info.last_offset_delta, info.records_count
@@ -138,7 +145,9 @@ pub fn check_batch(batch: &[u8], info: &BatchInfo) -> std::result::Result<(), St
     let stored = u32::from_be_bytes(batch[CRC_OFFSET..CRC_START].try_into().expect("4 bytes"));
     let computed = crc32c(&batch[CRC_START..]);
     if stored != computed {
-        return Err(format!("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}"));
+        return Err(format!(
+            "CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}"
+        ));
     }
     Ok(())
 }
@@ -153,7 +162,11 @@ pub enum OffsetMode {
 }
 
 /// Validates a buffer of concatenated batches: framing, magic, CRC, counts, size limit, offsets.
-pub fn validate_batches(buf: &[u8], max_batch_size: u64, mode: OffsetMode) -> Result<Vec<BatchInfo>> {
+pub fn validate_batches(
+    buf: &[u8],
+    max_batch_size: u64,
+    mode: OffsetMode,
+) -> Result<Vec<BatchInfo>> {
     let mut batches = Vec::new();
     let mut pos = 0usize;
     let mut expected = match mode {
@@ -168,12 +181,19 @@ pub fn validate_batches(buf: &[u8], max_batch_size: u64, mode: OffsetMode) -> Re
         let info = match parse_header(buf, pos, 0) {
             Header::Batch(info) => info,
             Header::Incomplete => {
-                return Err(Error::corrupt_input(index, pos, "truncated batch: fewer bytes than its length field"))
+                return Err(Error::corrupt_input(
+                    index,
+                    pos,
+                    "truncated batch: fewer bytes than its length field",
+                ))
             }
             Header::Invalid(reason) => return Err(Error::corrupt_input(index, pos, reason)),
         };
         if u64::from(info.size) > max_batch_size {
-            return Err(Error::RecordTooLarge { size: u64::from(info.size), max_size: max_batch_size });
+            return Err(Error::RecordTooLarge {
+                size: u64::from(info.size),
+                max_size: max_batch_size,
+            });
         }
         let bytes = &buf[pos..pos + info.size as usize];
         check_batch(bytes, &info).map_err(|reason| Error::corrupt_input(index, pos, reason))?;
@@ -182,11 +202,17 @@ pub fn validate_batches(buf: &[u8], max_batch_size: u64, mode: OffsetMode) -> Re
                 return Err(Error::corrupt_input(
                     index,
                     pos,
-                    format!("base offset {} where the broker assigns offsets (expected 0)", info.base_offset),
+                    format!(
+                        "base offset {} where the broker assigns offsets (expected 0)",
+                        info.base_offset
+                    ),
                 ))
             }
             Some(next) if info.base_offset != next => {
-                return Err(Error::InvalidAppendOffset { expected: next, actual: info.base_offset })
+                return Err(Error::InvalidAppendOffset {
+                    expected: next,
+                    actual: info.base_offset,
+                })
             }
             Some(_) => expected = Some(info.next_offset()),
             None => {}
@@ -212,14 +238,17 @@ pub fn assign_offsets(
         let start = info.position as usize;
         let batch = &mut buf[start..start + info.size as usize];
         batch[0..8].copy_from_slice(&next.to_be_bytes());
-        batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+        batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4]
+            .copy_from_slice(&leader_epoch.to_be_bytes());
         info.base_offset = next;
         info.partition_leader_epoch = leader_epoch;
         if let Some(now) = log_append_time {
             info.attributes |= TIMESTAMP_TYPE_LOG_APPEND;
             info.max_timestamp = now;
-            batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&info.attributes.to_be_bytes());
-            batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now.to_be_bytes());
+            batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
+                .copy_from_slice(&info.attributes.to_be_bytes());
+            batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+                .copy_from_slice(&now.to_be_bytes());
             let crc = crc32c(&batch[CRC_START..]);
             batch[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
         }
@@ -383,7 +412,9 @@ impl<'a> RecordView<'a> {
         let (buf, count) = self.headers;
         let mut pos = 0usize;
         (0..count).map(move |_| {
-            let k = read_bytes_field(buf, &mut pos).expect("checked").expect("non-null");
+            let k = read_bytes_field(buf, &mut pos)
+                .expect("checked")
+                .expect("non-null");
             let v = read_bytes_field(buf, &mut pos).expect("checked");
             (k, v)
         })
@@ -391,7 +422,10 @@ impl<'a> RecordView<'a> {
 }
 
 /// A nullable length-prefixed bytes field: Ok(None) for null; Err on truncation or bad length.
-fn read_bytes_field<'a>(buf: &'a [u8], pos: &mut usize) -> std::result::Result<Option<&'a [u8]>, ()> {
+fn read_bytes_field<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+) -> std::result::Result<Option<&'a [u8]>, ()> {
     let len = get_varint(buf, pos).ok_or(())?;
     if len < 0 {
         return if len == -1 { Ok(None) } else { Err(()) };
@@ -410,7 +444,9 @@ fn read_limited(mut r: impl Read, what: &str) -> std::result::Result<Vec<u8>, St
         .read_to_end(&mut out)
         .map_err(|e| format!("{what} decompression failed: {e}"))?;
     if n as u64 > MAX_DECOMPRESSED_BYTES {
-        return Err(format!("{what} batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"));
+        return Err(format!(
+            "{what} batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"
+        ));
     }
     Ok(out)
 }
@@ -421,7 +457,9 @@ fn snappy_decompress(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
         if len as u64 > MAX_DECOMPRESSED_BYTES {
             return Err("snappy block too large".into());
         }
-        snap::raw::Decoder::new().decompress_vec(block).map_err(|e| format!("snappy: {e}"))
+        snap::raw::Decoder::new()
+            .decompress_vec(block)
+            .map_err(|e| format!("snappy: {e}"))
     };
     if !data.starts_with(&XERIAL_MAGIC) {
         return raw(data);
@@ -430,10 +468,14 @@ fn snappy_decompress(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut pos = 16usize;
     while pos < data.len() {
-        let len_bytes = data.get(pos..pos + 4).ok_or("snappy: truncated xerial block length")?;
+        let len_bytes = data
+            .get(pos..pos + 4)
+            .ok_or("snappy: truncated xerial block length")?;
         let len = u32::from_be_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
         pos += 4;
-        let block = data.get(pos..pos + len).ok_or("snappy: truncated xerial block")?;
+        let block = data
+            .get(pos..pos + len)
+            .ok_or("snappy: truncated xerial block")?;
         out.extend_from_slice(&raw(block)?);
         if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
             return Err("snappy batch too large".into());
@@ -481,21 +523,29 @@ pub fn for_each_record(
             &decompressed
         }
     };
-    let corrupt = |i: i32, what: &str| DecodeError::Corrupt(format!("record {i} of the batch: {what}"));
+    let corrupt =
+        |i: i32, what: &str| DecodeError::Corrupt(format!("record {i} of the batch: {what}"));
     let mut pos = 0usize;
     for i in 0..info.records_count {
         let len = get_varint(data, &mut pos).ok_or_else(|| corrupt(i, "bad length"))?;
         if len < 0 {
             return Err(corrupt(i, "negative length"));
         }
-        let end = pos.checked_add(len as usize).filter(|e| *e <= data.len()).ok_or_else(|| corrupt(i, "truncated"))?;
+        let end = pos
+            .checked_add(len as usize)
+            .filter(|e| *e <= data.len())
+            .ok_or_else(|| corrupt(i, "truncated"))?;
         let rec = &data[..end];
         pos += 1; // attributes, unused in v2
-        let ts_delta = get_varlong(rec, &mut pos).ok_or_else(|| corrupt(i, "bad timestamp delta"))?;
-        let offset_delta = get_varint(rec, &mut pos).ok_or_else(|| corrupt(i, "bad offset delta"))?;
+        let ts_delta =
+            get_varlong(rec, &mut pos).ok_or_else(|| corrupt(i, "bad timestamp delta"))?;
+        let offset_delta =
+            get_varint(rec, &mut pos).ok_or_else(|| corrupt(i, "bad offset delta"))?;
         let key = read_bytes_field(rec, &mut pos).map_err(|_| corrupt(i, "bad key"))?;
         let value = read_bytes_field(rec, &mut pos).map_err(|_| corrupt(i, "bad value"))?;
-        let count = get_varint(rec, &mut pos).filter(|c| *c >= 0).ok_or_else(|| corrupt(i, "bad header count"))?;
+        let count = get_varint(rec, &mut pos)
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| corrupt(i, "bad header count"))?;
         let headers_start = pos;
         for _ in 0..count {
             let k = read_bytes_field(rec, &mut pos).map_err(|_| corrupt(i, "bad header key"))?;
@@ -512,8 +562,18 @@ pub fn for_each_record(
         if offset < min_offset {
             continue;
         }
-        let timestamp = if info.is_log_append_time() { info.max_timestamp } else { info.base_timestamp + ts_delta };
-        let view = RecordView { offset, timestamp, key, value, headers: (&rec[headers_start..end], count as usize) };
+        let timestamp = if info.is_log_append_time() {
+            info.max_timestamp
+        } else {
+            info.base_timestamp + ts_delta
+        };
+        let view = RecordView {
+            offset,
+            timestamp,
+            key,
+            value,
+            headers: (&rec[headers_start..end], count as usize),
+        };
         if !f(view) {
             break;
         }
@@ -527,7 +587,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn rec<'a>(ts: i64, k: Option<&'a [u8]>, v: Option<&'a [u8]>) -> NewRecord<'a> {
-        NewRecord { timestamp: ts, key: k, value: v, headers: vec![(b"h".as_slice(), Some(b"x".as_slice()))] }
+        NewRecord {
+            timestamp: ts,
+            key: k,
+            value: v,
+            headers: vec![(b"h".as_slice(), Some(b"x".as_slice()))],
+        }
     }
 
     #[test]
@@ -548,11 +613,23 @@ mod tests {
         let mut seen = Vec::new();
         for_each_record(&buf, &infos[0], 0, |r| {
             let hs: Vec<_> = r.headers().collect();
-            seen.push((r.offset, r.timestamp, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec), hs.len()));
+            seen.push((
+                r.offset,
+                r.timestamp,
+                r.key.map(<[u8]>::to_vec),
+                r.value.map(<[u8]>::to_vec),
+                hs.len(),
+            ));
             true
         })
         .unwrap();
-        assert_eq!(seen, vec![(42, 1000, Some(b"k".to_vec()), Some(b"v".to_vec()), 1), (43, 1005, None, None, 1)]);
+        assert_eq!(
+            seen,
+            vec![
+                (42, 1000, Some(b"k".to_vec()), Some(b"v".to_vec()), 1),
+                (43, 1005, None, None, 1)
+            ]
+        );
     }
 
     #[test]
@@ -573,7 +650,14 @@ mod tests {
         let last = two.len() - 1;
         two[last] ^= 1;
         match validate_batches(&two, 1 << 20, OffsetMode::Assign) {
-            Err(Error::Corrupt { location: crate::error::Location::Input { batch_index: 1, position }, .. }) => {
+            Err(Error::Corrupt {
+                location:
+                    crate::error::Location::Input {
+                        batch_index: 1,
+                        position,
+                    },
+                ..
+            }) => {
                 assert_eq!(position, one.len() as u64)
             }
             other => panic!("unexpected {other:?}"),
@@ -582,10 +666,16 @@ mod tests {
             validate_batches(&one[..one.len() - 1], 1 << 20, OffsetMode::Assign),
             Err(Error::Corrupt { .. })
         ));
-        assert!(matches!(validate_batches(&one, 10, OffsetMode::Assign), Err(Error::RecordTooLarge { .. })));
+        assert!(matches!(
+            validate_batches(&one, 10, OffsetMode::Assign),
+            Err(Error::RecordTooLarge { .. })
+        ));
         assert!(matches!(
             validate_batches(&one, 1 << 20, OffsetMode::Keep { next_offset: 3 }),
-            Err(Error::InvalidAppendOffset { expected: 3, actual: 0 })
+            Err(Error::InvalidAppendOffset {
+                expected: 3,
+                actual: 0
+            })
         ));
     }
 

@@ -21,7 +21,11 @@ pub enum Error {
     /// A batch larger than `max.message.bytes`.
     RecordTooLarge { size: u64, max_size: u64 },
     /// A read outside `[log start offset, log end offset]`.
-    OffsetOutOfRange { offset: i64, start_offset: i64, end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        start_offset: i64,
+        end_offset: i64,
+    },
     /// Batches appended with their own offsets that do not continue the log end offset.
     InvalidAppendOffset { expected: i64, actual: i64 },
     /// A batch compressed with a codec this build cannot decode.
@@ -33,51 +37,112 @@ pub enum Error {
     /// A configuration value outside its range.
     InvalidConfig { field: &'static str, reason: String },
     /// An operating-system error during `operation` on `path`.
-    Io { operation: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io { operation, path: path.into(), source }
+        Error::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
     }
 
-    pub(crate) fn corrupt_input(batch_index: usize, position: usize, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt_input(
+        batch_index: usize,
+        position: usize,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Corrupt {
-            location: Location::Input { batch_index, position: position as u64 },
+            location: Location::Input {
+                batch_index,
+                position: position as u64,
+            },
             reason: reason.into(),
         }
     }
 
-    pub(crate) fn corrupt_segment(path: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> Self {
-        Error::Corrupt { location: Location::Segment { path: path.into(), position }, reason: reason.into() }
+    pub(crate) fn corrupt_segment(
+        path: impl Into<PathBuf>,
+        position: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            location: Location::Segment {
+                path: path.into(),
+                position,
+            },
+            reason: reason.into(),
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Corrupt { location: Location::Input { batch_index, position }, reason } => {
-                write!(f, "corrupt record batch {batch_index} at byte {position} of the input: {reason}")
+            Error::Corrupt {
+                location:
+                    Location::Input {
+                        batch_index,
+                        position,
+                    },
+                reason,
+            } => {
+                write!(
+                    f,
+                    "corrupt record batch {batch_index} at byte {position} of the input: {reason}"
+                )
             }
-            Error::Corrupt { location: Location::Segment { path, position }, reason } => {
-                write!(f, "corrupt record batch at byte {position} of {}: {reason}", path.display())
+            Error::Corrupt {
+                location: Location::Segment { path, position },
+                reason,
+            } => {
+                write!(
+                    f,
+                    "corrupt record batch at byte {position} of {}: {reason}",
+                    path.display()
+                )
             }
             Error::RecordTooLarge { size, max_size } => {
-                write!(f, "record batch of {size} bytes exceeds max.message.bytes={max_size}")
+                write!(
+                    f,
+                    "record batch of {size} bytes exceeds max.message.bytes={max_size}"
+                )
             }
-            Error::OffsetOutOfRange { offset, start_offset, end_offset } => {
-                write!(f, "offset {offset} is outside the log's range [{start_offset}, {end_offset}]")
+            Error::OffsetOutOfRange {
+                offset,
+                start_offset,
+                end_offset,
+            } => {
+                write!(
+                    f,
+                    "offset {offset} is outside the log's range [{start_offset}, {end_offset}]"
+                )
             }
             Error::InvalidAppendOffset { expected, actual } => {
-                write!(f, "appended batch starts at offset {actual} but the log end offset is {expected}")
+                write!(
+                    f,
+                    "appended batch starts at offset {actual} but the log end offset is {expected}"
+                )
             }
-            Error::UnsupportedCompression { codec } => write!(f, "unsupported compression codec {codec}"),
+            Error::UnsupportedCompression { codec } => {
+                write!(f, "unsupported compression codec {codec}")
+            }
             Error::Closed { reason } => write!(f, "log is closed: {reason}"),
             Error::Locked { path } => write!(f, "{} is locked by another process", path.display()),
             Error::InvalidConfig { field, reason } => write!(f, "invalid config {field}: {reason}"),
-            Error::Io { operation, path, source } => {
+            Error::Io {
+                operation,
+                path,
+                source,
+            } => {
                 write!(f, "{operation} {} failed: {source}", path.display())
             }
         }

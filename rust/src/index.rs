@@ -36,7 +36,10 @@ impl MappedEntries {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io("open index", path, e))?;
-        let len = file.metadata().map_err(|e| Error::io("stat index", path, e))?.len() as usize;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat index", path, e))?
+            .len() as usize;
         let existing = len / entry_size;
         let mut me = MappedEntries {
             path: path.to_path_buf(),
@@ -56,7 +59,9 @@ impl MappedEntries {
     fn resize(&mut self, bytes: usize) -> Result<()> {
         let bytes = bytes - bytes % self.entry_size;
         self.map = None;
-        self.file.set_len(bytes as u64).map_err(|e| Error::io("resize index", &self.path, e))?;
+        self.file
+            .set_len(bytes as u64)
+            .map_err(|e| Error::io("resize index", &self.path, e))?;
         self.capacity = bytes / self.entry_size;
         self.entries = self.entries.min(self.capacity);
         if bytes > 0 {
@@ -103,7 +108,8 @@ impl MappedEntries {
 
     fn flush(&self) -> Result<()> {
         if let Some(map) = &self.map {
-            map.flush().map_err(|e| Error::io("msync index", &self.path, e))?;
+            map.flush()
+                .map_err(|e| Error::io("msync index", &self.path, e))?;
         }
         Ok(())
     }
@@ -111,7 +117,9 @@ impl MappedEntries {
     fn trim(&mut self) -> Result<()> {
         self.flush()?;
         self.resize(self.entries * self.entry_size)?;
-        self.file.sync_all().map_err(|e| Error::io("fsync index", &self.path, e))
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync index", &self.path, e))
     }
 }
 
@@ -130,7 +138,11 @@ pub struct OffsetIndex {
 
 impl OffsetIndex {
     /// Opens the index; returns it and how many entries the file held.
-    pub fn open(path: &Path, base_offset: i64, preallocate: Option<usize>) -> Result<(Self, usize)> {
+    pub fn open(
+        path: &Path,
+        base_offset: i64,
+        preallocate: Option<usize>,
+    ) -> Result<(Self, usize)> {
         let (inner, existing) = MappedEntries::open(path, OFFSET_ENTRY, preallocate)?;
         Ok((OffsetIndex { inner, base_offset }, existing))
     }
@@ -169,7 +181,10 @@ impl OffsetIndex {
 
     /// Removes entries with offset >= `offset`.
     pub fn truncate_to(&mut self, offset: i64) {
-        let keep = match self.inner.floor(offset - self.base_offset - 1, |e| i64::from(be_u32(e, 0))) {
+        let keep = match self
+            .inner
+            .floor(offset - self.base_offset - 1, |e| i64::from(be_u32(e, 0)))
+        {
             Some(i) => i + 1,
             None => 0,
         };
@@ -196,7 +211,8 @@ impl OffsetIndex {
         self.inner.trim()
     }
     pub fn preallocate(&mut self, bytes: usize) -> Result<()> {
-        self.inner.resize(bytes.max(self.inner.entries * OFFSET_ENTRY))
+        self.inner
+            .resize(bytes.max(self.inner.entries * OFFSET_ENTRY))
     }
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -210,7 +226,11 @@ pub struct TimeIndex {
 }
 
 impl TimeIndex {
-    pub fn open(path: &Path, base_offset: i64, preallocate: Option<usize>) -> Result<(Self, usize)> {
+    pub fn open(
+        path: &Path,
+        base_offset: i64,
+        preallocate: Option<usize>,
+    ) -> Result<(Self, usize)> {
         let (inner, existing) = MappedEntries::open(path, TIME_ENTRY, preallocate)?;
         Ok((TimeIndex { inner, base_offset }, existing))
     }
@@ -267,7 +287,9 @@ impl TimeIndex {
         let mut prev: Option<(i64, i64)> = None;
         for i in 0..self.entries() {
             let (ts, o) = self.get(i);
-            if o >= next_offset.max(self.base_offset + 1) || prev.is_some_and(|(pt, po)| ts <= pt || o < po) {
+            if o >= next_offset.max(self.base_offset + 1)
+                || prev.is_some_and(|(pt, po)| ts <= pt || o < po)
+            {
                 return false;
             }
             prev = Some((ts, o));
@@ -282,7 +304,8 @@ impl TimeIndex {
         self.inner.trim()
     }
     pub fn preallocate(&mut self, bytes: usize) -> Result<()> {
-        self.inner.resize(bytes.max(self.inner.entries * TIME_ENTRY))
+        self.inner
+            .resize(bytes.max(self.inner.entries * TIME_ENTRY))
     }
     pub fn path(&self) -> &Path {
         &self.inner.path

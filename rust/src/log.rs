@@ -65,7 +65,12 @@ impl Default for LogConfig {
 
 impl LogConfig {
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &'static str, reason: &str| Err(Error::InvalidConfig { field, reason: reason.into() });
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.into(),
+            })
+        };
         if self.segment_bytes < 14 || self.segment_bytes > i32::MAX as u64 {
             return bad("segment.bytes", "must be between 14 and 2147483647");
         }
@@ -87,7 +92,9 @@ impl LogConfig {
         if self.retention_ms < -1 {
             return bad("retention.ms", "must be -1 (unlimited) or more");
         }
-        if self.max_message_bytes < batch::HEADER_LEN as u64 || self.max_message_bytes > i32::MAX as u64 {
+        if self.max_message_bytes < batch::HEADER_LEN as u64
+            || self.max_message_bytes > i32::MAX as u64
+        {
             return bad("max.message.bytes", "must be between 61 and 2147483647");
         }
         Ok(())
@@ -125,7 +132,9 @@ pub(crate) fn decode_error(path: &Path, position: u64, e: DecodeError) -> Error 
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -137,7 +146,8 @@ pub fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<()> 
     let tmp = dir.join(format!("{name}.tmp"));
     let dst = dir.join(name);
     let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(contents).map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(contents)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, &dst).map_err(|e| Error::io("rename", &dst, e))?;
@@ -163,7 +173,11 @@ fn read_checkpoint(dir: &Path) -> Option<Checkpoint> {
     let log_start_offset = field("log_start_offset")?;
     let recovery_point = field("recovery_point")?;
     let clean = field("clean_shutdown")?;
-    Some(Checkpoint { log_start_offset, recovery_point, clean: clean == 1 })
+    Some(Checkpoint {
+        log_start_offset,
+        recovery_point,
+        clean: clean == 1,
+    })
 }
 
 pub struct Log {
@@ -195,11 +209,18 @@ impl Log {
             .map_err(|e| Error::io("open lock file", &lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: dir.to_path_buf() }),
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
         let checkpoint = read_checkpoint(dir);
-        let mut report = RecoveryReport { clean_shutdown: checkpoint.as_ref().is_some_and(|c| c.clean), ..Default::default() };
+        let mut report = RecoveryReport {
+            clean_shutdown: checkpoint.as_ref().is_some_and(|c| c.clean),
+            ..Default::default()
+        };
 
         let bases = Self::list_segments(dir)?;
         let mut log_start_offset = checkpoint.as_ref().map_or(0, |c| c.log_start_offset).max(0);
@@ -227,7 +248,8 @@ impl Log {
                     // Everything after a torn or invalid batch is unreliable.
                     segments.push(seg);
                     for &later in &bases[i + 1..] {
-                        let doomed = Segment::open(dir, later, config.index_interval_bytes, None, now_ms)?;
+                        let doomed =
+                            Segment::open(dir, later, config.index_interval_bytes, None, now_ms)?;
                         doomed.segment.delete()?;
                         report.segments_deleted += 1;
                     }
@@ -238,7 +260,13 @@ impl Log {
             i += 1;
         }
         if segments.is_empty() {
-            let seg = Segment::open(dir, log_start_offset, config.index_interval_bytes, Some(config.segment_index_bytes), now_ms)?;
+            let seg = Segment::open(
+                dir,
+                log_start_offset,
+                config.index_interval_bytes,
+                Some(config.segment_index_bytes),
+                now_ms,
+            )?;
             segments.push(seg.segment);
             sync_dir(dir)?;
         } else if segments.len() < bases.len() || report.bytes_truncated > 0 {
@@ -276,20 +304,22 @@ impl Log {
             let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some((stem, ext)) = name.split_once('.') else { continue };
+            let Some((stem, ext)) = name.split_once('.') else {
+                continue;
+            };
             if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
                 if name.ends_with(".tmp") {
                     orphans.push(entry.path());
                 }
                 continue;
             }
-            let Ok(base) = stem.parse::<i64>() else { continue };
+            let Ok(base) = stem.parse::<i64>() else {
+                continue;
+            };
             match ext {
                 "log" => bases.push(base),
-                "index" | "timeindex" => {
-                    if !dir.join(segment::file_name(base, ".log")).exists() {
-                        orphans.push(entry.path());
-                    }
+                "index" | "timeindex" if !dir.join(segment::file_name(base, ".log")).exists() => {
+                    orphans.push(entry.path());
                 }
                 _ => {}
             }
@@ -313,7 +343,9 @@ impl Log {
 
     fn check_open(&self) -> Result<()> {
         match &self.closed {
-            Some(reason) => Err(Error::Closed { reason: reason.clone() }),
+            Some(reason) => Err(Error::Closed {
+                reason: reason.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -327,7 +359,9 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.last().expect("a log always has an active segment")
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
     }
 
     pub fn dir(&self) -> &Path {
@@ -360,9 +394,21 @@ impl Log {
 
     /// Validates `buf` (concatenated batches), assigns offsets unless `keep_offsets`, and
     /// appends it in one write.
-    pub fn append_batches(&mut self, buf: &mut [u8], keep_offsets: bool, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append_batches(
+        &mut self,
+        buf: &mut [u8],
+        keep_offsets: bool,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         self.check_open()?;
-        let mode = if keep_offsets { OffsetMode::Keep { next_offset: self.end_offset() } } else { OffsetMode::Assign };
+        let mode = if keep_offsets {
+            OffsetMode::Keep {
+                next_offset: self.end_offset(),
+            }
+        } else {
+            OffsetMode::Assign
+        };
         let mut infos = batch::validate_batches(buf, self.config.max_message_bytes, mode)?;
         let mut stamped = -1;
         if !keep_offsets {
@@ -376,16 +422,30 @@ impl Log {
     }
 
     /// Builds one uncompressed batch from `records` and appends it.
-    pub fn append_records(&mut self, records: &[NewRecord<'_>], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append_records(
+        &mut self,
+        records: &[NewRecord<'_>],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         let (mut buf, info) = batch::build_batch(records);
         self.append_built(&mut buf, info, leader_epoch, now_ms)
     }
 
     /// Appends one batch made by `batch::build_batch` (so known valid), assigning its offset.
-    pub fn append_built(&mut self, buf: &mut [u8], info: BatchInfo, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+    pub fn append_built(
+        &mut self,
+        buf: &mut [u8],
+        info: BatchInfo,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         self.check_open()?;
         if u64::from(info.size) > self.config.max_message_bytes {
-            return Err(Error::RecordTooLarge { size: u64::from(info.size), max_size: self.config.max_message_bytes });
+            return Err(Error::RecordTooLarge {
+                size: u64::from(info.size),
+                max_size: self.config.max_message_bytes,
+            });
         }
         let mut infos = [info];
         let lat = self.config.log_append_time.then_some(now_ms);
@@ -395,13 +455,24 @@ impl Log {
         Ok(out)
     }
 
-    fn append_validated(&mut self, buf: &[u8], infos: Vec<BatchInfo>, now_ms: i64) -> Result<AppendInfo> {
+    fn append_validated(
+        &mut self,
+        buf: &[u8],
+        infos: Vec<BatchInfo>,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         let first = infos.first().expect("validated input has a batch");
         let last = infos.last().expect("validated input has a batch");
         let (first_offset, last_offset) = (first.base_offset, last.last_offset());
         let max_timestamp = infos.iter().map(|b| b.max_timestamp).max().unwrap_or(-1);
         let record_count = last_offset - first_offset + 1;
-        if self.active().should_roll(buf.len() as u64, last_offset, self.config.segment_bytes, self.config.segment_ms, now_ms) {
+        if self.active().should_roll(
+            buf.len() as u64,
+            last_offset,
+            self.config.segment_bytes,
+            self.config.segment_ms,
+            now_ms,
+        ) {
             self.roll(now_ms)?;
         }
         let active = self.segments.last_mut().expect("active segment");
@@ -409,12 +480,25 @@ impl Log {
             return Err(self.fail(e));
         }
         self.unflushed_messages += record_count as u64;
-        let due_by_count = self.config.flush_messages.is_some_and(|n| self.unflushed_messages >= n);
-        let due_by_time = self.config.flush_ms.is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
+        let due_by_count = self
+            .config
+            .flush_messages
+            .is_some_and(|n| self.unflushed_messages >= n);
+        let due_by_time = self
+            .config
+            .flush_ms
+            .is_some_and(|ms| now_ms - self.last_flush_ms >= ms);
         if due_by_count || due_by_time {
             self.flush(now_ms)?;
         }
-        Ok(AppendInfo { first_offset, last_offset, max_timestamp, log_append_time: -1, record_count, batches: infos })
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp,
+            log_append_time: -1,
+            record_count,
+            batches: infos,
+        })
     }
 
     /// Starts a new active segment at the log end offset (no-op if the active one is empty).
@@ -426,7 +510,13 @@ impl Log {
         let base = self.end_offset();
         let old = self.segments.last_mut().expect("active segment");
         old.make_inactive().map_err(|e| self.fail(e))?;
-        let opened = Segment::open(&self.dir, base, self.config.index_interval_bytes, Some(self.config.segment_index_bytes), now_ms)?;
+        let opened = Segment::open(
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+            Some(self.config.segment_index_bytes),
+            now_ms,
+        )?;
         self.segments.push(opened.segment);
         sync_dir(&self.dir)?;
         self.recovery_point = base;
@@ -453,7 +543,11 @@ impl Log {
 
     fn check_range(&self, offset: i64) -> Result<()> {
         if offset < self.log_start_offset || offset > self.end_offset() {
-            return Err(Error::OffsetOutOfRange { offset, start_offset: self.log_start_offset, end_offset: self.end_offset() });
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                start_offset: self.log_start_offset,
+                end_offset: self.end_offset(),
+            });
         }
         Ok(())
     }
@@ -462,7 +556,10 @@ impl Log {
     fn locate(&self, offset: i64) -> Result<Option<(&Segment, BatchInfo)>> {
         self.check_open()?;
         self.check_range(offset)?;
-        let idx = self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
+        let idx = self
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
         for seg in &self.segments[idx..] {
             if let Some(info) = seg.find_batch(offset)? {
                 return Ok(Some((seg, info)));
@@ -473,7 +570,11 @@ impl Log {
 
     /// Whole, CRC-checked batches starting with the one that holds `offset`, up to `max_bytes`
     /// (at least one batch), from one segment. Empty at the log end offset.
-    pub fn read_batches(&self, offset: i64, max_bytes: u64) -> Result<(Vec<u8>, Vec<BatchInfo>, PathBuf)> {
+    pub fn read_batches(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Result<(Vec<u8>, Vec<BatchInfo>, PathBuf)> {
         match self.locate(offset)? {
             None => Ok((Vec::new(), Vec::new(), PathBuf::new())),
             Some((seg, info)) => {
@@ -545,7 +646,13 @@ impl Log {
             for seg in self.segments.drain(..) {
                 seg.delete()?;
             }
-            let opened = Segment::open(&self.dir, offset, self.config.index_interval_bytes, Some(self.config.segment_index_bytes), now_ms)?;
+            let opened = Segment::open(
+                &self.dir,
+                offset,
+                self.config.index_interval_bytes,
+                Some(self.config.segment_index_bytes),
+                now_ms,
+            )?;
             self.segments.push(opened.segment);
             sync_dir(&self.dir)?;
             self.log_start_offset = offset;
@@ -569,7 +676,11 @@ impl Log {
     pub fn delete_records_before(&mut self, offset: i64) -> Result<()> {
         self.check_open()?;
         if offset > self.end_offset() {
-            return Err(Error::OffsetOutOfRange { offset, start_offset: self.log_start_offset, end_offset: self.end_offset() });
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                start_offset: self.log_start_offset,
+                end_offset: self.end_offset(),
+            });
         }
         if offset <= self.log_start_offset {
             return Ok(());
@@ -596,7 +707,9 @@ impl Log {
         let mut doomed = 0usize;
         let inactive = self.segments.len() - 1;
         if self.config.retention_ms >= 0 {
-            while doomed < inactive && now_ms - self.segments[doomed].max_timestamp() > self.config.retention_ms {
+            while doomed < inactive
+                && now_ms - self.segments[doomed].max_timestamp() > self.config.retention_ms
+            {
                 doomed += 1;
             }
         }
@@ -613,7 +726,9 @@ impl Log {
         if doomed == 0 {
             return Ok(0);
         }
-        self.log_start_offset = self.log_start_offset.max(self.segments[doomed].base_offset());
+        self.log_start_offset = self
+            .log_start_offset
+            .max(self.segments[doomed].base_offset());
         self.write_checkpoint(false)?;
         self.delete_segments_below_start()
     }

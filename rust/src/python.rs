@@ -27,7 +27,10 @@ fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
             Error::Corrupt { location, reason } => {
                 kwargs.set_item("reason", reason)?;
                 match location {
-                    Location::Input { batch_index, position } => {
+                    Location::Input {
+                        batch_index,
+                        position,
+                    } => {
                         kwargs.set_item("batch_index", batch_index)?;
                         kwargs.set_item("position", position)?;
                     }
@@ -43,7 +46,11 @@ fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
                 kwargs.set_item("max_size", max_size)?;
                 "RecordTooLargeError"
             }
-            Error::OffsetOutOfRange { offset, start_offset, end_offset } => {
+            Error::OffsetOutOfRange {
+                offset,
+                start_offset,
+                end_offset,
+            } => {
                 kwargs.set_item("offset", offset)?;
                 kwargs.set_item("start_offset", start_offset)?;
                 kwargs.set_item("end_offset", end_offset)?;
@@ -68,7 +75,11 @@ fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
                 e.value(py).setattr("field", field)?;
                 return Ok(e);
             }
-            Error::Io { operation, path, source } => {
+            Error::Io {
+                operation,
+                path,
+                source,
+            } => {
                 kwargs.set_item("operation", operation)?;
                 kwargs.set_item("path", path.to_string_lossy())?;
                 kwargs.set_item("errno", source.raw_os_error())?;
@@ -96,7 +107,11 @@ fn config_from_dict(config: &Bound<'_, PyDict>) -> PyResult<LogConfig> {
             "retention_ms" => c.retention_ms = value.extract()?,
             "max_message_bytes" => c.max_message_bytes = value.extract()?,
             "log_append_time" => c.log_append_time = value.extract()?,
-            other => return Err(PyValueError::new_err(format!("unknown log config field {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown log config field {other:?}"
+                )))
+            }
         }
     }
     Ok(c)
@@ -123,7 +138,16 @@ fn field_bytes<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Option<Cow
 }
 
 fn append_result<'py>(py: Python<'py>, info: &AppendInfo) -> PyResult<Bound<'py, PyTuple>> {
-    PyTuple::new(py, [info.first_offset, info.last_offset, info.max_timestamp, info.log_append_time, info.record_count])
+    PyTuple::new(
+        py,
+        [
+            info.first_offset,
+            info.last_offset,
+            info.max_timestamp,
+            info.log_append_time,
+            info.record_count,
+        ],
+    )
 }
 
 /// One partition log (see `tidelog.Log` for the documented public API).
@@ -133,7 +157,11 @@ struct PyLog {
 }
 
 impl PyLog {
-    fn read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Log) -> Result<T, Error> + Send) -> PyResult<T> {
+    fn read<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Log) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
         py.detach(|| {
             let log = self.inner.read().unwrap_or_else(|p| p.into_inner());
             f(&log)
@@ -141,7 +169,11 @@ impl PyLog {
         .map_err(|e| to_pyerr(py, e))
     }
 
-    fn write<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Log) -> Result<T, Error> + Send) -> PyResult<T> {
+    fn write<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Log) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
         py.detach(|| {
             let mut log = self.inner.write().unwrap_or_else(|p| p.into_inner());
             f(&mut log)
@@ -153,10 +185,19 @@ impl PyLog {
 #[pymethods]
 impl PyLog {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf, config: &Bound<'_, PyDict>, now_ms: i64) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        config: &Bound<'_, PyDict>,
+        now_ms: i64,
+    ) -> PyResult<Self> {
         let config = config_from_dict(config)?;
-        let log = py.detach(|| Log::open(&path, config, now_ms)).map_err(|e| to_pyerr(py, e))?;
-        Ok(PyLog { inner: RwLock::new(log) })
+        let log = py
+            .detach(|| Log::open(&path, config, now_ms))
+            .map_err(|e| to_pyerr(py, e))?;
+        Ok(PyLog {
+            inner: RwLock::new(log),
+        })
     }
 
     #[getter]
@@ -188,7 +229,12 @@ impl PyLog {
     fn recovery_report(&self, py: Python<'_>) -> PyResult<(bool, usize, u64, usize)> {
         self.read(py, |l| {
             let r = l.recovery_report();
-            Ok((r.clean_shutdown, r.segments_recovered, r.bytes_truncated, r.segments_deleted))
+            Ok((
+                r.clean_shutdown,
+                r.segments_recovered,
+                r.bytes_truncated,
+                r.segments_deleted,
+            ))
         })
     }
 
@@ -208,7 +254,9 @@ impl PyLog {
         for item in records.try_iter()? {
             let item = item?;
             let t = item.cast::<PyTuple>().map_err(|_| {
-                PyTypeError::new_err("each record must be a tuple (key, value[, headers]) or a Record")
+                PyTypeError::new_err(
+                    "each record must be a tuple (key, value[, headers]) or a Record",
+                )
             })?;
             let (ts, key, value, headers) = match t.len() {
                 2 => (now_ms, t.get_item(0)?, t.get_item(1)?, None),
@@ -218,7 +266,11 @@ impl PyLog {
                     let ts = if ts.is_none() { now_ms } else { ts.extract()? };
                     (ts, t.get_item(2)?, t.get_item(3)?, Some(t.get_item(4)?))
                 }
-                n => return Err(PyTypeError::new_err(format!("a record tuple has 2, 3 or 5 items, not {n}"))),
+                n => {
+                    return Err(PyTypeError::new_err(format!(
+                        "a record tuple has 2, 3 or 5 items, not {n}"
+                    )))
+                }
             };
             objects.push(key);
             objects.push(value);
@@ -227,7 +279,9 @@ impl PyLog {
                 for pair in h.try_iter()? {
                     let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
                     if k.is_none() {
-                        return Err(PyTypeError::new_err("a header key must be str or bytes, not None"));
+                        return Err(PyTypeError::new_err(
+                            "a header key must be str or bytes, not None",
+                        ));
                     }
                     objects.push(k);
                     objects.push(v);
@@ -252,14 +306,24 @@ impl PyLog {
             next += 2;
             let mut headers = Vec::with_capacity(nh);
             for _ in 0..nh {
-                headers.push((fields[next].as_deref().unwrap_or_default(), fields[next + 1].as_deref()));
+                headers.push((
+                    fields[next].as_deref().unwrap_or_default(),
+                    fields[next + 1].as_deref(),
+                ));
                 next += 2;
             }
-            new_records.push(NewRecord { timestamp: ts, key, value, headers });
+            new_records.push(NewRecord {
+                timestamp: ts,
+                key,
+                value,
+                headers,
+            });
         }
         let (mut buf, info) = batch::build_batch(&new_records);
         drop(new_records);
-        let result = self.write(py, move |l| l.append_built(&mut buf, info, leader_epoch, now_ms))?;
+        let result = self.write(py, move |l| {
+            l.append_built(&mut buf, info, leader_epoch, now_ms)
+        })?;
         append_result(py, &result)
     }
 
@@ -273,7 +337,9 @@ impl PyLog {
         now_ms: i64,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let mut buf = PyBuffer::<u8>::get(data)?.to_vec(py)?;
-        let result = self.write(py, move |l| l.append_batches(&mut buf, keep_offsets, leader_epoch, now_ms))?;
+        let result = self.write(py, move |l| {
+            l.append_batches(&mut buf, keep_offsets, leader_epoch, now_ms)
+        })?;
         append_result(py, &result)
     }
 
@@ -334,14 +400,21 @@ impl PyLog {
     }
 
     /// Whole batches starting with the one holding `offset`, at most `max_bytes` (at least one).
-    fn read_raw<'py>(&self, py: Python<'py>, offset: i64, max_bytes: u64) -> PyResult<Bound<'py, PyBytes>> {
+    fn read_raw<'py>(
+        &self,
+        py: Python<'py>,
+        offset: i64,
+        max_bytes: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let (buf, _, _) = self.read(py, |l| l.read_batches(offset, max_bytes))?;
         Ok(PyBytes::new(py, &buf))
     }
 
     /// The segment range a fetch at `offset` would send, or None at the log end offset.
     fn slice(&self, py: Python<'_>, offset: i64, max_bytes: u64) -> PyResult<Option<PyFileSlice>> {
-        Ok(self.read(py, |l| l.slice(offset, max_bytes))?.map(|inner| PyFileSlice { inner }))
+        Ok(self
+            .read(py, |l| l.slice(offset, max_bytes))?
+            .map(|inner| PyFileSlice { inner }))
     }
 
     fn offset_for_time(&self, py: Python<'_>, timestamp: i64) -> PyResult<Option<(i64, i64)>> {
@@ -394,7 +467,8 @@ impl PyFileSlice {
     fn send(&self, py: Python<'_>, fd: i32, sent: u64) -> PyResult<usize> {
         let remaining = self.inner.length.saturating_sub(sent) as usize;
         let at = self.inner.position + sent;
-        py.detach(|| crate::zerocopy::send_file(fd, &self.inner.file, at, remaining)).map_err(PyErr::from)
+        py.detach(|| crate::zerocopy::send_file(fd, &self.inner.file, at, remaining))
+            .map_err(PyErr::from)
     }
 
     /// The slice's bytes (the copying path).
@@ -457,7 +531,8 @@ fn assign_offsets<'py>(
 /// bytes sent (raises BlockingIOError when the socket is not writable).
 #[pyfunction]
 fn sendfile(py: Python<'_>, out_fd: i32, in_fd: i32, offset: u64, count: usize) -> PyResult<usize> {
-    py.detach(|| crate::zerocopy::send_fd(out_fd, in_fd, offset, count)).map_err(PyErr::from)
+    py.detach(|| crate::zerocopy::send_fd(out_fd, in_fd, offset, count))
+        .map_err(PyErr::from)
 }
 
 #[pymodule]

@@ -87,7 +87,14 @@ pub struct BatchScan<'f> {
 
 impl<'f> BatchScan<'f> {
     pub fn new(file: &'f File, path: &'f Path, from: u64, end: u64) -> Self {
-        BatchScan { file, path, pos: from, end, buf: Vec::new(), buf_pos: from }
+        BatchScan {
+            file,
+            path,
+            pos: from,
+            end,
+            buf: Vec::new(),
+            buf_pos: from,
+        }
     }
 
     pub fn position(&self) -> u64 {
@@ -117,7 +124,8 @@ impl<'f> BatchScan<'f> {
             // Need more bytes: as many as the declared length, if known, else a header's worth.
             let avail = if in_buf { &self.buf[off..] } else { &[][..] };
             let need = if avail.len() >= LOG_OVERHEAD {
-                i32::from_be_bytes(avail[8..12].try_into().expect("4 bytes")) as u64 + LOG_OVERHEAD as u64
+                i32::from_be_bytes(avail[8..12].try_into().expect("4 bytes")) as u64
+                    + LOG_OVERHEAD as u64
             } else {
                 HEADER_LEN as u64
             };
@@ -195,7 +203,10 @@ impl Segment {
             .truncate(false)
             .open(&log_path)
             .map_err(|e| Error::io("open segment", &log_path, e))?;
-        let size = log.metadata().map_err(|e| Error::io("stat segment", &log_path, e))?.len();
+        let size = log
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &log_path, e))?
+            .len();
         let (offset_index, _) = OffsetIndex::open(&index_path, base_offset, preallocate)?;
         let (time_index, _) = TimeIndex::open(&time_path, base_offset, preallocate)?;
         let segment = Segment {
@@ -212,7 +223,10 @@ impl Segment {
             offset_of_max_timestamp: base_offset,
             created_ms: now_ms,
         };
-        Ok(Opened { segment, indexes_suspect: !indexes_existed })
+        Ok(Opened {
+            segment,
+            indexes_suspect: !indexes_existed,
+        })
     }
 
     pub fn base_offset(&self) -> i64 {
@@ -253,7 +267,11 @@ impl Segment {
         loop {
             match scan.next()? {
                 Scanned::Batch(info, _) => {
-                    if first && start > 0 && info.last_offset() != self.offset_index.get(self.offset_index.entries() - 1).0 {
+                    if first
+                        && start > 0
+                        && info.last_offset()
+                            != self.offset_index.get(self.offset_index.entries() - 1).0
+                    {
                         return Ok(false);
                     }
                     first = false;
@@ -285,35 +303,32 @@ impl Segment {
         let (log, path) = (Arc::clone(&self.log), self.log_path.clone());
         let mut scan = BatchScan::new(&log, &path, 0, self.size);
         let mut infos = Vec::new();
-        loop {
-            match scan.next()? {
-                Scanned::Batch(info, bytes) => {
-                    let ok = u64::from(info.size) <= max_batch_size
-                        && batch::check_batch(bytes, &info).is_ok()
-                        && match expected {
-                            Some(next) => info.base_offset == next,
-                            None => info.base_offset >= self.base_offset,
-                        }
-                        && info.last_offset() - self.base_offset <= i64::from(u32::MAX);
-                    if !ok {
-                        break;
-                    }
-                    expected = Some(info.next_offset());
-                    valid_end = info.position + u64::from(info.size);
-                    infos.push(info);
-                    if infos.len() >= 1024 {
-                        self.index_batches(&infos, 0);
-                        infos.clear();
-                    }
+        while let Scanned::Batch(info, bytes) = scan.next()? {
+            let ok = u64::from(info.size) <= max_batch_size
+                && batch::check_batch(bytes, &info).is_ok()
+                && match expected {
+                    Some(next) => info.base_offset == next,
+                    None => info.base_offset >= self.base_offset,
                 }
-                Scanned::End | Scanned::Torn(_) | Scanned::Invalid(..) => break,
+                && info.last_offset() - self.base_offset <= i64::from(u32::MAX);
+            if !ok {
+                break;
+            }
+            expected = Some(info.next_offset());
+            valid_end = info.position + u64::from(info.size);
+            infos.push(info);
+            if infos.len() >= 1024 {
+                self.index_batches(&infos, 0);
+                infos.clear();
             }
         }
         drop(scan);
         self.index_batches(&infos, 0);
         let truncated = self.size - valid_end;
         if truncated > 0 {
-            self.log.set_len(valid_end).map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
+            self.log
+                .set_len(valid_end)
+                .map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
             self.size = valid_end;
         }
         Ok(truncated)
@@ -328,8 +343,10 @@ impl Segment {
                 self.offset_of_max_timestamp = info.last_offset();
             }
             if self.bytes_since_last_index_entry > self.index_interval_bytes {
-                self.offset_index.append(info.last_offset(), (file_base + info.position) as u32);
-                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                self.offset_index
+                    .append(info.last_offset(), (file_base + info.position) as u32);
+                self.time_index
+                    .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
                 self.bytes_since_last_index_entry = 0;
             }
             self.bytes_since_last_index_entry += u64::from(info.size);
@@ -338,7 +355,14 @@ impl Segment {
     }
 
     /// True if appending `bytes` ending at `last_offset` must go to a new segment.
-    pub fn should_roll(&self, bytes: u64, last_offset: i64, segment_bytes: u64, segment_ms: i64, now_ms: i64) -> bool {
+    pub fn should_roll(
+        &self,
+        bytes: u64,
+        last_offset: i64,
+        segment_bytes: u64,
+        segment_ms: i64,
+        now_ms: i64,
+    ) -> bool {
         if self.size == 0 {
             return false;
         }
@@ -377,9 +401,15 @@ impl Segment {
                 Scanned::Batch(..) => {}
                 Scanned::End => return Ok(None),
                 Scanned::Torn(pos) => {
-                    return Err(Error::corrupt_segment(&self.log_path, pos, "batch runs past the end of the segment"))
+                    return Err(Error::corrupt_segment(
+                        &self.log_path,
+                        pos,
+                        "batch runs past the end of the segment",
+                    ))
                 }
-                Scanned::Invalid(pos, reason) => return Err(Error::corrupt_segment(&self.log_path, pos, reason)),
+                Scanned::Invalid(pos, reason) => {
+                    return Err(Error::corrupt_segment(&self.log_path, pos, reason))
+                }
             }
         }
     }
@@ -395,8 +425,9 @@ impl Segment {
             match batch::parse_header(&buf, pos, 0) {
                 Header::Batch(info) => {
                     let bytes = &buf[pos..pos + info.size as usize];
-                    batch::check_batch(bytes, &info)
-                        .map_err(|r| Error::corrupt_segment(&self.log_path, position + pos as u64, r))?;
+                    batch::check_batch(bytes, &info).map_err(|r| {
+                        Error::corrupt_segment(&self.log_path, position + pos as u64, r)
+                    })?;
                     pos += info.size as usize;
                     infos.push(info);
                 }
@@ -405,16 +436,28 @@ impl Segment {
                     let len = i32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as u64;
                     let size = len + LOG_OVERHEAD as u64;
                     if position + size > self.size {
-                        return Err(Error::corrupt_segment(&self.log_path, position, "batch runs past the end of the segment"));
+                        return Err(Error::corrupt_segment(
+                            &self.log_path,
+                            position,
+                            "batch runs past the end of the segment",
+                        ));
                     }
                     buf = read_exact_at(&self.log, &self.log_path, position, size as usize)?;
                     if buf.len() as u64 != size {
-                        return Err(Error::corrupt_segment(&self.log_path, position, "segment shrank while reading"));
+                        return Err(Error::corrupt_segment(
+                            &self.log_path,
+                            position,
+                            "segment shrank while reading",
+                        ));
                     }
                 }
                 Header::Incomplete => break,
                 Header::Invalid(reason) => {
-                    return Err(Error::corrupt_segment(&self.log_path, position + pos as u64, reason))
+                    return Err(Error::corrupt_segment(
+                        &self.log_path,
+                        position + pos as u64,
+                        reason,
+                    ))
                 }
             }
             if pos >= buf.len() {
@@ -422,7 +465,11 @@ impl Segment {
             }
         }
         if infos.is_empty() {
-            return Err(Error::corrupt_segment(&self.log_path, position, "no whole batch at this position"));
+            return Err(Error::corrupt_segment(
+                &self.log_path,
+                position,
+                "no whole batch at this position",
+            ));
         }
         buf.truncate(pos);
         Ok((buf, infos))
@@ -433,11 +480,21 @@ impl Segment {
     pub fn slice(&self, position: u64, max_bytes: u64) -> Result<FileSlice> {
         let head = read_exact_at(&self.log, &self.log_path, position, LOG_OVERHEAD)?;
         if head.len() < LOG_OVERHEAD {
-            return Err(Error::corrupt_segment(&self.log_path, position, "batch header past the end of the segment"));
+            return Err(Error::corrupt_segment(
+                &self.log_path,
+                position,
+                "batch header past the end of the segment",
+            ));
         }
-        let first = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as u64 + LOG_OVERHEAD as u64;
+        let first = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as u64
+            + LOG_OVERHEAD as u64;
         let length = max_bytes.max(first).min(self.size - position);
-        Ok(FileSlice { file: Arc::clone(&self.log), path: self.log_path.clone(), position, length })
+        Ok(FileSlice {
+            file: Arc::clone(&self.log),
+            path: self.log_path.clone(),
+            position,
+            length,
+        })
     }
 
     /// First (offset, timestamp) of a record with timestamp >= `timestamp`, if this segment has one.
@@ -471,9 +528,15 @@ impl Segment {
                 Scanned::Batch(..) => {}
                 Scanned::End => return Ok(None),
                 Scanned::Torn(pos) => {
-                    return Err(Error::corrupt_segment(&self.log_path, pos, "batch runs past the end of the segment"))
+                    return Err(Error::corrupt_segment(
+                        &self.log_path,
+                        pos,
+                        "batch runs past the end of the segment",
+                    ))
                 }
-                Scanned::Invalid(pos, reason) => return Err(Error::corrupt_segment(&self.log_path, pos, reason)),
+                Scanned::Invalid(pos, reason) => {
+                    return Err(Error::corrupt_segment(&self.log_path, pos, reason))
+                }
             }
         }
     }
@@ -486,7 +549,9 @@ impl Segment {
         let cut = info.position;
         self.offset_index.truncate_to(info.base_offset);
         self.time_index.truncate_to(info.base_offset);
-        self.log.set_len(cut).map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
+        self.log
+            .set_len(cut)
+            .map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
         let removed = self.size - cut;
         self.size = cut;
         if !self.load()? {
@@ -497,7 +562,8 @@ impl Segment {
 
     /// Adds the final time-index entry (as Kafka does when a segment stops being active).
     pub fn seal_time_index(&mut self) {
-        self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        self.time_index
+            .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
     }
 
     /// Called when this segment stops being the active one: final time-index entry, indexes
@@ -516,7 +582,9 @@ impl Segment {
     }
 
     pub fn flush(&self) -> Result<()> {
-        self.log.sync_data().map_err(|e| Error::io("fsync segment", &self.log_path, e))?;
+        self.log
+            .sync_data()
+            .map_err(|e| Error::io("fsync segment", &self.log_path, e))?;
         self.offset_index.flush()?;
         self.time_index.flush()
     }

@@ -16,7 +16,9 @@ pub fn send_file(out_fd: i32, file: &File, offset: u64, count: usize) -> io::Res
 /// As `send_file`, for a raw file descriptor owned by the caller.
 #[cfg(target_os = "linux")]
 pub fn send_fd(out_fd: i32, in_fd: i32, offset: u64, count: usize) -> io::Result<usize> {
-    let mut off: libc::off_t = offset.try_into().map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut off: libc::off_t = offset
+        .try_into()
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
         // SAFETY: sendfile only reads `in_fd` and writes `out_fd`, both plain integers that the
         // kernel validates (a bad descriptor yields EBADF, never memory unsafety); `off` is a
@@ -36,7 +38,9 @@ pub fn send_fd(out_fd: i32, in_fd: i32, offset: u64, count: usize) -> io::Result
 #[cfg(all(unix, not(target_os = "linux")))]
 pub fn send_fd(out_fd: i32, in_fd: i32, offset: u64, count: usize) -> io::Result<usize> {
     let mut buf = vec![0u8; count.min(1 << 20)];
-    let off: libc::off_t = offset.try_into().map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let off: libc::off_t = offset
+        .try_into()
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let n = loop {
         // SAFETY: `buf` is a live, writable allocation of `buf.len()` bytes owned by this frame.
         let n = unsafe { libc::pread(in_fd, buf.as_mut_ptr().cast(), buf.len(), off) };

@@ -89,10 +89,7 @@ class Log:
         ``engine`` is ``"auto"``, ``"rust"`` or ``"python"`` (default: ``TIDELOG_ENGINE``, else auto).
         After an unclean shutdown the log is recovered first; see :attr:`recovery_report`.
         """
-        if isinstance(config, LogConfig):
-            cfg = config
-        else:
-            cfg = LogConfig.from_kafka(config or {})
+        cfg = config if isinstance(config, LogConfig) else LogConfig.from_kafka(config or {})
         if settings:
             cfg = _merge(cfg, settings)
         name = _engine.resolve(engine)
@@ -111,7 +108,8 @@ class Log:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<tidelog.Log {self.path!r} engine={self.engine} offsets=[{self.start_offset}, {self.end_offset})>"
+        offsets = f"[{self.start_offset}, {self.end_offset})"
+        return f"<tidelog.Log {self.path!r} engine={self.engine} offsets={offsets}>"
 
     # ---- state ----
 
@@ -245,7 +243,9 @@ class Log:
         if not isinstance(offset, int) or offset < 0 or offset > self.end_offset:
             raise OffsetOutOfRangeError(
                 f"position {offset} is outside [0, {self.end_offset}]",
-                offset=offset, start_offset=self.start_offset, end_offset=self.end_offset,
+                offset=offset,
+                start_offset=self.start_offset,
+                end_offset=self.end_offset,
             )
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
@@ -289,8 +289,8 @@ class Topic:
     >>> with tidelog.Topic.open(os.path.join(tempfile.mkdtemp(), "orders"), partitions=4) as t:
     ...     t.partition_for(b"kafka")
     ...     t.append([(b"kafka", b"v")])
-    1
-    {1: 0}
+    0
+    {0: 0}
     """
 
     def __init__(self, name: str, logs: list[Log]) -> None:
@@ -300,7 +300,12 @@ class Topic:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, partitions: int | None = None, engine: str | None = None, **settings: Any
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        partitions: int | None = None,
+        engine: str | None = None,
+        **settings: Any,
     ) -> Topic:
         """Opens the topic at ``path`` (its partitions are ``path-0`` … ``path-(N-1)``).
         ``partitions`` is required to create it, may grow it, and may not shrink it."""
@@ -353,7 +358,9 @@ class Topic:
             else:
                 p = self.partition_for(key)
             groups.setdefault(p, []).append(item)
-        return {p: self.partitions[p].append(items, timestamp=timestamp) for p, items in sorted(groups.items())}
+        return {
+            p: self.partitions[p].append(items, timestamp=timestamp) for p, items in sorted(groups.items())
+        }
 
     def close(self) -> None:
         for log in self.partitions:

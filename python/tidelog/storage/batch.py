@@ -20,7 +20,9 @@ from tidelog.records import (
 def _corrupt(index: int, pos: int, reason: str) -> CorruptRecordError:
     return CorruptRecordError(
         f"corrupt record batch {index} at byte {pos} of the input: {reason}",
-        reason=reason, batch_index=index, position=pos,
+        reason=reason,
+        batch_index=index,
+        position=pos,
     )
 
 
@@ -47,7 +49,8 @@ def validate_batches(
         if h.size > max_batch_size:
             raise RecordTooLargeError(
                 f"record batch of {h.size} bytes exceeds max.message.bytes={max_batch_size}",
-                size=h.size, max_size=max_batch_size,
+                size=h.size,
+                max_size=max_batch_size,
             )
         problem = check_batch(memoryview(buf)[pos : pos + h.size], h)
         if problem:
@@ -55,7 +58,8 @@ def validate_batches(
         if next_offset is None:
             if h.base_offset != 0:
                 raise _corrupt(
-                    index, pos,
+                    index,
+                    pos,
                     f"base offset {h.base_offset} where the broker assigns offsets (expected 0)",
                 )
         else:
@@ -63,7 +67,8 @@ def validate_batches(
                 raise InvalidAppendOffsetError(
                     f"appended batch starts at offset {h.base_offset} but the log end offset "
                     f"is {next_offset}",
-                    expected=next_offset, actual=h.base_offset,
+                    expected=next_offset,
+                    actual=h.base_offset,
                 )
             next_offset = h.next_offset
         pos += h.size

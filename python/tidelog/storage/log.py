@@ -79,7 +79,9 @@ def _read_checkpoint(directory: str) -> tuple[int, int, bool] | None:
         if len(lines) < 4 or lines[0] != _CHECKPOINT_HEADER:
             return None
         vals = []
-        for line, name in zip(lines[1:4], ("log_start_offset", "recovery_point", "clean_shutdown")):
+        for line, name in zip(
+            lines[1:4], ("log_start_offset", "recovery_point", "clean_shutdown"), strict=True
+        ):
             key, _, v = line.partition(" ")
             if key != name:
                 return None
@@ -235,7 +237,9 @@ class Log:
 
     # ---- appends ----
 
-    def append_records(self, records: Iterable[Any], leader_epoch: int, now_ms: int) -> tuple[int, int, int, int, int]:
+    def append_records(
+        self, records: Iterable[Any], leader_epoch: int, now_ms: int
+    ) -> tuple[int, int, int, int, int]:
         buf = bytearray(build_batch(records, now_ms=now_ms))
         h = parse_header(buf, 0)
 
@@ -249,7 +253,9 @@ class Log:
 
         return self._locked(go)
 
-    def append_batches(self, data: Any, keep_offsets: bool, leader_epoch: int, now_ms: int) -> tuple[int, int, int, int, int]:
+    def append_batches(
+        self, data: Any, keep_offsets: bool, leader_epoch: int, now_ms: int
+    ) -> tuple[int, int, int, int, int]:
         buf = bytearray(data)
 
         def go() -> tuple[int, int, int, int, int]:
@@ -335,7 +341,9 @@ class Log:
         if offset < self._start or offset > self.end_offset:
             raise OffsetOutOfRangeError(
                 f"offset {offset} is outside the log's range [{self._start}, {self.end_offset}]",
-                offset=offset, start_offset=self._start, end_offset=self.end_offset,
+                offset=offset,
+                start_offset=self._start,
+                end_offset=self.end_offset,
             )
         idx = 0
         for i, s in enumerate(self._segments):
@@ -429,7 +437,9 @@ class Log:
             if offset > self.end_offset:
                 raise OffsetOutOfRangeError(
                     f"offset {offset} is outside the log's range [{self._start}, {self.end_offset}]",
-                    offset=offset, start_offset=self._start, end_offset=self.end_offset,
+                    offset=offset,
+                    start_offset=self._start,
+                    end_offset=self.end_offset,
                 )
             if offset <= self._start:
                 return

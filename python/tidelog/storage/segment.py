@@ -31,7 +31,9 @@ def file_name(base_offset: int, suffix: str) -> str:
 def corrupt_segment(path: str, position: int, reason: str) -> CorruptRecordError:
     return CorruptRecordError(
         f"corrupt record batch at byte {position} of {path}: {reason}",
-        reason=reason, segment=path, position=position,
+        reason=reason,
+        segment=path,
+        position=position,
     )
 
 
@@ -121,8 +123,12 @@ class Segment:
     """One segment. Not thread-safe on its own; the owning log serialises access."""
 
     def __init__(
-        self, directory: str, base_offset: int, index_interval_bytes: int,
-        preallocate: int | None, now_ms: int,
+        self,
+        directory: str,
+        base_offset: int,
+        index_interval_bytes: int,
+        preallocate: int | None,
+        now_ms: int,
     ) -> None:
         self.base_offset = base_offset
         self.log_path = os.path.join(directory, file_name(base_offset, ".log"))
@@ -219,7 +225,9 @@ class Segment:
             self.bytes_since_last_index_entry += h.size
             self.next_offset = h.next_offset
 
-    def should_roll(self, nbytes: int, last_offset: int, segment_bytes: int, segment_ms: int, now_ms: int) -> bool:
+    def should_roll(
+        self, nbytes: int, last_offset: int, segment_bytes: int, segment_ms: int, now_ms: int
+    ) -> bool:
         if self.size == 0:
             return False
         return (
@@ -279,7 +287,9 @@ class Segment:
                     break
                 size = _I32.unpack_from(buf, 8)[0] + LOG_OVERHEAD
                 if position + size > self.size:
-                    raise corrupt_segment(self.log_path, position, "batch runs past the end of the segment") from None
+                    raise corrupt_segment(
+                        self.log_path, position, "batch runs past the end of the segment"
+                    ) from None
                 buf = pread_exact(self.fd, self.log_path, position, size)
                 if len(buf) != size:
                     raise corrupt_segment(self.log_path, position, "segment shrank while reading") from None
