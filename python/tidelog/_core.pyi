@@ -6,7 +6,7 @@ from typing import Any
 from typing_extensions import Buffer, final
 
 __version__: str
-__all__ = ["FileSlice", "Log", "__version__", "assign_offsets", "crc32c", "sendfile"]
+__all__ = ["FileSlice", "Log", "__version__", "crc32c", "sendfile", "validate_and_assign"]
 
 @final
 class Log:
@@ -54,7 +54,7 @@ class FileSlice:
     def read(self) -> bytes: ...
 
 def crc32c(data: Buffer) -> int: ...
-def assign_offsets(
+def validate_and_assign(
     data: Buffer, first_offset: int, leader_epoch: int, log_append_time: int | None, max_batch_size: int
-) -> tuple[bytes, int]: ...
+) -> tuple[int, int]: ...
 def sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int: ...

@@ -37,7 +37,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
 }
 
 #[inline]
-fn be_i16(b: &[u8], at: usize) -> i16 {
+pub(crate) fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
 #[inline]
@@ -223,11 +223,10 @@ pub fn validate_batches(
     Ok(batches)
 }
 
-/// Rewrites base offsets (consecutive from `first_offset`) and the partition leader epoch of
-/// validated batches in place. With `log_append_time`, also stamps maxTimestamp and the
-/// timestamp-type bit, which lie inside the CRC, and so recomputes it.
-pub fn assign_offsets(
-    buf: &mut [u8],
+/// Gives validated batches consecutive offsets from `first_offset` and the partition leader
+/// epoch; with `log_append_time`, also the LogAppendTime stamp. Only the facts change here:
+/// `patched_head` makes the bytes to write, so the caller's buffer is never copied.
+pub fn assign(
     batches: &mut [BatchInfo],
     first_offset: i64,
     leader_epoch: i32,
@@ -235,24 +234,58 @@ pub fn assign_offsets(
 ) {
     let mut next = first_offset;
     for info in batches.iter_mut() {
-        let start = info.position as usize;
-        let batch = &mut buf[start..start + info.size as usize];
-        batch[0..8].copy_from_slice(&next.to_be_bytes());
-        batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4]
-            .copy_from_slice(&leader_epoch.to_be_bytes());
         info.base_offset = next;
         info.partition_leader_epoch = leader_epoch;
         if let Some(now) = log_append_time {
             info.attributes |= TIMESTAMP_TYPE_LOG_APPEND;
             info.max_timestamp = now;
-            batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
-                .copy_from_slice(&info.attributes.to_be_bytes());
-            batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
-                .copy_from_slice(&now.to_be_bytes());
-            let crc = crc32c(&batch[CRC_START..]);
-            batch[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
         }
         next = info.next_offset();
+    }
+}
+
+/// The first HEADER_LEN bytes of `batch` as they must be written for `info` (after `assign`):
+/// base offset and leader epoch rewritten (outside the CRC); when `info` carries LogAppendTime
+/// and the stored batch does not, attributes and maxTimestamp too, with the CRC recomputed
+/// over the new header and the unchanged records.
+pub fn patched_head(batch: &[u8], info: &BatchInfo) -> [u8; HEADER_LEN] {
+    let mut head: [u8; HEADER_LEN] = batch[..HEADER_LEN]
+        .try_into()
+        .expect("a batch has a header");
+    head[0..8].copy_from_slice(&info.base_offset.to_be_bytes());
+    head[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&info.partition_leader_epoch.to_be_bytes());
+    let stored_attributes = be_i16(batch, ATTRIBUTES_OFFSET);
+    if stored_attributes != info.attributes
+        || be_i64(batch, MAX_TIMESTAMP_OFFSET) != info.max_timestamp
+    {
+        head[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
+            .copy_from_slice(&info.attributes.to_be_bytes());
+        head[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&info.max_timestamp.to_be_bytes());
+        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        digest.update(&head[CRC_START..]);
+        digest.update(&batch[HEADER_LEN..]);
+        let crc = digest.finalize() as u32;
+        head[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+    }
+    head
+}
+
+/// `assign` and `patched_head` applied in place, for a buffer the caller owns.
+pub fn assign_offsets(
+    buf: &mut [u8],
+    batches: &mut [BatchInfo],
+    first_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) {
+    assign(batches, first_offset, leader_epoch, log_append_time);
+    for info in batches.iter() {
+        let start = info.position as usize;
+        let batch = &mut buf[start..start + info.size as usize];
+        let head = patched_head(batch, info);
+        batch[..HEADER_LEN].copy_from_slice(&head);
     }
 }
 

@@ -13,7 +13,7 @@ use crate::batch::{self, BatchInfo, DecodeError, NewRecord, OffsetMode};
 use crate::error::{Error, Result};
 use crate::segment::{self, FileSlice, Segment};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 
 pub const CHECKPOINT_FILE: &str = "partition.checkpoint";
@@ -392,33 +392,45 @@ impl Log {
         self.closed.is_some()
     }
 
-    /// Validates `buf` (concatenated batches), assigns offsets unless `keep_offsets`, and
-    /// appends it in one write.
+    /// Validates `data` (concatenated batches), assigns offsets unless `keep_offsets`, and
+    /// appends it in one vectored write: patched headers from here, record bytes straight from
+    /// `data` (never copied).
     pub fn append_batches(
         &mut self,
-        buf: &mut [u8],
+        data: &[u8],
         keep_offsets: bool,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo> {
         self.check_open()?;
-        let mode = if keep_offsets {
-            OffsetMode::Keep {
+        if keep_offsets {
+            let mode = OffsetMode::Keep {
                 next_offset: self.end_offset(),
-            }
-        } else {
-            OffsetMode::Assign
-        };
-        let mut infos = batch::validate_batches(buf, self.config.max_message_bytes, mode)?;
-        let mut stamped = -1;
-        if !keep_offsets {
-            let lat = self.config.log_append_time.then_some(now_ms);
-            batch::assign_offsets(buf, &mut infos, self.end_offset(), leader_epoch, lat);
-            stamped = lat.unwrap_or(-1);
+            };
+            let infos = batch::validate_batches(data, self.config.max_message_bytes, mode)?;
+            return self.append_validated(&mut [IoSlice::new(data)], infos, now_ms, -1);
         }
-        let mut info = self.append_validated(buf, infos, now_ms)?;
-        info.log_append_time = stamped;
-        Ok(info)
+        let mut infos =
+            batch::validate_batches(data, self.config.max_message_bytes, OffsetMode::Assign)?;
+        let lat = self.config.log_append_time.then_some(now_ms);
+        batch::assign(&mut infos, self.end_offset(), leader_epoch, lat);
+        let heads: Vec<[u8; batch::HEADER_LEN]> = infos
+            .iter()
+            .map(|i| {
+                batch::patched_head(
+                    &data[i.position as usize..(i.position + u64::from(i.size)) as usize],
+                    i,
+                )
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(infos.len() * 2);
+        for (info, head) in infos.iter().zip(&heads) {
+            let body = &data[info.position as usize + batch::HEADER_LEN
+                ..(info.position + u64::from(info.size)) as usize];
+            parts.push(IoSlice::new(head));
+            parts.push(IoSlice::new(body));
+        }
+        self.append_validated(&mut parts, infos, now_ms, lat.unwrap_or(-1))
     }
 
     /// Builds one uncompressed batch from `records` and appends it.
@@ -450,24 +462,29 @@ impl Log {
         let mut infos = [info];
         let lat = self.config.log_append_time.then_some(now_ms);
         batch::assign_offsets(buf, &mut infos, self.end_offset(), leader_epoch, lat);
-        let mut out = self.append_validated(buf, infos.to_vec(), now_ms)?;
-        out.log_append_time = lat.unwrap_or(-1);
-        Ok(out)
+        self.append_validated(
+            &mut [IoSlice::new(buf)],
+            infos.to_vec(),
+            now_ms,
+            lat.unwrap_or(-1),
+        )
     }
 
     fn append_validated(
         &mut self,
-        buf: &[u8],
+        parts: &mut [IoSlice<'_>],
         infos: Vec<BatchInfo>,
         now_ms: i64,
+        log_append_time: i64,
     ) -> Result<AppendInfo> {
         let first = infos.first().expect("validated input has a batch");
         let last = infos.last().expect("validated input has a batch");
         let (first_offset, last_offset) = (first.base_offset, last.last_offset());
         let max_timestamp = infos.iter().map(|b| b.max_timestamp).max().unwrap_or(-1);
         let record_count = last_offset - first_offset + 1;
+        let bytes: u64 = infos.iter().map(|b| u64::from(b.size)).sum();
         if self.active().should_roll(
-            buf.len() as u64,
+            bytes,
             last_offset,
             self.config.segment_bytes,
             self.config.segment_ms,
@@ -476,7 +493,7 @@ impl Log {
             self.roll(now_ms)?;
         }
         let active = self.segments.last_mut().expect("active segment");
-        if let Err(e) = active.append(buf, &infos) {
+        if let Err(e) = active.append(parts, &infos) {
             return Err(self.fail(e));
         }
         self.unflushed_messages += record_count as u64;
@@ -495,7 +512,7 @@ impl Log {
             first_offset,
             last_offset,
             max_timestamp,
-            log_append_time: -1,
+            log_append_time,
             record_count,
             batches: infos,
         })

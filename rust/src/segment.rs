@@ -8,6 +8,7 @@ use crate::batch::{self, BatchInfo, Header, HEADER_LEN, LOG_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::index::{OffsetIndex, TimeIndex};
 use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,14 +27,6 @@ pub(crate) fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<
 pub(crate) fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, pos)
 }
-#[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
-    std::os::unix::fs::FileExt::write_at(file, buf, pos)
-}
-#[cfg(windows)]
-fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_write(file, buf, pos)
-}
 
 /// Reads exactly `len` bytes at `pos` (fewer only at end of file).
 fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
@@ -51,14 +44,19 @@ fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u
     Ok(buf)
 }
 
-fn write_all_at(file: &File, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match write_at(file, buf, pos) {
+/// Writes all of `parts` at `pos`. Appends are the only writes through the file cursor (reads
+/// are positional), and the owning log serialises writers, so seek + writev is safe here.
+fn write_all_vectored_at(
+    file: &File,
+    mut parts: &mut [IoSlice<'_>],
+    pos: u64,
+) -> std::io::Result<()> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(pos))?;
+    while !parts.is_empty() {
+        match f.write_vectored(parts) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf = &buf[n..];
-                pos += n as u64;
-            }
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -373,11 +371,13 @@ impl Segment {
             || last_offset - self.base_offset > i64::from(i32::MAX)
     }
 
-    /// Appends validated batches (offsets already assigned) in one write. On failure the file is
-    /// cut back to its previous size so no part of the batches is visible.
-    pub fn append(&mut self, buf: &[u8], infos: &[BatchInfo]) -> Result<()> {
+    /// Appends validated batches (offsets already assigned) with one vectored write of
+    /// `parts`. On failure the file is cut back to its previous size so no part of the
+    /// batches is visible. `infos` positions are relative to the concatenation of `parts`.
+    pub fn append(&mut self, parts: &mut [IoSlice<'_>], infos: &[BatchInfo]) -> Result<()> {
         let at = self.size;
-        if let Err(e) = write_all_at(&self.log, buf, at) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(e) = write_all_vectored_at(&self.log, parts, at) {
             let err = Error::io("append to segment", &self.log_path, e);
             return match self.log.set_len(at) {
                 Ok(()) => Err(err),
@@ -386,7 +386,7 @@ impl Segment {
                 }),
             };
         }
-        self.size += buf.len() as u64;
+        self.size += total as u64;
         self.index_batches(infos, at);
         Ok(())
     }
