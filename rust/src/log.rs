@@ -569,6 +569,20 @@ impl Log {
         Ok(())
     }
 
+    /// Where a read of `offset` starts scanning: (segment base offset, index entry offset,
+    /// position), from the in-memory indexes alone.
+    pub fn index_lookup(&self, offset: i64) -> Result<(i64, i64, u32)> {
+        self.check_open()?;
+        self.check_range(offset)?;
+        let seg = &self.segments[self.segment_index_for(offset)];
+        let (entry, position) = seg.index_lookup(offset);
+        Ok((seg.base_offset(), entry, position))
+    }
+
+    fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1)
+    }
+
     /// The segment and batch holding `offset` (None at the log end offset).
     fn locate(&self, offset: i64) -> Result<Option<(&Segment, BatchInfo)>> {
         self.check_open()?;

@@ -417,6 +417,11 @@ impl PyLog {
             .map(|inner| PyFileSlice { inner }))
     }
 
+    /// (segment base offset, index entry offset, position) where a read of `offset` starts.
+    fn index_lookup(&self, py: Python<'_>, offset: i64) -> PyResult<(i64, i64, u32)> {
+        self.read(py, |l| l.index_lookup(offset))
+    }
+
     fn offset_for_time(&self, py: Python<'_>, timestamp: i64) -> PyResult<Option<(i64, i64)>> {
         self.read(py, |l| l.offset_for_time(timestamp))
     }

@@ -391,9 +391,14 @@ impl Segment {
         Ok(())
     }
 
+    /// The greatest offset-index entry at or below `target`: (offset, position).
+    pub fn index_lookup(&self, target: i64) -> (i64, u32) {
+        self.offset_index.lookup(target)
+    }
+
     /// Position of the first batch whose last offset is >= `target`, or None if no batch is.
     pub fn find_batch(&self, target: i64) -> Result<Option<BatchInfo>> {
-        let (_, start) = self.offset_index.lookup(target);
+        let (_, start) = self.index_lookup(target);
         let mut scan = BatchScan::new(&self.log, &self.log_path, u64::from(start), self.size);
         loop {
             match scan.next()? {

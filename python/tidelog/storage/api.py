@@ -44,6 +44,14 @@ class OffsetAndTimestamp(NamedTuple):
     timestamp: int
 
 
+class IndexEntry(NamedTuple):
+    """An offset-index lookup: the segment's base offset, the entry's offset and position."""
+
+    segment: int
+    offset: int
+    position: int
+
+
 class RecoveryReport(NamedTuple):
     """What opening the log found: a clean shutdown, or what recovery repaired."""
 
@@ -221,6 +229,11 @@ class Log:
         """The segment file range a fetch at ``offset`` sends (at least one whole batch), as an
         object with ``position``, ``length``, ``send(fd, sent)`` and ``read()``; None at the end."""
         return self._core.slice(offset, max_bytes)
+
+    def index_lookup(self, offset: int) -> IndexEntry:
+        """Where a read of ``offset`` starts scanning, from the in-memory offset index alone:
+        the segment holding it and that segment's greatest index entry at or below it."""
+        return IndexEntry(*self._core.index_lookup(offset))
 
     def offset_for_time(self, timestamp: int) -> OffsetAndTimestamp | None:
         """The first record with timestamp >= ``timestamp``, or None."""

@@ -3,6 +3,7 @@ recovery, same errors; standard library only (plus ``tidelog.records``)."""
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -337,7 +338,7 @@ class Log:
 
     # ---- reads ----
 
-    def _locate(self, offset: int) -> tuple[Segment, BatchHeader] | None:
+    def _check_range(self, offset: int) -> None:
         if offset < self._start or offset > self.end_offset:
             raise OffsetOutOfRangeError(
                 f"offset {offset} is outside the log's range [{self._start}, {self.end_offset}]",
@@ -345,11 +346,22 @@ class Log:
                 start_offset=self._start,
                 end_offset=self.end_offset,
             )
-        idx = 0
-        for i, s in enumerate(self._segments):
-            if s.base_offset <= offset:
-                idx = i
-        for seg in self._segments[idx:]:
+
+    def _segment_index_for(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self._segments, offset, key=lambda s: s.base_offset) - 1)
+
+    def index_lookup(self, offset: int) -> tuple[int, int, int]:
+        def go() -> tuple[int, int, int]:
+            self._check_range(offset)
+            seg = self._segments[self._segment_index_for(offset)]
+            entry, position = seg.offset_index.lookup(offset)
+            return seg.base_offset, entry, position
+
+        return self._locked(go)
+
+    def _locate(self, offset: int) -> tuple[Segment, BatchHeader] | None:
+        self._check_range(offset)
+        for seg in self._segments[self._segment_index_for(offset) :]:
             h = seg.find_batch(offset)
             if h is not None:
                 return seg, h
