@@ -145,3 +145,16 @@ def test_slice_sends_whole_first_batch_with_sendfile(open_log):
         got = b.recv(1 << 16)
     assert got == s.read() == log.read_raw(0, 1)
     assert log.slice(log.end_offset, 100) is None
+
+
+def test_batches_larger_than_the_scan_buffer(open_log, tmp_path):
+    log = open_log(max_message_bytes=1 << 20, index_interval_bytes=100)
+    big = [(b"k%d" % i, bytes([i]) * 70_000) for i in range(4)]
+    for i in range(3):
+        log.append(big, timestamp=i)
+    assert [r.offset for r in log.read(5, max_bytes=1)] == [5, 6, 7]
+    assert log.slice(9, 1).length > 4 * 70_000
+    assert log.offset_for_time(2) == (8, 2)
+    log.close()
+    again = open_log(tmp_path / "t-0", max_message_bytes=1 << 20, index_interval_bytes=100)
+    assert [r.value for r in again.records()] == [v for _, v in big] * 3

@@ -104,7 +104,6 @@ impl<'f> BatchScan<'f> {
         if self.pos >= self.end {
             return Ok(Scanned::End);
         }
-        let mut refilled = false;
         loop {
             let off = (self.pos - self.buf_pos) as usize;
             let in_buf = off <= self.buf.len();
@@ -127,7 +126,7 @@ impl<'f> BatchScan<'f> {
             } else {
                 HEADER_LEN as u64
             };
-            if self.pos + need > self.end || refilled {
+            if self.pos + need > self.end {
                 return Ok(Scanned::Torn(self.pos));
             }
             let want = need.max(SCAN_CHUNK as u64).min(self.end - self.pos) as usize;
@@ -137,7 +136,6 @@ impl<'f> BatchScan<'f> {
                 // The file is shorter than its recorded size: treat the rest as torn.
                 self.end = self.pos + self.buf.len() as u64;
             }
-            refilled = true;
         }
     }
 }

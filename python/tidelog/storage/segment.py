@@ -66,7 +66,6 @@ class BatchScan:
     def next(self) -> Scanned:
         if self.pos >= self.end:
             return ("end", None, None, self.pos, "")
-        refilled = False
         while True:
             off = self.pos - self.buf_pos
             in_buf = off <= len(self.buf)
@@ -84,14 +83,13 @@ class BatchScan:
                 need = _I32.unpack_from(self.buf, off + 8)[0] + LOG_OVERHEAD
             else:
                 need = HEADER_LEN
-            if self.pos + need > self.end or refilled:
+            if self.pos + need > self.end:
                 return ("torn", None, None, self.pos, "")
             want = min(max(need, SCAN_CHUNK), self.end - self.pos)
             self.buf = pread_exact(self.fd, self.path, self.pos, want)
             self.buf_pos = self.pos
             if len(self.buf) < want:
                 self.end = self.pos + len(self.buf)
-            refilled = True
 
     def batches(self) -> Iterator[Scanned]:
         while True:

@@ -1,0 +1,254 @@
+"""Storage-core benchmarks: each operation on the Rust engine, the pure-Python engine, and a
+"limit" (what the machine does with the same bytes without tidelog), in the same run.
+
+    python -m pytest benches --benchmark-json=.benchmarks/storage.json
+    python -m benches.report .benchmarks/storage.json
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import socket
+import threading
+from pathlib import Path
+
+import crc32c
+import pytest
+
+import tidelog
+from tidelog import _core
+from tidelog.records import iter_batches
+from tidelog.storage import batch as pybatch
+
+from .conftest import batch_of, size
+
+IMPLS = ["rust", "python", "limit"]
+counter = itertools.count()
+
+
+def fresh(bench_dir: Path, name: str) -> Path:
+    return bench_dir / f"{name}-{next(counter)}" / "p-0"
+
+
+def units(benchmark, n: int, unit: str) -> None:
+    benchmark.extra_info.update(units=n, unit=unit)
+
+
+# 1. validate + assign offsets over 16 KiB batches; limit: CRC-32C (crc32c package) of the bytes
+@pytest.mark.benchmark(group="validate+assign 16 KiB batches")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_validate_assign(benchmark, impl):
+    one = batch_of(140, 100)  # ~16 KiB
+    mib = size(64, 1) if impl != "python" else size(2, 1)
+    data = one * ((mib << 20) // len(one))
+    units(benchmark, len(data), "bytes")
+    if impl == "rust":
+        benchmark(_core.validate_and_assign, data, 0, 0, None, 1 << 20)
+    elif impl == "python":
+
+        def python() -> None:
+            headers = pybatch.validate_batches(data, 1 << 20, None)
+            pybatch.assign_offsets(bytearray(data), headers, 0, 0, None)
+
+        benchmark(python)
+    else:
+        benchmark(crc32c.crc32c, data)
+
+
+def _append_rounds(benchmark, bench_dir, impl, name, records, calls, durable=False):
+    encoded = tidelog.records.build_batch(records, now_ms=1_700_000_000_000)
+    logs: list[tidelog.Log] = []
+
+    def setup():
+        path = fresh(bench_dir, name)
+        if impl == "limit":
+            path.mkdir(parents=True)
+            fd = os.open(path / "00000000000000000000.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            return (fd,), {}
+        log = tidelog.Log.open(path, engine=impl)
+        logs.append(log)
+        return (log,), {}
+
+    if impl == "limit":
+
+        def run(fd):
+            for _ in range(calls):
+                os.write(fd, encoded)
+                if durable:
+                    os.fdatasync(fd)
+            os.close(fd)
+    else:
+
+        def run(log):
+            for _ in range(calls):
+                log.append(records, timestamp=1_700_000_000_000)
+                if durable:
+                    log.flush()
+
+    units(benchmark, calls * len(records), "records")
+    benchmark.pedantic(run, setup=setup, rounds=size(5, 1), warmup_rounds=0)
+    for log in logs:
+        log.close()
+
+
+# 2. append: 1000-record batches of 100 B; single-record appends; limit: os.write of the same bytes
+@pytest.mark.benchmark(group="append 1000 x 100 B")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_append_batches(benchmark, bench_dir, impl):
+    records = [(None, b"v" * 100)] * 1000
+    _append_rounds(
+        benchmark, bench_dir, impl, "append", records, size(200, 2) if impl != "python" else size(5, 1)
+    )
+
+
+@pytest.mark.benchmark(group="append 1 x 100 B")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_append_single(benchmark, bench_dir, impl):
+    records = [(None, b"v" * 100)]
+    _append_rounds(
+        benchmark,
+        bench_dir,
+        impl,
+        "single",
+        records,
+        size(50_000, 100) if impl != "python" else size(2000, 10),
+    )
+
+
+# 6. durable append: one fsync per 1000-record batch; limit: write + fdatasync of the same bytes
+@pytest.mark.benchmark(group="durable append 1000 x 100 B")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_durable_append(benchmark, bench_dir, impl):
+    records = [(None, b"v" * 100)] * 1000
+    _append_rounds(
+        benchmark,
+        bench_dir,
+        impl,
+        "durable",
+        records,
+        size(50, 2) if impl != "python" else size(5, 1),
+        durable=True,
+    )
+
+
+# 3. read back: as Records, and read_raw of whole batches; limit: reading the file
+def _read_log(prepared_log):
+    return prepared_log("read", batch_of(1000, 100), size(200, 2))
+
+
+@pytest.mark.benchmark(group="read as Records (100 B)")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_read_records(benchmark, prepared_log, impl):
+    paths = _read_log(prepared_log)
+    path = paths["rust" if impl == "limit" else impl]
+    if impl == "limit":
+        seg = path / "00000000000000000000.log"
+        units(benchmark, size(200, 2) * 1000, "records")
+        benchmark(seg.read_bytes)
+        return
+    with tidelog.Log.open(path, engine=impl) as log:
+        end = log.end_offset if impl == "rust" else min(log.end_offset, size(20_000, 1000))
+        units(benchmark, end, "records")
+
+        def run():
+            pos = 0
+            while pos < end:
+                pos = log.read(pos, max_bytes=1 << 20)[-1].offset + 1
+
+        benchmark(run)
+
+
+@pytest.mark.benchmark(group="read_raw whole batches")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_read_raw(benchmark, prepared_log, impl):
+    paths = _read_log(prepared_log)
+    path = paths["rust" if impl == "limit" else impl]
+    seg = path / "00000000000000000000.log"
+    total = seg.stat().st_size
+    if impl == "limit":
+        units(benchmark, total, "bytes")
+        benchmark(seg.read_bytes)
+        return
+    with tidelog.Log.open(path, engine=impl) as log:
+        budget = total if impl == "rust" else min(total, size(4 << 20, 1 << 20))
+        units(benchmark, budget, "bytes")
+
+        def run():
+            pos = got = 0
+            while got < budget:
+                chunk = log.read_raw(pos, 4 << 20)
+                got += len(chunk)
+                last = None
+                for last, _ in iter_batches(chunk):
+                    pass
+                pos = last.next_offset
+
+        benchmark(run)
+
+
+# 4. index lookups of random offsets in a log of 1M records (per call, from Python)
+@pytest.mark.benchmark(group="index lookup (1M records)")
+@pytest.mark.parametrize("impl", ["rust", "python"])
+def test_index_lookup(benchmark, prepared_log, impl):
+    paths = prepared_log("lookup", batch_of(100, 10), size(10_000, 100))
+    with tidelog.Log.open(paths[impl], engine=impl) as log:
+        rng = random.Random(1)
+        targets = [rng.randrange(log.end_offset) for _ in range(size(10_000, 100))]
+        lookup = log.index_lookup
+        units(benchmark, len(targets), "calls")
+
+        def run():
+            for t in targets:
+                lookup(t)
+
+        benchmark(run)
+
+
+# 5. sendfile of a segment to a local socket; limit: os.sendfile of the same file
+@pytest.mark.benchmark(group="sendfile to a socket")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sendfile(benchmark, prepared_log, impl):
+    paths = prepared_log("sendfile", batch_of(1000, 1000), size(256, 2), max_message_bytes=2 << 20)
+    path = paths["rust" if impl == "limit" else impl]
+    seg = path / "00000000000000000000.log"
+    total = seg.stat().st_size
+    units(benchmark, total, "bytes")
+    a, b = socket.socketpair()
+    drained = threading.Event()
+
+    def drain():
+        buf = bytearray(1 << 20)
+        while b.recv_into(buf):
+            pass
+        drained.set()
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    log = None if impl == "limit" else tidelog.Log.open(path, engine=impl, max_message_bytes=2 << 20)
+    fd = os.open(seg, os.O_RDONLY)
+    try:
+        if log is None:
+
+            def run():
+                sent = 0
+                while sent < total:
+                    sent += os.sendfile(a.fileno(), fd, sent, total - sent)
+        else:
+            sl = log.slice(0, total)
+            assert sl.length == total
+
+            def run():
+                sent = 0
+                while sent < sl.length:
+                    sent += sl.send(a.fileno(), sent)
+
+        benchmark.pedantic(run, rounds=size(10, 1), warmup_rounds=1 if total > (8 << 20) else 0)
+    finally:
+        os.close(fd)
+        a.close()
+        drained.wait(30)
+        b.close()
+        if log is not None:
+            log.close()
