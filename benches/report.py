@@ -24,6 +24,14 @@ def fmt(value: float) -> str:
     return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
+def speedup(g: dict[str, tuple[float, str]], a: str, b: str, unit: str) -> str:
+    """How many times faster `a` is than `b` (rates, or inverse for per-call times)."""
+    if a not in g or b not in g:
+        return "-"
+    x, y = max(g[a][0], 1e-12), max(g[b][0], 1e-12)
+    return f"{(y / x if unit == 'µs/call' else x / y):.2f}x"
+
+
 def table(data: dict) -> str:
     groups: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
     order: list[str] = []
@@ -40,18 +48,9 @@ def table(data: dict) -> str:
     for group in order:
         g = groups[group]
         unit = next(iter(g.values()))[1]
-        lower_is_better = unit == "µs/call"
-
-        def ratio(a: str, b: str) -> str:
-            if a not in g or b not in g:
-                return "–"
-            x, y = max(g[a][0], 1e-12), max(g[b][0], 1e-12)
-            return f"{(y / x if lower_is_better else x / y):.2f}x"
-
-        cells = [fmt(g[i][0]) if i in g else "–" for i in ("rust", "python", "limit")]
-        lines.append(
-            f"| {group} | {unit} | {' | '.join(cells)} | {ratio('rust', 'python')} | {ratio('rust', 'limit')} |"
-        )
+        cells = [fmt(g[i][0]) if i in g else "-" for i in ("rust", "python", "limit")]
+        speedups = [speedup(g, "rust", other, unit) for other in ("python", "limit")]
+        lines.append(f"| {group} | {unit} | {' | '.join(cells)} | {' | '.join(speedups)} |")
     return "\n".join(lines)
 
 

@@ -180,9 +180,7 @@ def test_read_raw(benchmark, prepared_log, impl):
             while got < budget:
                 chunk = log.read_raw(pos, 4 << 20)
                 got += len(chunk)
-                last = None
-                for last, _ in iter_batches(chunk):
-                    pass
+                *_, (last, _) = iter_batches(chunk)
                 pos = last.next_offset
 
         benchmark(run)

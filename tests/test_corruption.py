@@ -111,3 +111,20 @@ def test_corruption_in_a_recovered_segment_is_reported(engine, tmp_path):
         with pytest.raises(CorruptRecordError):
             log.read_raw(3)
         assert log.read(4) == records[4 : 4 + len(log.read(4))]
+
+
+def test_undecodable_records_with_a_valid_crc_are_reported_at_their_position(engine, tmp_path):
+    from tidelog.records import finish_batch
+
+    path = tmp_path / "p-0"
+    with tidelog.Log.open(path, engine=engine) as log:
+        log.append([(None, b"fine")] * 3, timestamp=1)
+        # A batch whose CRC is right but whose records section is garbage.
+        bad = finish_batch(b"\x7f" * 20, 0, 0, 0, 1, 0, 0, -1, -1, -1, 2)
+        log.append_batches(bad)
+        first_len = len(log.read_raw(0, 1))
+        with pytest.raises(CorruptRecordError) as e:
+            log.read(3)
+        assert e.value.position == first_len
+        assert e.value.segment == str(path / f"{SEG}.log")
+        assert "record 0" in e.value.reason

@@ -1,9 +1,9 @@
 """Stubs for the compiled storage core (rust/src/python.rs)."""
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, final
 
-from typing_extensions import Buffer, final
+from typing_extensions import Buffer
 
 __version__: str
 __all__ = ["FileSlice", "Log", "__version__", "crc32c", "sendfile", "validate_and_assign"]

@@ -179,6 +179,16 @@ impl OffsetIndex {
         }
     }
 
+    /// The greatest entry position <= `position` (0 if none): a batch start.
+    pub fn floor_position(&self, position: u64) -> u32 {
+        match self.inner.floor(position.min(i64::MAX as u64) as i64, |e| {
+            i64::from(be_u32(e, 4))
+        }) {
+            Some(i) => self.get(i).1,
+            None => 0,
+        }
+    }
+
     /// Removes entries with offset >= `offset`.
     pub fn truncate_to(&mut self, offset: i64) {
         let keep = match self

@@ -580,7 +580,9 @@ impl Log {
     }
 
     fn segment_index_for(&self, offset: i64) -> usize {
-        self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1)
+        self.segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1)
     }
 
     /// The segment and batch holding `offset` (None at the log end offset).
@@ -599,18 +601,29 @@ impl Log {
         Ok(None)
     }
 
+    /// The file range of whole batches starting with the one that holds `offset`, up to
+    /// `max_bytes` (at least one batch), from one segment; None at the log end offset.
+    /// Read it (outside any lock) with `FileSlice::read_batches`, which checks every CRC.
+    pub fn batch_range(&self, offset: i64, max_bytes: u64) -> Result<Option<FileSlice>> {
+        match self.locate(offset)? {
+            None => Ok(None),
+            Some((seg, info)) => seg.batch_range(info.position, max_bytes).map(Some),
+        }
+    }
+
     /// Whole, CRC-checked batches starting with the one that holds `offset`, up to `max_bytes`
     /// (at least one batch), from one segment. Empty at the log end offset.
+    /// Batch positions are relative to the returned bytes; the range says where they lie.
     pub fn read_batches(
         &self,
         offset: i64,
         max_bytes: u64,
-    ) -> Result<(Vec<u8>, Vec<BatchInfo>, PathBuf)> {
-        match self.locate(offset)? {
-            None => Ok((Vec::new(), Vec::new(), PathBuf::new())),
-            Some((seg, info)) => {
-                let (buf, infos) = seg.read_batches(info.position, max_bytes)?;
-                Ok((buf, infos, seg.log_path().to_path_buf()))
+    ) -> Result<Option<(Vec<u8>, Vec<BatchInfo>, FileSlice)>> {
+        match self.batch_range(offset, max_bytes)? {
+            None => Ok(None),
+            Some(range) => {
+                let (buf, infos) = range.read_batches()?;
+                Ok(Some((buf, infos, range)))
             }
         }
     }
@@ -623,7 +636,9 @@ impl Log {
         max_bytes: u64,
         mut f: impl FnMut(batch::RecordView<'_>),
     ) -> Result<usize> {
-        let (buf, infos, path) = self.read_batches(offset, max_bytes)?;
+        let Some((buf, infos, range)) = self.read_batches(offset, max_bytes)? else {
+            return Ok(0);
+        };
         let mut count = 0usize;
         for info in &infos {
             let start = info.position as usize;
@@ -636,7 +651,7 @@ impl Log {
                 count += 1;
                 true
             })
-            .map_err(|e| decode_error(&path, info.position, e))?;
+            .map_err(|e| decode_error(&range.path, range.position + info.position, e))?;
             if count >= max_records {
                 break;
             }

@@ -351,8 +351,11 @@ impl PyLog {
         max_records: usize,
         max_bytes: u64,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (buf, infos, path) = self.read(py, |l| l.read_batches(offset, max_bytes))?;
         let out = PyList::empty(py);
+        let Some((buf, infos, range)) = self.read(py, |l| l.read_batches(offset, max_bytes))?
+        else {
+            return Ok(out);
+        };
         let mut count = 0usize;
         for info in &infos {
             let start = info.position as usize;
@@ -391,7 +394,8 @@ impl PyLog {
             if let Some(e) = failure {
                 return Err(e);
             }
-            decoded.map_err(|e| to_pyerr(py, crate::log::decode_error(&path, info.position, e)))?;
+            let at = range.position + info.position;
+            decoded.map_err(|e| to_pyerr(py, crate::log::decode_error(&range.path, at, e)))?;
             if count >= max_records {
                 break;
             }
@@ -406,8 +410,21 @@ impl PyLog {
         offset: i64,
         max_bytes: u64,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let (buf, _, _) = self.read(py, |l| l.read_batches(offset, max_bytes))?;
-        Ok(PyBytes::new(py, &buf))
+        let Some(range) = self.read(py, |l| l.batch_range(offset, max_bytes))? else {
+            return Ok(PyBytes::new(py, b""));
+        };
+        // Read straight into the bytes object: no intermediate buffer.
+        let mut failure = None;
+        let out = PyBytes::new_with(py, range.length as usize, |buf| {
+            if let Err(e) = py.detach(|| range.read_batches_into(buf)) {
+                failure = Some(e);
+            }
+            Ok(())
+        })?;
+        match failure {
+            Some(e) => Err(to_pyerr(py, e)),
+            None => Ok(out),
+        }
     }
 
     /// The segment range a fetch at `offset` would send, or None at the log end offset.

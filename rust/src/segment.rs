@@ -140,13 +140,69 @@ impl<'f> BatchScan<'f> {
     }
 }
 
-/// A byte range of a segment file, kept open so it can be sent after the log lock is released.
+/// A byte range of a segment file, kept open so it can be read or sent after the log lock is
+/// released.
 #[derive(Clone)]
 pub struct FileSlice {
     pub file: Arc<File>,
     pub path: PathBuf,
     pub position: u64,
     pub length: u64,
+}
+
+impl FileSlice {
+    /// Reads the range into `buf` (exactly `length` bytes) and checks that it holds whole
+    /// batches with valid CRCs; returns their facts (positions relative to `buf`).
+    pub fn read_batches_into(&self, buf: &mut [u8]) -> Result<Vec<BatchInfo>> {
+        let mut done = 0;
+        while done < buf.len() {
+            match read_at(&self.file, &mut buf[done..], self.position + done as u64) {
+                Ok(0) => {
+                    return Err(Error::corrupt_segment(
+                        &self.path,
+                        self.position + done as u64,
+                        "segment shrank while reading",
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", &self.path, e)),
+            }
+        }
+        check_whole_batches(buf, &self.path, self.position)
+    }
+
+    pub fn read_batches(&self) -> Result<(Vec<u8>, Vec<BatchInfo>)> {
+        let mut buf = vec![0u8; self.length as usize];
+        let infos = self.read_batches_into(&mut buf)?;
+        Ok((buf, infos))
+    }
+}
+
+/// Walks `buf` (read from `path` at `file_position`), which must be whole batches, checking
+/// each one's header and CRC.
+fn check_whole_batches(buf: &[u8], path: &Path, file_position: u64) -> Result<Vec<BatchInfo>> {
+    let mut infos = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let at = file_position + pos as u64;
+        let info = match batch::parse_header(buf, pos, 0) {
+            Header::Batch(info) => info,
+            Header::Incomplete => {
+                return Err(Error::corrupt_segment(
+                    path,
+                    at,
+                    "batch runs past the end of the read",
+                ))
+            }
+            Header::Invalid(reason) => return Err(Error::corrupt_segment(path, at, reason)),
+        };
+        batch::check_batch(&buf[pos..pos + info.size as usize], &info)
+            .map_err(|r| Error::corrupt_segment(path, at, r))?;
+        pos += info.size as usize;
+        infos.push(info);
+    }
+    Ok(infos)
 }
 
 pub struct Segment {
@@ -417,65 +473,56 @@ impl Segment {
         }
     }
 
-    /// Whole, CRC-checked batches from `position`: as many as fit in `max_bytes`, and always the
-    /// first. Returns the bytes and the batches' facts (positions relative to the bytes).
-    pub fn read_batches(&self, position: u64, max_bytes: u64) -> Result<(Vec<u8>, Vec<BatchInfo>)> {
-        let want = max_bytes.max(HEADER_LEN as u64).min(self.size - position) as usize;
-        let mut buf = read_exact_at(&self.log, &self.log_path, position, want)?;
-        let mut infos = Vec::new();
-        let mut pos = 0usize;
+    /// Length of the run of whole batches from `position` that a read of `max_bytes` returns:
+    /// all the rest of the segment if it fits; else up to the last offset-index entry (a batch
+    /// start) within `max_bytes`, found without I/O; else the batches a scan finds within
+    /// `max_bytes` — and always at least the first batch.
+    pub fn whole_batches_len(&self, position: u64, max_bytes: u64) -> Result<u64> {
+        let remaining = self.size - position;
+        if remaining <= max_bytes {
+            return Ok(remaining);
+        }
+        let limit = position + max_bytes;
+        let boundary = u64::from(self.offset_index.floor_position(limit));
+        if boundary > position {
+            return Ok(boundary - position);
+        }
+        let mut end = position;
+        let mut scan = BatchScan::new(&self.log, &self.log_path, position, self.size);
         loop {
-            match batch::parse_header(&buf, pos, 0) {
-                Header::Batch(info) => {
-                    let bytes = &buf[pos..pos + info.size as usize];
-                    batch::check_batch(bytes, &info).map_err(|r| {
-                        Error::corrupt_segment(&self.log_path, position + pos as u64, r)
-                    })?;
-                    pos += info.size as usize;
-                    infos.push(info);
-                }
-                Header::Incomplete if infos.is_empty() && buf.len() >= LOG_OVERHEAD => {
-                    // The first batch is larger than max_bytes: read it whole.
-                    let len = i32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")) as u64;
-                    let size = len + LOG_OVERHEAD as u64;
-                    if position + size > self.size {
-                        return Err(Error::corrupt_segment(
-                            &self.log_path,
-                            position,
-                            "batch runs past the end of the segment",
-                        ));
+            match scan.next()? {
+                Scanned::Batch(info, _) => {
+                    let next = info.position + u64::from(info.size);
+                    if next > limit && end > position {
+                        break;
                     }
-                    buf = read_exact_at(&self.log, &self.log_path, position, size as usize)?;
-                    if buf.len() as u64 != size {
-                        return Err(Error::corrupt_segment(
-                            &self.log_path,
-                            position,
-                            "segment shrank while reading",
-                        ));
-                    }
+                    end = next;
                 }
-                Header::Incomplete => break,
-                Header::Invalid(reason) => {
+                Scanned::End => break,
+                Scanned::Torn(pos) => {
                     return Err(Error::corrupt_segment(
                         &self.log_path,
-                        position + pos as u64,
-                        reason,
+                        pos,
+                        "batch runs past the end of the segment",
                     ))
                 }
-            }
-            if pos >= buf.len() {
-                break;
+                Scanned::Invalid(pos, reason) => {
+                    return Err(Error::corrupt_segment(&self.log_path, pos, reason))
+                }
             }
         }
-        if infos.is_empty() {
-            return Err(Error::corrupt_segment(
-                &self.log_path,
-                position,
-                "no whole batch at this position",
-            ));
-        }
-        buf.truncate(pos);
-        Ok((buf, infos))
+        Ok(end - position)
+    }
+
+    /// The whole batches a read of `max_bytes` from `position` returns, as a file range.
+    pub fn batch_range(&self, position: u64, max_bytes: u64) -> Result<FileSlice> {
+        let length = self.whole_batches_len(position, max_bytes)?;
+        Ok(FileSlice {
+            file: Arc::clone(&self.log),
+            path: self.log_path.clone(),
+            position,
+            length,
+        })
     }
 
     /// The file range for a fetch from `position`: up to `max_bytes`, but at least the first

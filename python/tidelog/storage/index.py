@@ -57,14 +57,14 @@ class _MappedEntries:
     def is_full(self) -> bool:
         return self.entries >= self.capacity
 
-    def floor(self, target: int, unpack: struct.Struct) -> int | None:
-        """Greatest entry index whose first field is <= target."""
+    def floor(self, target: int, unpack: struct.Struct, field: int = 0) -> int | None:
+        """Greatest entry index whose ``field`` is <= target."""
         lo, hi = 0, self.entries
         m = self.map
         size = self.entry_size
         while lo < hi:
             mid = (lo + hi) // 2
-            if unpack.unpack_from(m, mid * size)[0] <= target:  # type: ignore[arg-type]
+            if unpack.unpack_from(m, mid * size)[field] <= target:  # type: ignore[arg-type]
                 lo = mid + 1
             else:
                 hi = mid
@@ -130,6 +130,11 @@ class OffsetIndex:
         """The greatest entry with offset <= target, or (base offset, 0)."""
         i = self._m.floor(target - self.base_offset, _OFF)
         return self.get(i) if i is not None else (self.base_offset, 0)
+
+    def floor_position(self, position: int) -> int:
+        """The greatest entry position <= ``position`` (0 if none): a batch start."""
+        i = self._m.floor(position, _OFF, 1)
+        return self.get(i)[1] if i is not None else 0
 
     def truncate_to(self, offset: int) -> None:
         """Removes entries with offset >= ``offset``."""

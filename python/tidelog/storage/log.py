@@ -367,31 +367,33 @@ class Log:
                 return seg, h
         return None
 
-    def _read_batches(self, offset: int, max_bytes: int) -> tuple[bytes, list[BatchHeader], str]:
+    def _read_batches(self, offset: int, max_bytes: int) -> tuple[bytes, list[BatchHeader], FileSlice | None]:
+        """Batch positions are relative to the returned bytes; the range says where they lie."""
         found = self._locate(offset)
         if found is None:
-            return b"", [], ""
+            return b"", [], None
         seg, h = found
-        buf, headers = seg.read_batches(h.position, max_bytes)
-        return buf, headers, seg.log_path
+        rng = seg.batch_range(h.position, max_bytes)
+        buf, headers = rng.read_batches()
+        return buf, headers, rng
 
     def read_raw(self, offset: int, max_bytes: int) -> bytes:
         return self._locked(lambda: self._read_batches(offset, max_bytes)[0])
 
     def read_records(self, offset: int, max_records: int, max_bytes: int) -> list[tuple[Any, ...]]:
-        buf, headers, path = self._locked(lambda: self._read_batches(offset, max_bytes))
+        buf, headers, rng = self._locked(lambda: self._read_batches(offset, max_bytes))
         out: list[tuple[Any, ...]] = []
         view = memoryview(buf)
-        base = headers[0].position if headers else 0
         for h in headers:
             if len(out) >= max_records:
                 break
-            start = h.position - base
             try:
-                out += decode_records(view[start : start + h.size], h, offset, max_records - len(out))
+                out += decode_records(
+                    view[h.position : h.position + h.size], h, offset, max_records - len(out)
+                )
             except ValueError as e:
-                seg_pos = h.position
-                raise corrupt_segment(path, seg_pos, str(e)) from None
+                assert rng is not None
+                raise corrupt_segment(rng.path, rng.position + h.position, str(e)) from None
         return out
 
     def slice(self, offset: int, max_bytes: int) -> FileSlice | None:

@@ -116,6 +116,28 @@ class FileSlice:
     def read(self) -> bytes:
         return pread_exact(self._fd, self.path, self.position, self.length)
 
+    def read_batches(self) -> tuple[bytes, list[BatchHeader]]:
+        """The range's bytes, checked to be whole batches with valid CRCs."""
+        buf = self.read()
+        if len(buf) != self.length:
+            raise corrupt_segment(self.path, self.position + len(buf), "segment shrank while reading")
+        headers = []
+        pos = 0
+        while pos < len(buf):
+            at = self.position + pos
+            try:
+                h = parse_header(buf, pos)
+            except Incomplete:
+                raise corrupt_segment(self.path, at, "batch runs past the end of the read") from None
+            except ValueError as e:
+                raise corrupt_segment(self.path, at, str(e)) from None
+            problem = check_batch(memoryview(buf)[pos : pos + h.size], h)
+            if problem:
+                raise corrupt_segment(self.path, at, problem)
+            headers.append(h)
+            pos += h.size
+        return buf, headers
+
 
 class Segment:
     """One segment. Not thread-safe on its own; the owning log serialises access."""
@@ -271,39 +293,34 @@ class Segment:
                 raise corrupt_segment(self.log_path, pos, reason)
         return None
 
-    def read_batches(self, position: int, max_bytes: int) -> tuple[bytes, list[BatchHeader]]:
-        """Whole CRC-checked batches from ``position``, up to max_bytes but at least one."""
-        want = min(max(max_bytes, HEADER_LEN), self.size - position)
-        buf = pread_exact(self.fd, self.log_path, position, want)
-        headers: list[BatchHeader] = []
-        pos = 0
-        while True:
-            try:
-                h = parse_header(buf, pos)
-            except Incomplete:
-                if headers or len(buf) < LOG_OVERHEAD:
+    def whole_batches_len(self, position: int, max_bytes: int) -> int:
+        """Length of the whole batches a read of ``max_bytes`` from ``position`` returns: the
+        rest of the segment if it fits; else up to the last index entry within max_bytes; else
+        what a scan finds within max_bytes; always at least the first batch."""
+        remaining = self.size - position
+        if remaining <= max_bytes:
+            return remaining
+        limit = position + max_bytes
+        boundary = self.offset_index.floor_position(limit)
+        if boundary > position:
+            return boundary - position
+        end = position
+        for kind, h, _, pos, reason in self._scan(position).batches():
+            if kind == "batch" and h is not None:
+                nxt = h.position + h.size
+                if nxt > limit and end > position:
                     break
-                size = _I32.unpack_from(buf, 8)[0] + LOG_OVERHEAD
-                if position + size > self.size:
-                    raise corrupt_segment(
-                        self.log_path, position, "batch runs past the end of the segment"
-                    ) from None
-                buf = pread_exact(self.fd, self.log_path, position, size)
-                if len(buf) != size:
-                    raise corrupt_segment(self.log_path, position, "segment shrank while reading") from None
-                continue
-            except ValueError as e:
-                raise corrupt_segment(self.log_path, position + pos, str(e)) from None
-            problem = check_batch(memoryview(buf)[pos : pos + h.size], h)
-            if problem:
-                raise corrupt_segment(self.log_path, position + pos, problem)
-            pos += h.size
-            headers.append(h)
-            if pos >= len(buf):
+                end = nxt
+            elif kind == "end":
                 break
-        if not headers:
-            raise corrupt_segment(self.log_path, position, "no whole batch at this position")
-        return buf[:pos], headers
+            elif kind == "torn":
+                raise corrupt_segment(self.log_path, pos, "batch runs past the end of the segment")
+            else:
+                raise corrupt_segment(self.log_path, pos, reason)
+        return end - position
+
+    def batch_range(self, position: int, max_bytes: int) -> FileSlice:
+        return FileSlice(self.fd, self.log_path, position, self.whole_batches_len(position, max_bytes))
 
     def slice(self, position: int, max_bytes: int) -> FileSlice:
         head = pread_exact(self.fd, self.log_path, position, LOG_OVERHEAD)
