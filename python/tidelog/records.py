@@ -11,8 +11,8 @@ import enum
 import gzip
 import io
 import struct
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tidelog._crc32c import crc32c
 from tidelog.errors import CorruptRecordError, UnsupportedCompressionError
@@ -34,14 +34,79 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 
 
-class Record(NamedTuple):
-    """One record read from a log."""
+class PyRecord:
+    """One record of a log: ``offset``, ``timestamp`` (ms), ``key``, ``value`` (bytes or None)
+    and ``headers`` (tuple of (str, bytes | None)). Immutable; compares, hashes, unpacks and
+    indexes like the tuple of its fields.
+
+    This is the pure-Python class; with the compiled core present, ``tidelog.Record`` is its
+    Rust twin ``tidelog._core.Record`` (same behaviour, created without Python-level calls).
+    """
+
+    __slots__ = ("headers", "key", "offset", "timestamp", "value")
+    __match_args__ = ("offset", "timestamp", "key", "value", "headers")
 
     offset: int
     timestamp: int
     key: bytes | None
     value: bytes | None
-    headers: Headers = ()
+    headers: Headers
+
+    def __init__(
+        self,
+        offset: int,
+        timestamp: int,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: Iterable[tuple[str, bytes | None]] | None = None,
+    ) -> None:
+        set_field = object.__setattr__
+        set_field(self, "offset", int(offset))
+        set_field(self, "timestamp", int(timestamp))
+        set_field(self, "key", key)
+        set_field(self, "value", value)
+        set_field(self, "headers", tuple(tuple(h) for h in headers) if headers else ())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Record is immutable: cannot set {name!r}")
+
+    def _fields(self) -> tuple[int, int, bytes | None, bytes | None, Headers]:
+        return (self.offset, self.timestamp, self.key, self.value, self.headers)
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(offset={self.offset!r}, timestamp={self.timestamp!r}, key={self.key!r}, "
+            f"value={self.value!r}, headers={self.headers!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PyRecord):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, index: int) -> Any:
+        return self._fields()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._fields())
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return (type(self), self._fields())
+
+
+if TYPE_CHECKING:
+    Record = PyRecord
+else:
+    try:
+        from tidelog._core import Record
+    except ImportError:
+        Record = PyRecord
 
 
 class Compression(enum.IntEnum):
@@ -183,10 +248,11 @@ def normalize(
     """Items (key, value), (key, value, headers) or Records as (timestamp, key, value, headers)."""
     out = []
     for item in records:
-        if not isinstance(item, tuple):
+        if isinstance(item, Record):
+            ts, key, value, headers = item.timestamp, item.key, item.value, item.headers
+        elif not isinstance(item, tuple):
             raise TypeError("each record must be a tuple (key, value[, headers]) or a Record")
-        n = len(item)
-        if n == 2:
+        elif (n := len(item)) == 2:
             ts, key, value, headers = now_ms, item[0], item[1], None
         elif n == 3:
             ts, key, value, headers = now_ms, item[0], item[1], item[2]

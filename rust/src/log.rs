@@ -122,6 +122,9 @@ pub struct AppendInfo {
     pub batches: Vec<BatchInfo>,
 }
 
+/// Bytes read, the batches in them (positions relative to the bytes), and where they lie.
+pub type BatchRead = (Vec<u8>, Vec<BatchInfo>, FileSlice);
+
 pub(crate) fn decode_error(path: &Path, position: u64, e: DecodeError) -> Error {
     match e {
         DecodeError::Corrupt(reason) => Error::corrupt_segment(path, position, reason),
@@ -614,11 +617,7 @@ impl Log {
     /// Whole, CRC-checked batches starting with the one that holds `offset`, up to `max_bytes`
     /// (at least one batch), from one segment. Empty at the log end offset.
     /// Batch positions are relative to the returned bytes; the range says where they lie.
-    pub fn read_batches(
-        &self,
-        offset: i64,
-        max_bytes: u64,
-    ) -> Result<Option<(Vec<u8>, Vec<BatchInfo>, FileSlice)>> {
+    pub fn read_batches(&self, offset: i64, max_bytes: u64) -> Result<Option<BatchRead>> {
         match self.batch_range(offset, max_bytes)? {
             None => Ok(None),
             Some(range) => {

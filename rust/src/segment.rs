@@ -20,6 +20,14 @@ pub fn file_name(base_offset: i64, suffix: &str) -> String {
 }
 
 #[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::write_at(file, buf, pos)
+}
+#[cfg(windows)]
+fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_write(file, buf, pos)
+}
+#[cfg(unix)]
 pub(crate) fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, pos)
 }
@@ -44,13 +52,29 @@ fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u
     Ok(buf)
 }
 
-/// Writes all of `parts` at `pos`. Appends are the only writes through the file cursor (reads
-/// are positional), and the owning log serialises writers, so seek + writev is safe here.
+/// Writes all of `parts` at `pos`: one positional write for one part (the common small
+/// append: one syscall), else seek + writev. Appends are the only writes through the file
+/// cursor (reads are positional), and the owning log serialises writers.
 fn write_all_vectored_at(
     file: &File,
     mut parts: &mut [IoSlice<'_>],
-    pos: u64,
+    mut pos: u64,
 ) -> std::io::Result<()> {
+    if let [one] = parts {
+        let mut buf: &[u8] = one;
+        while !buf.is_empty() {
+            match write_at(file, buf, pos) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    pos += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(());
+    }
     let mut f = file;
     f.seek(SeekFrom::Start(pos))?;
     while !parts.is_empty() {

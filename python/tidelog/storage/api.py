@@ -4,7 +4,6 @@ Kafka's keyed placement), on either storage engine."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import os
 import re
@@ -21,7 +20,6 @@ from tidelog.storage.log import write_file_atomic
 
 POSITIONS_DIR = "positions"
 _POSITION_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
-_make_record = functools.partial(tuple.__new__, Record)
 
 
 def _now_ms() -> int:
@@ -209,7 +207,8 @@ class Log:
         end offset; :class:`~tidelog.errors.OffsetOutOfRangeError` outside
         ``[start_offset, end_offset]``."""
         limit = (1 << 62) if max_records is None else max_records
-        return list(map(_make_record, self._core.read_records(offset, limit, max_bytes)))
+        records: list[Record] = self._core.read_records(offset, limit, max_bytes)
+        return records
 
     def read_raw(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
         """Whole, CRC-checked batches starting with the one holding ``offset``."""

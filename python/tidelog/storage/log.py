@@ -16,7 +16,7 @@ from tidelog.errors import (
     RecordTooLargeError,
     TidelogError,
 )
-from tidelog.records import BatchHeader, build_batch, decode_records, parse_header
+from tidelog.records import BatchHeader, Record, build_batch, decode_records, parse_header
 from tidelog.storage.batch import assign_offsets, validate_batches
 from tidelog.storage.index import storage_error
 from tidelog.storage.segment import FileSlice, Segment, corrupt_segment, file_name
@@ -380,9 +380,9 @@ class Log:
     def read_raw(self, offset: int, max_bytes: int) -> bytes:
         return self._locked(lambda: self._read_batches(offset, max_bytes)[0])
 
-    def read_records(self, offset: int, max_records: int, max_bytes: int) -> list[tuple[Any, ...]]:
+    def read_records(self, offset: int, max_records: int, max_bytes: int) -> list[Record]:
         buf, headers, rng = self._locked(lambda: self._read_batches(offset, max_bytes))
-        out: list[tuple[Any, ...]] = []
+        out: list[Record] = []
         view = memoryview(buf)
         for h in headers:
             if len(out) >= max_records:
