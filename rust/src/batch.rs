@@ -364,7 +364,11 @@ pub fn build_batch(records: &[NewRecord<'_>]) -> (Vec<u8>, BatchInfo) {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_ts = records[0].timestamp;
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
-    let mut out = Vec::with_capacity(HEADER_LEN + records.len() * 16);
+    let payload: usize = records
+        .iter()
+        .map(|r| 24 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len) + r.headers.len() * 16)
+        .sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload);
     out.resize(HEADER_LEN, 0);
     for (delta, r) in records.iter().enumerate() {
         let ts_delta = r.timestamp - base_ts;

@@ -547,7 +547,7 @@ impl Log {
         Ok(())
     }
 
-    /// fsyncs the active segment's data and indexes; the recovery point becomes the LEO.
+    /// fsyncs the active segment's data; the recovery point becomes the LEO.
     pub fn flush(&mut self, now_ms: i64) -> Result<()> {
         self.check_open()?;
         if let Err(e) = self.active().flush() {

@@ -15,6 +15,9 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::RwLock;
 
+/// Appends below this size are written without releasing the GIL (see `write_short`).
+const SHORT_APPEND_BYTES: u32 = 16 * 1024;
+
 fn errors_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     py.import("tidelog.errors")?.getattr(name)
 }
@@ -331,6 +334,21 @@ impl PyLog {
         })
         .map_err(|e| to_pyerr(py, e))
     }
+
+    /// As `write`, for work too short to be worth releasing the GIL (a small append: about one
+    /// write syscall) when the lock is free. Holding the GIL here cannot deadlock: no thread
+    /// holding the log lock ever waits for the GIL.
+    fn write_short<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Log) -> Result<T, Error> + Send,
+    ) -> PyResult<T> {
+        match self.inner.try_write() {
+            Ok(mut log) => f(&mut log).map_err(|e| to_pyerr(py, e)),
+            Err(std::sync::TryLockError::Poisoned(p)) => f(&mut p.into_inner()).map_err(|e| to_pyerr(py, e)),
+            Err(std::sync::TryLockError::WouldBlock) => self.write(py, f),
+        }
+    }
 }
 
 #[pymethods]
@@ -481,9 +499,12 @@ impl PyLog {
         }
         let (mut buf, info) = batch::build_batch(&new_records);
         drop(new_records);
-        let result = self.write(py, move |l| {
-            l.append_built(&mut buf, info, leader_epoch, now_ms)
-        })?;
+        let append = move |l: &mut Log| l.append_built(&mut buf, info, leader_epoch, now_ms);
+        let result = if info.size < SHORT_APPEND_BYTES {
+            self.write_short(py, append)?
+        } else {
+            self.write(py, append)?
+        };
         append_result(py, &result)
     }
 

@@ -655,12 +655,12 @@ impl Segment {
         self.time_index.preallocate(index_bytes)
     }
 
+    /// fsyncs the log data. The indexes are not synced here: recovery rebuilds an active
+    /// segment's indexes from its data, and `make_inactive` makes them durable (via `trim`).
     pub fn flush(&self) -> Result<()> {
         self.log
             .sync_data()
-            .map_err(|e| Error::io("fsync segment", &self.log_path, e))?;
-        self.offset_index.flush()?;
-        self.time_index.flush()
+            .map_err(|e| Error::io("fsync segment", &self.log_path, e))
     }
 
     /// Deletes the three files (the log first, so a crash leaves at most orphan indexes).

@@ -177,7 +177,7 @@ class Log:
         return AppendResult(*r)
 
     def flush(self) -> None:
-        """fsyncs data and indexes; the recovery point becomes the log end offset."""
+        """fsyncs the appended data; the recovery point becomes the log end offset."""
         self._core.flush(_now_ms())
 
     def roll(self) -> None:

@@ -390,12 +390,12 @@ class Segment:
         self.time_index.preallocate(index_bytes)
 
     def flush(self) -> None:
+        """fsyncs the log data; indexes become durable in make_inactive (recovery rebuilds an
+        active segment's indexes)."""
         try:
             os.fdatasync(self.fd) if hasattr(os, "fdatasync") else os.fsync(self.fd)
         except OSError as e:
             raise storage_error("fsync segment", self.log_path, e) from e
-        self.offset_index.flush()
-        self.time_index.flush()
 
     def close(self) -> None:
         self.offset_index.close()
