@@ -156,11 +156,13 @@ class Incomplete(Exception):
     """Fewer bytes remain than the header or its declared length needs."""
 
 
-def parse_header(buf: bytes | bytearray | memoryview, pos: int, file_position: int = 0) -> BatchHeader:
+def parse_header(
+    buf: bytes | bytearray | memoryview, pos: int, file_position: int = 0, header_only: bool = False
+) -> BatchHeader:
     """The header of the batch at ``pos``; checks length and magic, not the CRC.
 
-    Raises :class:`Incomplete` for a torn batch and ``ValueError`` (with the reason) for an
-    invalid one.
+    Raises :class:`Incomplete` for a torn batch (with ``header_only``, only if the fixed header
+    itself is cut) and ``ValueError`` (with the reason) for an invalid one.
     """
     rest = len(buf) - pos
     if rest < LOG_OVERHEAD:
@@ -172,7 +174,7 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int, file_position: i
         magic = buf[pos + 16] - 256 if buf[pos + 16] > 127 else buf[pos + 16]
         raise ValueError(f"magic byte {magic} (only record format v2 is supported)")
     size = length + LOG_OVERHEAD
-    if rest < size:
+    if rest < (HEADER_LEN if header_only else size):
         raise Incomplete
     f = _HEADER.unpack_from(buf, pos)
     return BatchHeader(

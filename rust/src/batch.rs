@@ -95,6 +95,12 @@ pub enum Header {
 /// Reads the header of the batch at `pos` of `buf`, checking length and magic but not the CRC.
 /// `file_position` is added to `pos` to record where the batch lies in its file.
 pub fn parse_header(buf: &[u8], pos: usize, file_position: u64) -> Header {
+    parse_header_only(buf, pos, file_position, false)
+}
+
+/// As `parse_header`; with `header_only`, needs just the fixed header's bytes, not the whole
+/// batch (for scans that skip over batch bodies).
+pub fn parse_header_only(buf: &[u8], pos: usize, file_position: u64, header_only: bool) -> Header {
     let rest = &buf[pos..];
     if rest.len() < LOG_OVERHEAD {
         return Header::Incomplete;
@@ -112,7 +118,7 @@ pub fn parse_header(buf: &[u8], pos: usize, file_position: u64) -> Header {
         ));
     }
     let size = length as usize + LOG_OVERHEAD;
-    if rest.len() < size {
+    if rest.len() < if header_only { HEADER_LEN } else { size } {
         return Header::Incomplete;
     }
     Header::Batch(BatchInfo {
@@ -366,7 +372,11 @@ pub fn build_batch(records: &[NewRecord<'_>]) -> (Vec<u8>, BatchInfo) {
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
     let payload: usize = records
         .iter()
-        .map(|r| 24 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len) + r.headers.len() * 16)
+        .map(|r| {
+            24 + r.key.map_or(0, <[u8]>::len)
+                + r.value.map_or(0, <[u8]>::len)
+                + r.headers.len() * 16
+        })
         .sum();
     let mut out = Vec::with_capacity(HEADER_LEN + payload);
     out.resize(HEADER_LEN, 0);

@@ -345,7 +345,9 @@ impl PyLog {
     ) -> PyResult<T> {
         match self.inner.try_write() {
             Ok(mut log) => f(&mut log).map_err(|e| to_pyerr(py, e)),
-            Err(std::sync::TryLockError::Poisoned(p)) => f(&mut p.into_inner()).map_err(|e| to_pyerr(py, e)),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                f(&mut p.into_inner()).map_err(|e| to_pyerr(py, e))
+            }
             Err(std::sync::TryLockError::WouldBlock) => self.write(py, f),
         }
     }

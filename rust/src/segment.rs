@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// Bytes read at a time while scanning a segment.
 const SCAN_CHUNK: usize = 64 * 1024;
+/// Bytes read at a time while scanning headers only (a lookup scans about one index interval).
+const HEADER_SCAN_CHUNK: usize = 8 * 1024;
 
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}{suffix}")
@@ -97,7 +99,8 @@ pub enum Scanned<'a> {
     Invalid(u64, String),
 }
 
-/// Walks the batches of a file range with buffered positional reads.
+/// Walks the batches of a file range with buffered positional reads. A header-only scan
+/// (`headers`) reads just enough to see each batch's header and yields empty bodies.
 pub struct BatchScan<'f> {
     file: &'f File,
     path: &'f Path,
@@ -105,6 +108,7 @@ pub struct BatchScan<'f> {
     end: u64,
     buf: Vec<u8>,
     buf_pos: u64,
+    header_only: bool,
 }
 
 impl<'f> BatchScan<'f> {
@@ -116,11 +120,15 @@ impl<'f> BatchScan<'f> {
             end,
             buf: Vec::new(),
             buf_pos: from,
+            header_only: false,
         }
     }
 
-    pub fn position(&self) -> u64 {
-        self.pos
+    pub fn headers(file: &'f File, path: &'f Path, from: u64, end: u64) -> Self {
+        BatchScan {
+            header_only: true,
+            ..Self::new(file, path, from, end)
+        }
     }
 
     #[allow(clippy::should_implement_trait)]
@@ -132,10 +140,22 @@ impl<'f> BatchScan<'f> {
             let off = (self.pos - self.buf_pos) as usize;
             let in_buf = off <= self.buf.len();
             if in_buf {
-                match batch::parse_header(&self.buf, off.min(self.buf.len()), self.buf_pos) {
+                match batch::parse_header_only(
+                    &self.buf,
+                    off.min(self.buf.len()),
+                    self.buf_pos,
+                    self.header_only,
+                ) {
                     Header::Batch(info) => {
+                        if self.pos + u64::from(info.size) > self.end {
+                            return Ok(Scanned::Torn(self.pos));
+                        }
                         self.pos += u64::from(info.size);
-                        let bytes = &self.buf[off..off + info.size as usize];
+                        let bytes = if self.header_only {
+                            &[][..]
+                        } else {
+                            &self.buf[off..off + info.size as usize]
+                        };
                         return Ok(Scanned::Batch(info, bytes));
                     }
                     Header::Invalid(reason) => return Ok(Scanned::Invalid(self.pos, reason)),
@@ -144,7 +164,7 @@ impl<'f> BatchScan<'f> {
             }
             // Need more bytes: as many as the declared length, if known, else a header's worth.
             let avail = if in_buf { &self.buf[off..] } else { &[][..] };
-            let need = if avail.len() >= LOG_OVERHEAD {
+            let need = if avail.len() >= LOG_OVERHEAD && !self.header_only {
                 i32::from_be_bytes(avail[8..12].try_into().expect("4 bytes")) as u64
                     + LOG_OVERHEAD as u64
             } else {
@@ -153,7 +173,12 @@ impl<'f> BatchScan<'f> {
             if self.pos + need > self.end {
                 return Ok(Scanned::Torn(self.pos));
             }
-            let want = need.max(SCAN_CHUNK as u64).min(self.end - self.pos) as usize;
+            let chunk = if self.header_only {
+                HEADER_SCAN_CHUNK
+            } else {
+                SCAN_CHUNK
+            };
+            let want = need.max(chunk as u64).min(self.end - self.pos) as usize;
             self.buf = read_exact_at(self.file, self.path, self.pos, want)?;
             self.buf_pos = self.pos;
             if self.buf.len() < want {
@@ -338,7 +363,7 @@ impl Segment {
         };
         self.next_offset = self.base_offset;
         self.bytes_since_last_index_entry = 0;
-        let mut scan = BatchScan::new(&self.log, &self.log_path, start, self.size);
+        let mut scan = BatchScan::headers(&self.log, &self.log_path, start, self.size);
         let mut first = true;
         loop {
             match scan.next()? {
@@ -477,7 +502,7 @@ impl Segment {
     /// Position of the first batch whose last offset is >= `target`, or None if no batch is.
     pub fn find_batch(&self, target: i64) -> Result<Option<BatchInfo>> {
         let (_, start) = self.index_lookup(target);
-        let mut scan = BatchScan::new(&self.log, &self.log_path, u64::from(start), self.size);
+        let mut scan = BatchScan::headers(&self.log, &self.log_path, u64::from(start), self.size);
         loop {
             match scan.next()? {
                 Scanned::Batch(info, _) if info.last_offset() >= target => return Ok(Some(info)),
@@ -512,7 +537,7 @@ impl Segment {
             return Ok(boundary - position);
         }
         let mut end = position;
-        let mut scan = BatchScan::new(&self.log, &self.log_path, position, self.size);
+        let mut scan = BatchScan::headers(&self.log, &self.log_path, position, self.size);
         loop {
             match scan.next()? {
                 Scanned::Batch(info, _) => {

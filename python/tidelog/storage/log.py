@@ -18,13 +18,9 @@ from tidelog.errors import (
 )
 from tidelog.records import BatchHeader, Record, build_batch, decode_records, parse_header
 from tidelog.storage.batch import assign_offsets, validate_batches
+from tidelog.storage.fileio import try_lock
 from tidelog.storage.index import storage_error
 from tidelog.storage.segment import FileSlice, Segment, corrupt_segment, file_name
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
 
 CHECKPOINT_FILE = "partition.checkpoint"
 LOCK_FILE = ".lock"
@@ -112,12 +108,9 @@ class Log:
             self._lock_fd = os.open(os.path.join(self._dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise storage_error("create directory", self._dir, e) from e
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._lock_fd)
-                raise LogLockedError(f"{self._dir} is locked by another process", path=self._dir) from None
+        if not try_lock(self._lock_fd):
+            os.close(self._lock_fd)
+            raise LogLockedError(f"{self._dir} is locked by another process", path=self._dir)
         try:
             self._open(now_ms)
         except BaseException:

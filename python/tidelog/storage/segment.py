@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import weakref
@@ -18,9 +19,11 @@ from tidelog.records import (
     decode_records,
     parse_header,
 )
+from tidelog.storage.fileio import datasync, pread, pwrite
 from tidelog.storage.index import OffsetIndex, TimeIndex, storage_error
 
 SCAN_CHUNK = 64 * 1024
+HEADER_SCAN_CHUNK = 8 * 1024
 _I32 = struct.Struct(">i")
 
 
@@ -40,9 +43,9 @@ def corrupt_segment(path: str, position: int, reason: str) -> CorruptRecordError
 def pread_exact(fd: int, path: str, pos: int, n: int) -> bytes:
     """Up to ``n`` bytes at ``pos`` (fewer only at end of file)."""
     try:
-        data = os.pread(fd, n, pos)
+        data = pread(fd, n, pos)
         while len(data) < n:
-            more = os.pread(fd, n - len(data), pos + len(data))
+            more = pread(fd, n - len(data), pos + len(data))
             if not more:
                 break
             data += more
@@ -56,12 +59,14 @@ Scanned = tuple[str, BatchHeader | None, memoryview | None, int, str]
 
 
 class BatchScan:
-    """Walks the batches of a file range with buffered positional reads."""
+    """Walks the batches of a file range with buffered positional reads. A header-only scan
+    reads just enough to see each batch's header and yields no bodies."""
 
-    def __init__(self, fd: int, path: str, start: int, end: int) -> None:
+    def __init__(self, fd: int, path: str, start: int, end: int, header_only: bool = False) -> None:
         self.fd, self.path, self.pos, self.end = fd, path, start, end
         self.buf = b""
         self.buf_pos = start
+        self.header_only = header_only
 
     def next(self) -> Scanned:
         if self.pos >= self.end:
@@ -71,21 +76,25 @@ class BatchScan:
             in_buf = off <= len(self.buf)
             if in_buf:
                 try:
-                    h = parse_header(self.buf, min(off, len(self.buf)), self.buf_pos)
+                    h = parse_header(self.buf, min(off, len(self.buf)), self.buf_pos, self.header_only)
+                    if self.pos + h.size > self.end:
+                        return ("torn", None, None, self.pos, "")
                     self.pos += h.size
-                    return ("batch", h, memoryview(self.buf)[off : off + h.size], h.position, "")
+                    body = None if self.header_only else memoryview(self.buf)[off : off + h.size]
+                    return ("batch", h, body, h.position, "")
                 except ValueError as e:
                     return ("invalid", None, None, self.pos, str(e))
                 except Incomplete:
                     pass
             avail = len(self.buf) - off if in_buf else 0
-            if avail >= LOG_OVERHEAD:
+            if avail >= LOG_OVERHEAD and not self.header_only:
                 need = _I32.unpack_from(self.buf, off + 8)[0] + LOG_OVERHEAD
             else:
                 need = HEADER_LEN
             if self.pos + need > self.end:
                 return ("torn", None, None, self.pos, "")
-            want = min(max(need, SCAN_CHUNK), self.end - self.pos)
+            chunk = HEADER_SCAN_CHUNK if self.header_only else SCAN_CHUNK
+            want = min(max(need, chunk), self.end - self.pos)
             self.buf = pread_exact(self.fd, self.path, self.pos, want)
             self.buf_pos = self.pos
             if len(self.buf) < want:
@@ -110,7 +119,10 @@ class FileSlice:
         self.length = length
 
     def send(self, fd: int, sent: int) -> int:
-        """sendfile(2) of bytes ``sent..length`` to socket ``fd``; returns how many went out."""
+        """sendfile(2) of bytes ``sent..length`` to socket ``fd``; returns how many went out.
+        Where sendfile is missing (Windows) this raises OSError: read() and send the bytes."""
+        if not hasattr(os, "sendfile"):
+            raise OSError(errno.ENOSYS, "sendfile is not available on this platform")
         return os.sendfile(fd, self._fd, self.position + sent, self.length - sent)
 
     def read(self) -> bytes:
@@ -169,8 +181,8 @@ class Segment:
         self.offset_of_max_timestamp = base_offset
         self.created_ms = now_ms
 
-    def _scan(self, start: int) -> BatchScan:
-        return BatchScan(self.fd, self.log_path, start, self.size)
+    def _scan(self, start: int, header_only: bool = False) -> BatchScan:
+        return BatchScan(self.fd, self.log_path, start, self.size, header_only)
 
     def load(self) -> bool:
         """Trusts a cleanly closed segment's indexes if sane; False if they must be rebuilt."""
@@ -185,7 +197,7 @@ class Segment:
         self.next_offset = self.base_offset
         self.bytes_since_last_index_entry = 0
         first = True
-        for kind, h, _, _, _ in self._scan(start).batches():
+        for kind, h, _, _, _ in self._scan(start, header_only=True).batches():
             if kind == "end":
                 break
             if kind != "batch" or h is None:
@@ -265,7 +277,7 @@ class Segment:
             view = memoryview(buf)
             done = 0
             while done < len(view):
-                done += os.pwrite(self.fd, view[done:], at + done)
+                done += pwrite(self.fd, view[done:], at + done)
         except OSError as e:
             err = storage_error("append to segment", self.log_path, e)
             try:
@@ -281,7 +293,7 @@ class Segment:
     def find_batch(self, target: int) -> BatchHeader | None:
         """The first batch whose last offset is >= target, or None."""
         _, start = self.offset_index.lookup(target)
-        for kind, h, _, pos, reason in self._scan(start).batches():
+        for kind, h, _, pos, reason in self._scan(start, header_only=True).batches():
             if kind == "batch" and h is not None:
                 if h.last_offset >= target:
                     return h
@@ -305,7 +317,7 @@ class Segment:
         if boundary > position:
             return boundary - position
         end = position
-        for kind, h, _, pos, reason in self._scan(position).batches():
+        for kind, h, _, pos, reason in self._scan(position, header_only=True).batches():
             if kind == "batch" and h is not None:
                 nxt = h.position + h.size
                 if nxt > limit and end > position:
@@ -393,7 +405,7 @@ class Segment:
         """fsyncs the log data; indexes become durable in make_inactive (recovery rebuilds an
         active segment's indexes)."""
         try:
-            os.fdatasync(self.fd) if hasattr(os, "fdatasync") else os.fsync(self.fd)
+            datasync(self.fd)
         except OSError as e:
             raise storage_error("fsync segment", self.log_path, e) from e
 

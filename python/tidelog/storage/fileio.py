@@ -1,0 +1,52 @@
+"""Positional file I/O and directory locking with fallbacks for platforms that lack
+``os.pread``/``os.pwrite`` (Windows) or ``fcntl`` (Windows)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+_seek_lock = threading.Lock()
+
+
+def pread(fd: int, n: int, pos: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, pos)
+    with _seek_lock:  # seek + read must not interleave with another thread's
+        os.lseek(fd, pos, os.SEEK_SET)
+        return os.read(fd, n)
+
+
+def pwrite(fd: int, data: memoryview | bytes, pos: int) -> int:
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, pos)
+    with _seek_lock:
+        os.lseek(fd, pos, os.SEEK_SET)
+        return os.write(fd, data)
+
+
+def datasync(fd: int) -> None:
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:
+        os.fsync(fd)
+
+
+def try_lock(fd: int) -> bool:
+    """Takes an exclusive, non-blocking lock on an open file; False if another holder has it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
