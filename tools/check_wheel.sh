@@ -10,7 +10,8 @@ trap 'rm -rf "$work"' EXIT
 
 python3 -m venv "$work/build"
 "$work/build/bin/python" -m pip install -q 'maturin>=1.7,<2' ziglang auditwheel
-"$work/build/bin/maturin" build --release --zig --compatibility manylinux2014 --out "$work/dist" \
+# maturin runs zig as `python3 -m ziglang`: the build venv must come first on PATH.
+PATH="$work/build/bin:$PATH" maturin build --release --zig --compatibility manylinux2014 --out "$work/dist" \
   --interpreter "$work/build/bin/python"
 wheel=$(ls "$work"/dist/tidelog-*.whl)
 echo "built $wheel"
