@@ -1,0 +1,2 @@
+"""The Kafka wire protocol: generated message classes (``_messages``), the schema-driven
+codec (``codec``), primitives (``primitives``) and framing helpers (``framing``)."""
