@@ -15,6 +15,7 @@ use crate::segment::{self, FileSlice, Segment};
 use std::fs::{self, File, OpenOptions};
 use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const CHECKPOINT_FILE: &str = "partition.checkpoint";
 pub const LOCK_FILE: &str = ".lock";
@@ -549,13 +550,27 @@ impl Log {
 
     /// fsyncs the active segment's data; the recovery point becomes the LEO.
     pub fn flush(&mut self, now_ms: i64) -> Result<()> {
+        let (file, end) = self.flush_target()?;
+        let synced = file.sync_data().map_err(|e| Error::io("fsync segment", self.active().log_path(), e));
+        self.flushed(end, synced, now_ms)
+    }
+
+    /// What `flush` syncs: the active segment's file and the offset it covers. With
+    /// `flushed`, lets a caller fsync without holding the log's lock.
+    pub fn flush_target(&self) -> Result<(Arc<File>, i64)> {
         self.check_open()?;
-        if let Err(e) = self.active().flush() {
-            // After a failed fsync the page cache state is unknown: refuse further use.
+        Ok((self.active().file(), self.end_offset()))
+    }
+
+    /// Records the outcome of syncing `flush_target`: the recovery point advances to `end`
+    /// (a roll in between already flushed the segment), or, after a failed fsync, the log
+    /// refuses further use because the page cache state is unknown.
+    pub fn flushed(&mut self, end: i64, synced: Result<()>, now_ms: i64) -> Result<()> {
+        if let Err(e) = synced {
             self.closed = Some(format!("flush failed: {e}"));
             return Err(e);
         }
-        self.recovery_point = self.end_offset();
+        self.recovery_point = self.recovery_point.max(end.min(self.end_offset()));
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
         Ok(())

@@ -632,8 +632,14 @@ impl PyLog {
         self.read(py, |l| l.offset_for_time(timestamp))
     }
 
+    /// fsyncs without holding the log lock, so appends and reads go on meanwhile.
     fn flush(&self, py: Python<'_>, now_ms: i64) -> PyResult<()> {
-        self.write(py, |l| l.flush(now_ms))
+        let (file, end) = self.read(py, |l| l.flush_target())?;
+        let synced = py.detach(|| file.sync_data());
+        self.write(py, move |l| {
+            let synced = synced.map_err(|e| Error::io("fsync segment", l.dir().to_path_buf(), e));
+            l.flushed(end, synced, now_ms)
+        })
     }
     fn roll(&self, py: Python<'_>, now_ms: i64) -> PyResult<()> {
         self.write(py, |l| l.roll(now_ms))

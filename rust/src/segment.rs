@@ -342,6 +342,11 @@ impl Segment {
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp
     }
+    /// The open `.log` file, shared (for syncing or sending outside the log's lock).
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.log)
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }

@@ -18,7 +18,7 @@ from tidelog.errors import (
 )
 from tidelog.records import BatchHeader, Record, build_batch, decode_records, parse_header
 from tidelog.storage.batch import assign_offsets, validate_batches
-from tidelog.storage.fileio import try_lock
+from tidelog.storage.fileio import datasync, try_lock
 from tidelog.storage.index import storage_error
 from tidelog.storage.segment import FileSlice, Segment, corrupt_segment, file_name
 
@@ -316,7 +316,29 @@ class Log:
         self._apply_retention(now_ms)
 
     def flush(self, now_ms: int) -> None:
-        self._locked(lambda: self._flush(now_ms))
+        """fsyncs without holding the lock, so appends and reads go on meanwhile."""
+
+        def target() -> tuple[int, int]:
+            return os.dup(self._segments[-1].fd), self.end_offset
+
+        fd, end = self._locked(target)
+        try:
+            datasync(fd)
+            failure: OSError | None = None
+        except OSError as e:
+            failure = e
+        finally:
+            os.close(fd)
+
+        def done() -> None:
+            if failure is not None:
+                self._closed = f"flush failed: {failure}"
+                raise storage_error("fsync segment", self._dir, failure)
+            self._recovery_point = max(self._recovery_point, min(end, self.end_offset))
+            self._unflushed = 0
+            self._last_flush_ms = now_ms
+
+        self._locked(done)
 
     def _flush(self, now_ms: int) -> None:
         try:

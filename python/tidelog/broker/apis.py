@@ -1,0 +1,552 @@
+"""Request handlers, one per Kafka API, and the table of what the broker advertises."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from tidelog.errors import CorruptRecordError, OffsetOutOfRangeError, TidelogError
+from tidelog.protocol import _messages as m
+from tidelog.protocol import error_codes as ec
+from tidelog.records import iter_batches
+
+if TYPE_CHECKING:
+    from tidelog.broker.server import Broker
+
+log = logging.getLogger("tidelog.broker")
+Handler = Callable[["Broker", Any, Any, int], Awaitable[Any]]
+
+#: api key -> (min, max) advertised. Floors stay low where clients require them (see
+#: PROTOCOL-NOTES): Produce 0-2 are advertised but answered with UNSUPPORTED_VERSION.
+ADVERTISED: dict[int, tuple[int, int]] = {
+    0: (0, 9),  # Produce
+    1: (4, 12),  # Fetch
+    2: (1, 7),  # ListOffsets
+    3: (0, 12),  # Metadata
+    18: (0, 4),  # ApiVersions
+    19: (2, 7),  # CreateTopics
+    20: (1, 5),  # DeleteTopics
+    21: (0, 2),  # DeleteRecords
+    22: (0, 4),  # InitProducerId
+    32: (0, 4),  # DescribeConfigs
+    37: (0, 3),  # CreatePartitions
+    44: (0, 1),  # IncrementalAlterConfigs
+    60: (0, 1),  # DescribeCluster
+}
+SOFTWARE_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
+HANDLERS: dict[int, Handler] = {}
+
+
+def handles(api_key: int) -> Callable[[Handler], Handler]:
+    def register(f: Handler) -> Handler:
+        HANDLERS[api_key] = f
+        return f
+
+    return register
+
+
+def error_code_of(e: BaseException) -> int:
+    return e.error_code if isinstance(e, TidelogError) else ec.UNKNOWN_SERVER_ERROR
+
+
+@handles(18)
+async def api_versions(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ApiVersionsResponse
+    if version >= 3 and not (
+        SOFTWARE_NAME.fullmatch(req.client_software_name or "")
+        and SOFTWARE_NAME.fullmatch(req.client_software_version or "")
+    ):
+        return R(error_code=ec.INVALID_REQUEST)
+    keys = [
+        R.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in sorted(ADVERTISED.items())
+    ]
+    return R(error_code=ec.NONE, api_keys=keys)
+
+
+def _broker_entry(broker: Broker, cls: Any) -> Any:
+    return cls(
+        node_id=broker.config.node_id, host=broker.advertised_host, port=broker.advertised_port, rack=None
+    )
+
+
+@handles(3)
+async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.MetadataResponse
+    tm = broker.topics
+    if req.topics is None or (version == 0 and not req.topics):
+        names = sorted(tm.topics)
+    else:
+        names = [t.name for t in req.topics if t.name is not None]
+    auto = broker.config.auto_create_topics_enable and (version < 4 or req.allow_auto_topic_creation)
+    topics = []
+    for name in names:
+        topic = tm.topics.get(name)
+        if topic is None and auto:
+            try:
+                topic = tm.create(name, -1, -1, {})
+            except Exception as e:
+                log.info("auto-create of %r refused: %s", name, e)
+        if topic is None:
+            topics.append(R.MetadataResponseTopic(error_code=ec.UNKNOWN_TOPIC_OR_PARTITION, name=name))
+            continue
+        parts = [
+            R.MetadataResponseTopic.MetadataResponsePartition(
+                error_code=ec.NONE,
+                partition_index=p.index,
+                leader_id=broker.config.node_id,
+                leader_epoch=p.leader_epoch,
+                replica_nodes=[broker.config.node_id],
+                isr_nodes=[broker.config.node_id],
+                offline_replicas=[],
+            )
+            for p in topic.partitions
+        ]
+        topics.append(
+            R.MetadataResponseTopic(
+                error_code=ec.NONE, name=name, topic_id=topic.topic_id, is_internal=False, partitions=parts
+            )
+        )
+    return R(
+        brokers=[_broker_entry(broker, R.MetadataResponseBroker)],
+        cluster_id=broker.cluster_id,
+        controller_id=broker.config.node_id,
+        topics=topics,
+    )
+
+
+@handles(0)
+async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ProduceResponse
+    if version < 3:
+        code = ec.UNSUPPORTED_VERSION
+        return R(
+            responses=[
+                R.TopicProduceResponse(
+                    name=t.name,
+                    partition_responses=[
+                        R.TopicProduceResponse.PartitionProduceResponse(
+                            index=p.index, error_code=code, base_offset=-1
+                        )
+                        for p in t.partition_data
+                    ],
+                )
+                for t in req.topic_data
+            ]
+        )
+    if req.transactional_id is not None:
+        log.info("refused transactional produce from %s", header.client_id)
+    acks = req.acks
+    out = []
+    to_flush = []
+    for t in req.topic_data:
+        parts = []
+        for p in t.partition_data:
+            PR = R.TopicProduceResponse.PartitionProduceResponse
+            res = PR(
+                index=p.index, error_code=ec.NONE, base_offset=-1, log_append_time_ms=-1, log_start_offset=-1
+            )
+            parts.append(res)
+            part = broker.topics.partition(t.name, p.index)
+            if (
+                part is None
+                and broker.config.auto_create_topics_enable
+                and t.name not in broker.topics.topics
+            ):
+                try:
+                    broker.topics.create(t.name, -1, -1, {})
+                    part = broker.topics.partition(t.name, p.index)
+                except Exception as e:
+                    log.info("auto-create of %r refused: %s", t.name, e)
+            if part is None:
+                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            if acks not in (0, 1, -1):
+                res.error_code = ec.INVALID_REQUIRED_ACKS
+                continue
+            if req.transactional_id is not None:
+                res.error_code = ec.INVALID_REQUEST
+                continue
+            try:
+                res.base_offset, res.log_append_time_ms, count = _append(part, p.records)
+                res.log_start_offset = part.log_start_offset
+                if count and part.appended(count):
+                    to_flush.append(part)
+            except OutOfOrder as e:
+                res.error_code = e.code
+            except TidelogError as e:
+                res.error_code = e.error_code
+                res.error_message = str(e) if version >= 8 else None
+                log.info("produce to %s-%d refused: %s", t.name, p.index, e)
+        out.append(R.TopicProduceResponse(name=t.name, partition_responses=parts))
+    for part in to_flush:
+        await part.flush()
+    if acks == 0:
+        return None
+    return R(responses=out, throttle_time_ms=0)
+
+
+class OutOfOrder(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _append(part: Any, records: Any) -> tuple[int, int, int]:
+    """Appends a produce request's batches to a partition: (base offset, log append time,
+    records appended). Idempotent batches are sequence-checked; a retried duplicate is
+    acknowledged with its original offset and not appended again."""
+    if records is None or len(records) == 0:
+        raise CorruptRecordError("produce request without records", reason="no records")
+    headers = [h for h, _ in iter_batches(records)]
+    idempotent = [h for h in headers if h.producer_id >= 0]
+    for h in idempotent:
+        verdict, value = part.check_sequence(h)
+        if verdict == "duplicate":
+            return value, -1, 0
+        if verdict == "error":
+            raise OutOfOrder(value)
+    res = part.log.append_batches(bytes(records))
+    offset = res.first_offset
+    for h in headers:
+        if h.producer_id >= 0:
+            part.record_batch(h, offset)
+        offset += h.last_offset_delta + 1
+    return res.first_offset, res.log_append_time, res.record_count
+
+
+@handles(1)
+async def fetch(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    deadline = trio.current_time() + max(0, req.max_wait_ms) / 1000
+    while True:
+        resp, total, parts = _fetch_once(broker, req, version)
+        if (
+            total >= max(1, req.min_bytes)
+            or req.max_wait_ms <= 0
+            or trio.current_time() >= deadline
+            or not parts
+        ):
+            return resp
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as nursery:
+
+                async def wake(ev: trio.Event) -> None:
+                    await ev.wait()
+                    nursery.cancel_scope.cancel()
+
+                for p in parts:
+                    nursery.start_soon(wake, p.wait_for_data())
+
+
+def _fetch_once(broker: Broker, req: Any, version: int) -> tuple[Any, int, list[Any]]:
+    R = m.FetchResponse
+    budget = req.max_bytes if version >= 3 else 1 << 31
+    total = 0
+    responses = []
+    waiting = []
+    for t in req.topics:
+        name = t.topic
+        parts = []
+        for p in t.partitions:
+            PD = R.FetchableTopicResponse.PartitionData
+            res = PD(
+                partition_index=p.partition,
+                error_code=ec.NONE,
+                high_watermark=-1,
+                last_stable_offset=-1,
+                log_start_offset=-1,
+                aborted_transactions=[] if version >= 4 else None,
+                preferred_read_replica=-1,
+                records=b"",
+            )
+            parts.append(res)
+            part = broker.topics.partition(name, p.partition)
+            if part is None:
+                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            hw = part.high_watermark
+            res.high_watermark = res.last_stable_offset = hw
+            res.log_start_offset = part.log_start_offset
+            offset = p.fetch_offset
+            if offset < part.log_start_offset or offset > hw:
+                res.error_code = ec.OFFSET_OUT_OF_RANGE
+                continue
+            waiting.append(part)
+            if offset == hw:
+                continue
+            limit = min(p.partition_max_bytes, budget - total)
+            if limit <= 0 and total > 0:
+                continue
+            try:
+                sl = part.log.slice(offset, max(limit, 1))
+            except OffsetOutOfRangeError:
+                res.error_code = ec.OFFSET_OUT_OF_RANGE
+                continue
+            except TidelogError as e:
+                res.error_code = error_code_of(e)
+                log.warning("fetch from %s-%d failed: %s", name, p.partition, e)
+                continue
+            if sl is not None:
+                res.records = sl
+                total += sl.length
+        responses.append(R.FetchableTopicResponse(topic=name, partitions=parts))
+    return R(throttle_time_ms=0, error_code=ec.NONE, session_id=0, responses=responses), total, waiting
+
+
+@handles(2)
+async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ListOffsetsResponse
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            LP = R.ListOffsetsTopicResponse.ListOffsetsPartitionResponse
+            res = LP(
+                partition_index=p.partition_index,
+                error_code=ec.NONE,
+                timestamp=-1,
+                offset=-1,
+                leader_epoch=-1,
+            )
+            parts.append(res)
+            part = broker.topics.partition(t.name, p.partition_index)
+            if part is None:
+                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            res.leader_epoch = part.leader_epoch
+            ts = p.timestamp
+            if ts == -2:
+                res.offset = part.log_start_offset
+            elif ts == -1:
+                res.offset = part.high_watermark
+            elif ts == -3:
+                best = _max_timestamp(part)
+                if best is not None:
+                    res.offset, res.timestamp = best
+            else:
+                found = part.log.offset_for_time(ts)
+                if found is not None:
+                    res.offset, res.timestamp = found
+        topics.append(R.ListOffsetsTopicResponse(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+def _max_timestamp(part: Any) -> tuple[int, int] | None:
+    """(offset, timestamp) of the record with the largest timestamp."""
+    best: tuple[int, int] | None = None
+    for r in part.log.records():
+        if best is None or r.timestamp > best[1]:
+            best = (r.offset, r.timestamp)
+    return best
+
+
+@handles(19)
+async def create_topics(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    from tidelog.broker.topics import TopicError
+
+    R = m.CreateTopicsResponse
+    results = []
+    for t in req.topics:
+        res = R.CreatableTopicResult(
+            name=t.name, error_code=ec.NONE, num_partitions=-1, replication_factor=-1
+        )
+        results.append(res)
+        configs = {c.name: c.value for c in t.configs}
+        try:
+            if t.assignments:
+                raise TopicError(ec.INVALID_REQUEST, "manual replica assignment is not supported")
+            topic = await trio.to_thread.run_sync(
+                broker.topics.create,
+                t.name,
+                t.num_partitions,
+                t.replication_factor,
+                configs,
+                req.validate_only,
+            )
+            res.topic_id = topic.topic_id
+            res.num_partitions = len(topic.partitions)
+            res.replication_factor = 1
+            res.configs = [
+                R.CreatableTopicResult.CreatableTopicConfigs(
+                    name=k, value=str(v), read_only=False, config_source=5, is_sensitive=False
+                )
+                for k, v in sorted(broker.topics.effective_configs(topic).items())
+            ]
+        except TopicError as e:
+            res.error_code = e.code
+            res.error_message = str(e)
+    return R(throttle_time_ms=0, topics=results)
+
+
+@handles(20)
+async def delete_topics(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    from tidelog.broker.topics import TopicError
+
+    R = m.DeleteTopicsResponse
+    names = list(req.topic_names) if version < 6 else []
+    for t in req.topics if version >= 6 else []:
+        if t.name is not None:
+            names.append(t.name)
+        else:
+            topic = broker.topics.by_id.get(t.topic_id)
+            names.append(topic.name if topic else f"<unknown id {t.topic_id}>")
+    results = []
+    for name in names:
+        res = R.DeletableTopicResult(name=name, error_code=ec.NONE)
+        try:
+            topic = await trio.to_thread.run_sync(broker.topics.delete, name)
+            res.topic_id = topic.topic_id
+        except TopicError as e:
+            res.error_code = e.code
+            res.error_message = str(e)
+        results.append(res)
+    return R(throttle_time_ms=0, responses=results)
+
+
+@handles(37)
+async def create_partitions(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    from tidelog.broker.topics import TopicError
+
+    R = m.CreatePartitionsResponse
+    results = []
+    for t in req.topics:
+        res = R.CreatePartitionsTopicResult(name=t.name, error_code=ec.NONE)
+        try:
+            await trio.to_thread.run_sync(broker.topics.add_partitions, t.name, t.count, req.validate_only)
+        except TopicError as e:
+            res.error_code = e.code
+            res.error_message = str(e)
+        results.append(res)
+    return R(throttle_time_ms=0, results=results)
+
+
+@handles(22)
+async def init_producer_id(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.InitProducerIdResponse
+    if req.transactional_id is not None:
+        log.info(
+            "refused InitProducerId for transactional id %r: transactions are not supported",
+            req.transactional_id,
+        )
+        return R(error_code=ec.INVALID_REQUEST, producer_id=-1, producer_epoch=-1)
+    if version >= 3 and req.producer_id >= 0:
+        return R(
+            error_code=ec.NONE, producer_id=req.producer_id, producer_epoch=(req.producer_epoch + 1) & 0x7FFF
+        )
+    return R(error_code=ec.NONE, producer_id=await broker.next_producer_id(), producer_epoch=0)
+
+
+@handles(32)
+async def describe_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DescribeConfigsResponse
+    results = []
+    for res in req.resources:
+        out = R.DescribeConfigsResult(
+            error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name, configs=[]
+        )
+        results.append(out)
+        if res.resource_type == 2:  # topic
+            topic = broker.topics.topics.get(res.resource_name)
+            if topic is None:
+                out.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            values = broker.topics.effective_configs(topic)
+            explicit = topic.configs
+        elif res.resource_type == 4:  # broker
+            values = {**broker.config.settings, "node.id": str(broker.config.node_id)}
+            explicit = {}
+        else:
+            out.error_code = ec.INVALID_REQUEST
+            continue
+        for name, value in sorted(values.items()):
+            if res.configuration_keys is not None and name not in res.configuration_keys:
+                continue
+            out.configs.append(
+                R.DescribeConfigsResult.DescribeConfigsResourceResult(
+                    name=name,
+                    value=None if value is None else str(value),
+                    read_only=False,
+                    config_source=1 if name in explicit else 5,
+                    is_sensitive=False,
+                    synonyms=[],
+                )
+            )
+    return R(throttle_time_ms=0, results=results)
+
+
+@handles(44)
+async def incremental_alter_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    from tidelog.broker.topics import TopicError
+
+    R = m.IncrementalAlterConfigsResponse
+    responses = []
+    for res in req.resources:
+        out = R.AlterConfigsResourceResponse(
+            error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name
+        )
+        responses.append(out)
+        if res.resource_type != 2:
+            out.error_code = ec.INVALID_REQUEST
+            out.error_message = "only topic configs can be altered"
+            continue
+        changes: dict[str, str | None] = {}
+        for c in res.configs:
+            if c.config_operation == 0:  # SET
+                changes[c.name] = c.value
+            elif c.config_operation == 1:  # DELETE
+                changes[c.name] = None
+            else:
+                out.error_code = ec.INVALID_REQUEST
+                out.error_message = "APPEND and SUBTRACT apply to list configs, which topics here do not have"
+        if out.error_code:
+            continue
+        try:
+            broker.topics.alter_configs(res.resource_name, changes, req.validate_only)
+        except TopicError as e:
+            out.error_code = e.code
+            out.error_message = str(e)
+    return R(throttle_time_ms=0, responses=responses)
+
+
+@handles(60)
+async def describe_cluster(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DescribeClusterResponse
+    return R(
+        throttle_time_ms=0,
+        error_code=ec.NONE,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.config.node_id,
+        brokers=[_broker_entry(broker, R.DescribeClusterBroker)],
+    )
+
+
+@handles(21)
+async def delete_records(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DeleteRecordsResponse
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            res = R.DeleteRecordsTopicResult.DeleteRecordsPartitionResult(
+                partition_index=p.partition_index, low_watermark=-1, error_code=ec.NONE
+            )
+            parts.append(res)
+            part = broker.topics.partition(t.name, p.partition_index)
+            if part is None:
+                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            target = part.high_watermark if p.offset == -1 else p.offset
+            try:
+                await trio.to_thread.run_sync(part.log.delete_records_before, target)
+                res.low_watermark = part.log_start_offset
+            except TidelogError as e:
+                res.error_code = error_code_of(e)
+        topics.append(R.DeleteRecordsTopicResult(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

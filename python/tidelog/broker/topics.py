@@ -1,0 +1,171 @@
+"""The topics this broker hosts: creation, deletion, partition growth and configs, persisted
+under ``<data dir>/meta/topics/`` (one JSON document per topic, replaced atomically)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidelog.broker.config import BrokerConfig
+from tidelog.broker.partition import Partition
+from tidelog.storage import Log
+from tidelog.storage.log import write_file_atomic
+
+log = logging.getLogger("tidelog.broker")
+LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+class TopicError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: uuid.UUID
+    configs: dict[str, str]
+    partitions: list[Partition] = field(default_factory=list)
+
+
+class TopicManager:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.meta_dir = os.path.join(config.data_dir, "meta", "topics")
+        self.topics: dict[str, Topic] = {}
+        self.by_id: dict[uuid.UUID, Topic] = {}
+
+    def load(self) -> None:
+        os.makedirs(self.meta_dir, exist_ok=True)
+        for name in sorted(os.listdir(self.meta_dir)):
+            if not name.endswith(".json"):
+                continue
+            with open(os.path.join(self.meta_dir, name)) as f:
+                doc = json.load(f)
+            topic = Topic(doc["name"], uuid.UUID(doc["id"]), dict(doc.get("configs", {})))
+            self._open_partitions(topic, int(doc["partitions"]))
+            self._register(topic)
+        log.info("loaded %d topics from %s", len(self.topics), self.config.data_dir)
+
+    def _register(self, topic: Topic) -> None:
+        self.topics[topic.name] = topic
+        self.by_id[topic.topic_id] = topic
+
+    def _persist(self, topic: Topic) -> None:
+        doc = {
+            "name": topic.name,
+            "id": str(topic.topic_id),
+            "partitions": len(topic.partitions),
+            "configs": topic.configs,
+        }
+        write_file_atomic(self.meta_dir, f"{topic.name}.json", json.dumps(doc, indent=1).encode())
+
+    def _open_partitions(self, topic: Topic, count: int) -> None:
+        settings = {k: v for k, v in self.config.log_config(topic.configs).to_kafka().items()}
+        flush_messages = settings.pop("flush.messages")
+        flush_ms = settings.pop("flush.ms")
+        for p in range(len(topic.partitions), count):
+            path = os.path.join(self.config.data_dir, f"{topic.name}-{p}")
+            plog = Log.open(path, engine=self.config.engine, config=settings)
+            topic.partitions.append(Partition(topic.name, p, plog, flush_messages, flush_ms))
+
+    def validate_configs(self, configs: dict[str, str]) -> None:
+        policy = configs.get("cleanup.policy", "delete")
+        if policy != "delete":
+            raise TopicError(40, f"cleanup.policy={policy} is not supported (only delete)")
+        try:
+            self.config.log_config(configs)
+        except ValueError as e:
+            raise TopicError(40, str(e)) from None
+
+    def create(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: dict[str, str],
+        validate_only: bool = False,
+    ) -> Topic:
+        if not LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
+            raise TopicError(17, f"illegal topic name {name!r}")
+        if name in self.topics:
+            raise TopicError(36, f"topic {name!r} already exists")
+        if partitions == -1:
+            partitions = self.config.num_partitions
+        if partitions < 1:
+            raise TopicError(37, f"number of partitions must be positive, not {partitions}")
+        if replication_factor not in (-1, 1):
+            raise TopicError(
+                38, f"replication factor {replication_factor} is larger than the 1 broker available"
+            )
+        self.validate_configs(configs)
+        topic = Topic(name, uuid.uuid4(), dict(configs))
+        if validate_only:
+            topic.partitions = [None] * partitions  # type: ignore[list-item]
+            return topic
+        self._open_partitions(topic, partitions)
+        self._persist(topic)
+        self._register(topic)
+        log.info("created topic %s with %d partitions", name, partitions)
+        return topic
+
+    def add_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise TopicError(3, f"unknown topic {name!r}")
+        if count <= len(topic.partitions):
+            raise TopicError(
+                37, f"topic {name!r} has {len(topic.partitions)} partitions; {count} is not more"
+            )
+        if not validate_only:
+            self._open_partitions(topic, count)
+            self._persist(topic)
+
+    def alter_configs(self, name: str, configs: dict[str, str | None], validate_only: bool = False) -> None:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise TopicError(3, f"unknown topic {name!r}")
+        merged = {k: v for k, v in {**topic.configs, **configs}.items() if v is not None}
+        self.validate_configs(merged)
+        if validate_only:
+            return
+        topic.configs = merged
+        self._persist(topic)
+        log.info("topic %s configs now %s (applied on restart)", name, merged)
+
+    def delete(self, name: str) -> Topic:
+        topic = self.topics.pop(name, None)
+        if topic is None:
+            raise TopicError(3, f"unknown topic {name!r}")
+        del self.by_id[topic.topic_id]
+        os.remove(os.path.join(self.meta_dir, f"{name}.json"))
+        for part in topic.partitions:
+            part.log.close()
+            shutil.rmtree(part.log.path, ignore_errors=True)
+        log.info("deleted topic %s", name)
+        return topic
+
+    def partition(self, name: str, index: int) -> Partition | None:
+        topic = self.topics.get(name)
+        if topic is None or not 0 <= index < len(topic.partitions):
+            return None
+        return topic.partitions[index]
+
+    def effective_configs(self, topic: Topic) -> dict[str, Any]:
+        return {
+            **self.config.log_config(topic.configs).to_kafka(),
+            "cleanup.policy": "delete",
+            **topic.configs,
+        }
+
+    def close(self) -> None:
+        for topic in self.topics.values():
+            for part in topic.partitions:
+                part.log.close()
