@@ -48,6 +48,41 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Runs the broker until SIGINT/SIGTERM."""
+    import logging
+
+    from tidelog.broker import BrokerConfig
+    from tidelog.broker.server import run
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    overrides: dict[str, object] = {}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.engine:
+        overrides["engine"] = args.engine
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        overrides.update(host=host or "127.0.0.1", port=int(port))
+    settings = dict(kv.split("=", 1) for kv in args.set)
+    if args.config:
+        config = BrokerConfig.from_properties(args.config, **overrides)
+        config = BrokerConfig.from_settings({**config.settings, **settings}, **overrides)
+    else:
+        config = BrokerConfig.from_settings(settings, **overrides)
+
+    def ready(broker: object) -> None:
+        port = getattr(broker, "port", 0)
+        sys.stdout.write(f"tidelog broker listening on {config.host}:{port}\n")
+        sys.stdout.flush()
+
+    run(config, on_ready=ready)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidelog", description="A Kafka-compatible streaming log.")
     parser.add_argument("--version", action="version", version=f"tidelog {tidelog.__version__}")
@@ -59,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--batch-size", type=int, default=1000)
     demo.add_argument("--segment-bytes", type=int, default=1 << 30)
     demo.set_defaults(func=_demo)
+    serve = sub.add_parser("serve", help="run the Kafka-compatible broker")
+    serve.add_argument("--listen", default="127.0.0.1:9092", help="host:port (port 0: any free port)")
+    serve.add_argument("--data-dir", default="./tidelog-data")
+    serve.add_argument("--engine", choices=["auto", "rust", "python"], default=None)
+    serve.add_argument("--config", help="a Kafka-style server.properties file")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a Kafka-named broker setting, e.g. log.flush.interval.messages=1")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
