@@ -99,8 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", default="./tidelog-data")
     serve.add_argument("--engine", choices=["auto", "rust", "python"], default=None)
     serve.add_argument("--config", help="a Kafka-style server.properties file")
-    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="a Kafka-named broker setting, e.g. log.flush.interval.messages=1")
+    serve.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Kafka-named broker setting, e.g. log.flush.interval.messages=1",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)

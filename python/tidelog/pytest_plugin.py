@@ -20,7 +20,9 @@ from tidelog.broker.server import BrokerThread
 
 def start_broker(data_dir: Path, engine: str | None = None, **settings: str) -> BrokerThread:
     """A broker on an OS-assigned port; ``settings`` are Kafka-named broker configs."""
-    config = BrokerConfig.from_settings(settings, port=0, host="127.0.0.1", data_dir=str(data_dir), engine=engine)
+    config = BrokerConfig.from_settings(
+        settings, port=0, host="127.0.0.1", data_dir=str(data_dir), engine=engine
+    )
     return Broker(config).run_in_thread()
 
 

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import logging
 import os
+import struct
 import threading
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from tidelog.storage.log import write_file_atomic
 log = logging.getLogger("tidelog.broker")
 PRODUCER_ID_BLOCK = 1000
 RECEIVE_CHUNK = 256 * 1024
+REQUEST_PREFIX = struct.Struct(">hhi")  # api key, api version, correlation id
 
 
 class ConnectionClosed(Exception):
@@ -207,25 +209,31 @@ class Broker:
             buf += data
 
     async def _handle(self, frame: memoryview) -> list[Any] | None:
+        if len(frame) < 8:
+            raise ConnectionClosed(f"request of {len(frame)} bytes is shorter than a request header")
+        key, version, correlation_id = REQUEST_PREFIX.unpack_from(frame)
+        advertised = ADVERTISED.get(key)
+        if advertised is None:
+            raise ConnectionClosed(f"unknown or unsupported api key {key} (version {version})")
+        if not advertised[0] <= version <= advertised[1]:
+            if key == API_VERSIONS_KEY:
+                # Answered without parsing the rest: the client retries with a version listed.
+                body = m.ApiVersionsResponse(
+                    error_code=ec.UNSUPPORTED_VERSION,
+                    api_keys=[
+                        m.ApiVersionsResponse.ApiVersion(
+                            api_key=key, min_version=advertised[0], max_version=advertised[1]
+                        )
+                    ],
+                )
+                return encode_response(key, 0, correlation_id, body)
+            raise ConnectionClosed(
+                f"api key {key} version {version} is not supported ({advertised[0]}-{advertised[1]})"
+            )
         try:
             header, reader = decode_request_header(frame)
         except DecodeError as e:
             raise ConnectionClosed(f"unparseable request header: {e}") from None
-        key, version = header.request_api_key, header.request_api_version
-        advertised = ADVERTISED.get(key)
-        if advertised is None:
-            raise ConnectionClosed(f"unknown or unsupported api key {key} (version {version})")
-        if not advertised[0] <= version <= advertised[1] or not m.REQUESTS[key].VALID_VERSIONS[1] >= version:
-            if key == API_VERSIONS_KEY:
-                lo, hi = advertised
-                body = m.ApiVersionsResponse(
-                    error_code=ec.UNSUPPORTED_VERSION,
-                    api_keys=[m.ApiVersionsResponse.ApiVersion(api_key=key, min_version=lo, max_version=hi)],
-                )
-                return encode_response(key, 0, header.correlation_id, body)
-            raise ConnectionClosed(
-                f"api key {key} version {version} is not supported ({advertised[0]}-{advertised[1]})"
-            )
         try:
             request = m.REQUESTS[key].decode(reader, version)
         except DecodeError as e:

@@ -1,0 +1,148 @@
+"""The broker at the wire level: ApiVersions rules, idempotent retries, bad input."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tidelog.protocol import _messages as m
+from tidelog.protocol import error_codes as ec
+from tidelog.protocol.primitives import DecodeError, Reader
+from tidelog.records import build_batch
+
+from .wire import Wire
+
+
+def healthy(broker) -> None:
+    """A separate, well-behaved client still gets answers."""
+    w = Wire(broker.bootstrap)
+    try:
+        resp = w.request(m.MetadataRequest(topics=None), 1)
+        assert resp.brokers[0].port == broker.port
+    finally:
+        w.close()
+
+
+def test_api_versions_advertises_floors_and_answers_unknown_versions_with_v0(tidelog_broker):
+    w = Wire(tidelog_broker.bootstrap)
+    resp = w.request(m.ApiVersionsRequest(client_software_name="tests", client_software_version="1.0"), 3)
+    ranges = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+    assert resp.error_code == 0
+    assert ranges[0] == (0, 9) and ranges[18] == (0, 4) and ranges[3] == (0, 12)
+    assert 68 not in ranges and 23 not in ranges  # never advertise what is not implemented
+    bad = w.request(m.ApiVersionsRequest(client_software_name="-bad name", client_software_version="1"), 3)
+    assert bad.error_code == ec.INVALID_REQUEST
+    # A version the broker does not know: answered with a v0 body listing ApiVersions' range.
+    header = m.RequestHeader(request_api_key=18, request_api_version=99, correlation_id=7, client_id="x")
+    body = bytes(header.encode(1).buf)
+    w.send_raw(struct.pack(">i", len(body)) + body)
+    frame = w.read_frame()
+    assert frame is not None and struct.unpack(">i", frame[:4])[0] == 7
+    v0 = m.ApiVersionsResponse.decode(frame[4:], 0)
+    assert v0.error_code == ec.UNSUPPORTED_VERSION and [(k.api_key, k.max_version) for k in v0.api_keys] == [(18, 4)]
+    w.close()
+
+
+def produce_request(topic: str, batch: bytes, acks: int = -1) -> m.ProduceRequest:
+    P = m.ProduceRequest
+    return P(acks=acks, timeout_ms=5000, topic_data=[P.TopicProduceData(name=topic, partition_data=[
+        P.TopicProduceData.PartitionProduceData(index=0, records=batch)])])
+
+
+def test_retried_idempotent_batch_is_acknowledged_once(tidelog_broker):
+    w = Wire(tidelog_broker.bootstrap)
+    w.request(m.CreateTopicsRequest(topics=[m.CreateTopicsRequest.CreatableTopic(
+        name="idem", num_partitions=1, replication_factor=1)], timeout_ms=5000), 5)
+    pid = w.request(m.InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60000), 4)
+    assert pid.error_code == 0 and pid.producer_id >= 0
+    ident = dict(producer_id=pid.producer_id, producer_epoch=pid.producer_epoch)
+
+    def send(seq: int, n: int) -> tuple[int, int]:
+        batch = build_batch([(b"k", b"v%d" % i) for i in range(n)], base_sequence=seq, now_ms=1, **ident)
+        part = w.request(produce_request("idem", batch), 9).responses[0].partition_responses[0]
+        return part.error_code, part.base_offset
+
+    assert send(0, 3) == (0, 0)
+    assert send(3, 2) == (0, 3)
+    assert send(3, 2) == (0, 3)  # the retry: same offsets, not appended again
+    assert send(9, 1)[0] == ec.OUT_OF_ORDER_SEQUENCE_NUMBER  # a gap
+    assert send(5, 1) == (0, 5)
+    lo = w.request(m.ListOffsetsRequest(replica_id=-1, topics=[m.ListOffsetsRequest.ListOffsetsTopic(
+        name="idem", partitions=[m.ListOffsetsRequest.ListOffsetsTopic.ListOffsetsPartition(
+            partition_index=0, timestamp=-1)])]), 7)
+    assert lo.topics[0].partitions[0].offset == 6
+    w.close()
+
+
+def test_corrupt_and_oversized_batches_get_error_codes(tidelog_broker):
+    w = Wire(tidelog_broker.bootstrap)
+    good = build_batch([(None, b"x")], now_ms=1)
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    part = w.request(produce_request("errs", bytes(bad)), 9).responses[0].partition_responses[0]
+    assert part.error_code == ec.CORRUPT_MESSAGE
+    big = build_batch([(None, b"x" * 2_000_000)], now_ms=1)
+    part = w.request(produce_request("errs", big), 9).responses[0].partition_responses[0]
+    assert part.error_code == ec.MESSAGE_TOO_LARGE
+    part = w.request(produce_request("errs", good), 9).responses[0].partition_responses[0]
+    assert (part.error_code, part.base_offset) == (0, 0)
+    old = w.request(produce_request("errs", good), 2).responses[0].partition_responses[0]
+    assert old.error_code == ec.UNSUPPORTED_VERSION
+    w.close()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        os.urandom(64),  # random bytes (a random size prefix)
+        struct.pack(">i", -5),  # negative length
+        struct.pack(">i", 1 << 30),  # over socket.request.max.bytes
+        struct.pack(">i", 3) + b"\x00\x03\x00",  # shorter than a request header
+        struct.pack(">i", 12) + struct.pack(">hhi", 999, 0, 1) + b"\x00\x00",  # unknown api key
+        struct.pack(">i", 12) + struct.pack(">hhi", 3, 99, 1) + b"\x00\x00",  # unsupported version
+        struct.pack(">i", 20) + struct.pack(">hhih", 3, 1, 1, 100) + b"abcdefgh",  # lying string length
+    ],
+    ids=["random", "negative", "oversized", "short-header", "unknown-key", "bad-version", "lying-length"],
+)
+def test_bad_frames_close_only_that_connection(tidelog_broker, frame, caplog):
+    caplog.set_level("WARNING", logger="tidelog.broker")
+    bad = Wire(tidelog_broker.bootstrap, timeout=15)
+    bad.send_raw(frame)
+    declared = struct.unpack(">i", frame[:4])[0]
+    if len(frame) - 4 < declared <= 100 << 20:
+        bad.sock.shutdown(socket.SHUT_WR)  # a random size prefix: the broker waits for the rest
+    assert bad.closed_by_peer()
+    bad.close()
+    healthy(tidelog_broker)
+    warnings = [r for r in caplog.records if r.name == "tidelog.broker" and r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+def test_truncated_frame_then_hang_up(tidelog_broker):
+    w = Wire(tidelog_broker.bootstrap)
+    req = m.MetadataRequest(topics=None)
+    header = m.RequestHeader(request_api_key=3, request_api_version=1, correlation_id=1, client_id="t")
+    data = bytes(header.encode(1).buf) + bytes(req.encode(1).buf)
+    w.send_raw(struct.pack(">i", len(data) + 10) + data)
+    w.sock.shutdown(1)
+    assert w.read_frame() is None
+    healthy(tidelog_broker)
+
+
+REQUEST_CLASSES = sorted(m.REQUESTS.values(), key=lambda c: c.API_KEY)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cls=st.sampled_from(REQUEST_CLASSES), version=st.integers(0, 20), data=st.binary(max_size=200))
+def test_request_decoder_fuzz(cls, version, data):
+    """Arbitrary bytes decode to a message or raise DecodeError; nothing else escapes."""
+    version = min(version, cls.VALID_VERSIONS[1])
+    try:
+        cls.decode(Reader(data), version)
+    except DecodeError:
+        pass

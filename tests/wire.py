@@ -1,0 +1,61 @@
+"""A minimal blocking Kafka wire client for tests: sends one request, reads its response."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from tidelog.protocol import _messages as m
+from tidelog.protocol.framing import encode_request, response_header_version
+
+
+class Wire:
+    def __init__(self, bootstrap: str, timeout: float = 10) -> None:
+        host, _, port = bootstrap.rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.correlation = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_frame(self) -> bytes | None:
+        """A whole response frame, or None if the broker closed the connection."""
+        head = self._recv_exact(4)
+        if head is None:
+            return None
+        (size,) = struct.unpack(">i", head)
+        return self._recv_exact(size)
+
+    def _recv_exact(self, n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    def request(self, body: Any, version: int, expect_response: bool = True) -> Any:
+        self.correlation += 1
+        header = m.RequestHeader(request_api_key=body.API_KEY, request_api_version=version,
+                                 correlation_id=self.correlation, client_id="tidelog-tests")
+        self.send_raw(encode_request(header, body, version))
+        if not expect_response:
+            return None
+        frame = self.read_frame()
+        assert frame is not None, "broker closed the connection"
+        resp_header = m.ResponseHeader.decode(frame, response_header_version(body.API_KEY, version))
+        assert resp_header.correlation_id == self.correlation
+        hdr_len = 4 if response_header_version(body.API_KEY, version) == 0 else 5
+        return m.RESPONSES[body.API_KEY].decode(frame[hdr_len:], version)
+
+    def closed_by_peer(self) -> bool:
+        """True once the broker has closed this connection (waits up to the socket timeout)."""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
