@@ -43,15 +43,24 @@ def create_topic(client: str, bootstrap: str, topic: str, partitions: int) -> No
         asyncio.run(go())
 
 
-def produce(client: str, bootstrap: str, topic: str, messages: Sequence[Message], acks: str, codec: str) -> None:
+def produce(
+    client: str, bootstrap: str, topic: str, messages: Sequence[Message], acks: str, codec: str
+) -> None:
     """Produces and waits for every delivery; raises on a delivery error."""
     idempotent = acks == "all"
     if client == "confluent-kafka":
         from confluent_kafka import Producer
 
-        p = Producer({"bootstrap.servers": bootstrap, "acks": {"all": "all", "1": "1", "0": "0"}[acks],
-                      "compression.type": codec, "partitioner": "murmur2_random",
-                      "enable.idempotence": idempotent, "linger.ms": 5})
+        p = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": {"all": "all", "1": "1", "0": "0"}[acks],
+                "compression.type": codec,
+                "partitioner": "murmur2_random",
+                "enable.idempotence": idempotent,
+                "linger.ms": 5,
+            }
+        )
         errors: list[object] = []
         for key, value in messages:
             p.produce(topic, key=key, value=value, on_delivery=lambda e, _m: errors.append(e) if e else None)
@@ -61,9 +70,13 @@ def produce(client: str, bootstrap: str, topic: str, messages: Sequence[Message]
     elif client == "kafka-python":
         from kafka import KafkaProducer
 
-        p = KafkaProducer(bootstrap_servers=bootstrap, acks={"all": "all", "1": 1, "0": 0}[acks],
-                          compression_type=None if codec == "none" else codec, enable_idempotence=idempotent,
-                          linger_ms=5)
+        p = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks={"all": "all", "1": 1, "0": 0}[acks],
+            compression_type=None if codec == "none" else codec,
+            enable_idempotence=idempotent,
+            linger_ms=5,
+        )
         futures = [p.send(topic, key=key, value=value) for key, value in messages]
         p.flush(60)
         for f in futures:
@@ -73,9 +86,13 @@ def produce(client: str, bootstrap: str, topic: str, messages: Sequence[Message]
         from aiokafka import AIOKafkaProducer
 
         async def go() -> None:
-            p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks={"all": "all", "1": 1, "0": 0}[acks],
-                                 compression_type=None if codec == "none" else codec,
-                                 enable_idempotence=idempotent, linger_ms=5)
+            p = AIOKafkaProducer(
+                bootstrap_servers=bootstrap,
+                acks={"all": "all", "1": 1, "0": 0}[acks],
+                compression_type=None if codec == "none" else codec,
+                enable_idempotence=idempotent,
+                linger_ms=5,
+            )
             await p.start()
             try:
                 futures = [await p.send(topic, key=key, value=value) for key, value in messages]
@@ -86,8 +103,9 @@ def produce(client: str, bootstrap: str, topic: str, messages: Sequence[Message]
         asyncio.run(go())
 
 
-def consume(client: str, bootstrap: str, topic: str, partitions: int, expected: int,
-            timeout: float = 60) -> list[Consumed]:
+def consume(
+    client: str, bootstrap: str, topic: str, partitions: int, expected: int, timeout: float = 60
+) -> list[Consumed]:
     """Reads every partition from the beginning with assign/seek until `expected` messages
     arrived (or the timeout passed)."""
     deadline = time.monotonic() + timeout

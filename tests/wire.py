@@ -41,8 +41,12 @@ class Wire:
 
     def request(self, body: Any, version: int, expect_response: bool = True) -> Any:
         self.correlation += 1
-        header = m.RequestHeader(request_api_key=body.API_KEY, request_api_version=version,
-                                 correlation_id=self.correlation, client_id="tidelog-tests")
+        header = m.RequestHeader(
+            request_api_key=body.API_KEY,
+            request_api_version=version,
+            correlation_id=self.correlation,
+            client_id="tidelog-tests",
+        )
         self.send_raw(encode_request(header, body, version))
         if not expect_response:
             return None
