@@ -551,6 +551,20 @@ def iter_batches(buf: bytes | bytearray | memoryview) -> Iterable[tuple[BatchHea
         index += 1
 
 
+def complete_batches(buf: bytes | bytearray | memoryview) -> memoryview:
+    """The whole batches of a fetch response's records: a partial last batch (which a broker
+    may send, as Kafka does, when max_bytes cuts it) is dropped."""
+    view = memoryview(buf)
+    pos = 0
+    while pos < len(view):
+        try:
+            h = parse_header(view, pos)
+        except Incomplete:
+            break
+        pos += h.size
+    return view[:pos]
+
+
 def decode_batches(buf: bytes | bytearray | memoryview, min_offset: int = 0) -> list[Record]:
     """Every record of concatenated batches (e.g. a fetch response), CRC-checked."""
     out: list[Record] = []

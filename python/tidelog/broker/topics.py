@@ -67,14 +67,26 @@ class TopicManager:
         }
         write_file_atomic(self.meta_dir, f"{topic.name}.json", json.dumps(doc, indent=1).encode())
 
+    def _log_settings(self, topic: Topic) -> tuple[dict[str, Any], Any, Any]:
+        """The log's settings, and the flush policy, which the partition applies itself so that
+        fsync runs in a worker thread rather than inside an append on the event loop."""
+        settings = dict(self.config.log_config(topic.configs).to_kafka())
+        return settings, settings.pop("flush.messages"), settings.pop("flush.ms")
+
     def _open_partitions(self, topic: Topic, count: int) -> None:
-        settings = {k: v for k, v in self.config.log_config(topic.configs).to_kafka().items()}
-        flush_messages = settings.pop("flush.messages")
-        flush_ms = settings.pop("flush.ms")
+        settings, flush_messages, flush_ms = self._log_settings(topic)
         for p in range(len(topic.partitions), count):
             path = os.path.join(self.config.data_dir, f"{topic.name}-{p}")
             plog = Log.open(path, engine=self.config.engine, config=settings)
             topic.partitions.append(Partition(topic.name, p, plog, flush_messages, flush_ms))
+
+    def _reopen(self, topic: Topic) -> None:
+        """Applies changed configs: each partition's log is closed cleanly and reopened."""
+        settings, flush_messages, flush_ms = self._log_settings(topic)
+        for part in topic.partitions:
+            part.log.close()
+            part.log = Log.open(part.log.path, engine=self.config.engine, config=settings)
+            part.flush_messages, part.flush_ms = flush_messages, flush_ms
 
     def validate_configs(self, configs: dict[str, str]) -> None:
         policy = configs.get("cleanup.policy", "delete")
@@ -138,7 +150,8 @@ class TopicManager:
             return
         topic.configs = merged
         self._persist(topic)
-        log.info("topic %s configs now %s (applied on restart)", name, merged)
+        self._reopen(topic)
+        log.info("topic %s configs now %s", name, merged)
 
     def delete(self, name: str) -> Topic:
         topic = self.topics.pop(name, None)

@@ -1,0 +1,331 @@
+"""``tidelog topics|produce|consume``: Kafka's command-line tools, over the wire protocol."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from typing import Any, TextIO
+
+from tidelog.client.connection import BrokerError, Connection
+from tidelog.client.partitioner import partition_for_key
+from tidelog.protocol import _messages as m
+from tidelog.records import build_batch, complete_batches, decode_batches
+
+TOPIC_RESOURCE = 2
+
+
+def _check(code: int, what: str, message: str | None = None) -> None:
+    if code:
+        raise BrokerError(f"{what}: error {code}" + (f" ({message})" if message else ""), code)
+
+
+def _configs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--config takes KEY=VALUE, not {pair!r}")
+        out[key] = value
+    return out
+
+
+def _partitions(conn: Connection, topic: str) -> list[int]:
+    meta = conn.send(
+        m.MetadataRequest(
+            topics=[m.MetadataRequest.MetadataRequestTopic(name=topic)], allow_auto_topic_creation=False
+        )
+    )
+    t = meta.topics[0]
+    _check(t.error_code, f"topic {topic}")
+    return sorted(p.partition_index for p in t.partitions)
+
+
+def _offsets(conn: Connection, topic: str, partitions: list[int], timestamp: int) -> dict[int, int]:
+    L = m.ListOffsetsRequest
+    resp = conn.send(
+        L(
+            replica_id=-1,
+            topics=[
+                L.ListOffsetsTopic(
+                    name=topic,
+                    partitions=[
+                        L.ListOffsetsTopic.ListOffsetsPartition(partition_index=p, timestamp=timestamp)
+                        for p in partitions
+                    ],
+                )
+            ],
+        )
+    )
+    out = {}
+    for p in resp.topics[0].partitions:
+        _check(p.error_code, f"offsets of {topic}-{p.partition_index}")
+        out[p.partition_index] = p.offset
+    return out
+
+
+def topics(args: argparse.Namespace, out: TextIO) -> int:
+    with Connection(args.bootstrap_server) as conn:
+        if args.action == "create":
+            C = m.CreateTopicsRequest
+            resp = conn.send(
+                C(
+                    timeout_ms=30000,
+                    topics=[
+                        C.CreatableTopic(
+                            name=args.topic,
+                            num_partitions=args.partitions,
+                            replication_factor=args.replication_factor,
+                            configs=[
+                                C.CreatableTopic.CreatableTopicConfig(name=k, value=v)
+                                for k, v in _configs(args.config).items()
+                            ],
+                        )
+                    ],
+                )
+            )
+            r = resp.topics[0]
+            _check(r.error_code, f"create {args.topic}", r.error_message)
+            out.write(f"Created topic {args.topic}.\n")
+        elif args.action == "list":
+            meta = conn.send(m.MetadataRequest(topics=None))
+            for t in sorted(meta.topics, key=lambda t: t.name):
+                out.write(f"{t.name}\n")
+        elif args.action == "describe":
+            req_topics = (
+                None if args.topic is None else [m.MetadataRequest.MetadataRequestTopic(name=args.topic)]
+            )
+            meta = conn.send(m.MetadataRequest(topics=req_topics, allow_auto_topic_creation=False))
+            for t in sorted(meta.topics, key=lambda t: t.name):
+                _check(t.error_code, f"topic {t.name}")
+                parts = sorted(p.partition_index for p in t.partitions)
+                configs = conn.send(
+                    m.DescribeConfigsRequest(
+                        resources=[
+                            m.DescribeConfigsRequest.DescribeConfigsResource(
+                                resource_type=TOPIC_RESOURCE, resource_name=t.name, configuration_keys=None
+                            )
+                        ]
+                    )
+                )
+                explicit = [f"{c.name}={c.value}" for c in configs.results[0].configs if c.config_source == 1]
+                out.write(
+                    f"Topic: {t.name}\tTopicId: {t.topic_id}\tPartitionCount: {len(parts)}\t"
+                    f"ReplicationFactor: 1\tConfigs: {','.join(explicit)}\n"
+                )
+                start = _offsets(conn, t.name, parts, -2)
+                end = _offsets(conn, t.name, parts, -1)
+                for p in sorted(t.partitions, key=lambda p: p.partition_index):
+                    out.write(
+                        f"\tTopic: {t.name}\tPartition: {p.partition_index}\tLeader: {p.leader_id}\t"
+                        f"Replicas: {','.join(map(str, p.replica_nodes))}\t"
+                        f"Isr: {','.join(map(str, p.isr_nodes))}"
+                        f"\tOffsets: {start[p.partition_index]}..{end[p.partition_index]}\n"
+                    )
+        elif args.action == "alter":
+            if args.partitions:
+                CP = m.CreatePartitionsRequest
+                resp = conn.send(
+                    CP(
+                        timeout_ms=30000,
+                        validate_only=False,
+                        topics=[
+                            CP.CreatePartitionsTopic(name=args.topic, count=args.partitions, assignments=None)
+                        ],
+                    )
+                )
+                _check(resp.results[0].error_code, f"alter {args.topic}", resp.results[0].error_message)
+            changes: list[tuple[str, str | None, int]] = [(k, v, 0) for k, v in _configs(args.config).items()]
+            changes += [(k, None, 1) for k in args.delete_config]
+            if changes:
+                IA = m.IncrementalAlterConfigsRequest
+                R = IA.AlterConfigsResource
+                resp = conn.send(
+                    IA(
+                        validate_only=False,
+                        resources=[
+                            R(
+                                resource_type=TOPIC_RESOURCE,
+                                resource_name=args.topic,
+                                configs=[
+                                    R.AlterableConfig(name=k, config_operation=op, value=v)
+                                    for k, v, op in changes
+                                ],
+                            )
+                        ],
+                    )
+                )
+                r = resp.responses[0]
+                _check(r.error_code, f"alter {args.topic}", r.error_message)
+            out.write(f"Altered topic {args.topic}.\n")
+        elif args.action == "delete":
+            resp = conn.send(m.DeleteTopicsRequest(topic_names=[args.topic], timeout_ms=30000))
+            r = resp.responses[0]
+            _check(r.error_code, f"delete {args.topic}", r.error_message)
+            out.write(f"Deleted topic {args.topic}.\n")
+    return 0
+
+
+def produce(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    """Lines from stdin, one record each (KEY<sep>VALUE with --key-separator), sent in batches."""
+    acks = {"all": -1, "-1": -1, "1": 1, "0": 0}[args.acks]
+    with Connection(args.bootstrap_server) as conn:
+        parts = _partitions(conn, args.topic)
+        round_robin = itertools.cycle(parts)
+        pending: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        sent = 0
+
+        def flush() -> None:
+            P = m.ProduceRequest
+            data = [
+                P.TopicProduceData.PartitionProduceData(
+                    index=p, records=build_batch(recs, now_ms=int(time.time() * 1000))
+                )
+                for p, recs in sorted(pending.items())
+            ]
+            resp = conn.send(
+                P(
+                    acks=acks,
+                    timeout_ms=30000,
+                    topic_data=[P.TopicProduceData(name=args.topic, partition_data=data)],
+                ),
+                expect_response=acks != 0,
+            )
+            if resp is not None:
+                for r in resp.responses[0].partition_responses:
+                    _check(r.error_code, f"produce to {args.topic}-{r.index}", r.error_message)
+            pending.clear()
+
+        count = 0
+        for line in stdin:
+            line = line.rstrip("\n")
+            key: bytes | None = None
+            value = line
+            if args.key_separator:
+                k, sep, v = line.partition(args.key_separator)
+                if sep:
+                    key, value = k.encode(), v
+            p = partition_for_key(key, len(parts)) if key is not None else next(round_robin)
+            pending.setdefault(p, []).append((key, value.encode()))
+            count += 1
+            if count % args.batch_size == 0:
+                flush()
+        if pending:
+            flush()
+        sent = count
+    out.write(f"Produced {sent} records to {args.topic}.\n") if args.verbose else None
+    return 0
+
+
+def consume(args: argparse.Namespace, out: TextIO) -> int:
+    """Prints records (values; KEY<sep>VALUE with --print-key) until --max-messages or idle."""
+    if args.group:
+        raise SystemExit("consumer groups are not supported by tidelog yet: consume without --group")
+    F = m.FetchRequest
+    printed = 0
+    with Connection(args.bootstrap_server) as conn:
+        parts = _partitions(conn, args.topic) if args.partition is None else [args.partition]
+        position = _offsets(conn, args.topic, parts, -2 if args.from_beginning else -1)
+        idle_deadline = time.monotonic() + args.timeout_ms / 1000
+        while args.max_messages is None or printed < args.max_messages:
+            resp = conn.send(
+                F(
+                    replica_id=-1,
+                    max_wait_ms=500,
+                    min_bytes=1,
+                    max_bytes=8 << 20,
+                    isolation_level=0,
+                    topics=[
+                        F.FetchTopic(
+                            topic=args.topic,
+                            partitions=[
+                                F.FetchTopic.FetchPartition(
+                                    partition=p, fetch_offset=position[p], partition_max_bytes=1 << 20
+                                )
+                                for p in parts
+                            ],
+                        )
+                    ],
+                )
+            )
+            got_any = False
+            for t in resp.responses:
+                for p in t.partitions:
+                    _check(p.error_code, f"fetch {args.topic}-{p.partition_index}")
+                    if not p.records:
+                        continue
+                    for rec in decode_batches(complete_batches(p.records), position[p.partition_index]):
+                        got_any = True
+                        position[p.partition_index] = rec.offset + 1
+                        value = (rec.value or b"").decode(errors="replace")
+                        if args.print_key:
+                            out.write(
+                                f"{(rec.key or b'').decode(errors='replace')}{args.key_separator}{value}\n"
+                            )
+                        else:
+                            out.write(f"{value}\n")
+                        printed += 1
+                        if args.max_messages is not None and printed >= args.max_messages:
+                            return 0
+            out.flush()
+            if got_any:
+                idle_deadline = time.monotonic() + args.timeout_ms / 1000
+            elif time.monotonic() > idle_deadline:
+                break
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bootstrap-server", default="127.0.0.1:9092")
+
+    t = sub.add_parser("topics", help="create, list, describe, alter or delete topics")
+    t.add_argument("action", choices=["create", "list", "describe", "alter", "delete"])
+    t.add_argument("topic", nargs="?")
+    t.add_argument("--partitions", type=int, default=None)
+    t.add_argument("--replication-factor", type=int, default=-1)
+    t.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--delete-config", action="append", default=[], metavar="KEY")
+    common(t)
+    t.set_defaults(func=lambda a: _run(lambda: topics(_need_topic(a), sys.stdout)))
+
+    p = sub.add_parser("produce", help="produce lines from stdin to a topic")
+    p.add_argument("topic")
+    p.add_argument("--key-separator", default=None, help="split each line into KEY and VALUE at this string")
+    p.add_argument("--acks", default="all", choices=["all", "-1", "1", "0"])
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--verbose", action="store_true")
+    common(p)
+    p.set_defaults(func=lambda a: _run(lambda: produce(a, sys.stdin, sys.stdout)))
+
+    c = sub.add_parser("consume", help="print a topic's records")
+    c.add_argument("topic")
+    c.add_argument("--from-beginning", action="store_true")
+    c.add_argument("--group", default=None)
+    c.add_argument("--partition", type=int, default=None)
+    c.add_argument("--max-messages", type=int, default=None)
+    c.add_argument("--timeout-ms", type=int, default=10_000, help="stop after this long without records")
+    c.add_argument("--print-key", action="store_true")
+    c.add_argument("--key-separator", default="\t")
+    common(c)
+    c.set_defaults(func=lambda a: _run(lambda: consume(a, sys.stdout)))
+
+
+def _need_topic(args: argparse.Namespace) -> argparse.Namespace:
+    if args.action not in ("list", "describe") and not args.topic:
+        raise SystemExit(f"topics {args.action} needs a topic name")
+    if args.action == "create" and args.partitions is None:
+        args.partitions = -1
+    return args
+
+
+def _run(f: Any) -> int:
+    try:
+        return int(f())
+    except BrokerError as e:
+        sys.stderr.write(f"tidelog: {e}\n")
+        return 1
+    except OSError as e:
+        sys.stderr.write(f"tidelog: cannot reach the broker: {e}\n")
+        return 1

@@ -1,0 +1,42 @@
+"""The command-line tools against a real broker: topics, produce from stdin, consume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def tidelog(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tidelog.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_topics_produce_consume(tidelog_broker):
+    bs = ("--bootstrap-server", tidelog_broker.bootstrap)
+    r = tidelog("topics", "create", "cli", "--partitions", "3", "--config", "retention.ms=86400000", *bs)
+    assert r.returncode == 0, r.stderr
+    again = tidelog("topics", "create", "cli", "--partitions", "3", *bs)
+    assert again.returncode == 1 and "error 36" in again.stderr  # TOPIC_ALREADY_EXISTS
+    assert tidelog("topics", "list", *bs).stdout.split() == ["cli"]
+    lines = "".join(f"user{i % 7}:event {i}\n" for i in range(50))
+    r = tidelog("produce", "cli", "--key-separator", ":", *bs, stdin=lines)
+    assert r.returncode == 0, r.stderr
+    desc = tidelog("topics", "describe", "cli", *bs).stdout
+    assert "PartitionCount: 3" in desc and "retention.ms=86400000" in desc
+    ends = [int(line.rsplit("..", 1)[1]) for line in desc.splitlines() if "Offsets:" in line]
+    assert sum(ends) == 50
+    r = tidelog("consume", "cli", "--from-beginning", "--max-messages", "50", "--print-key", "--key-separator", ":",
+                *bs)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == sorted(lines.splitlines())
+    r = tidelog("topics", "alter", "cli", "--partitions", "4", "--config", "retention.ms=1000", *bs)
+    assert r.returncode == 0, r.stderr
+    assert "PartitionCount: 4" in tidelog("topics", "describe", "cli", *bs).stdout
+    assert tidelog("consume", "cli", "--group", "g", *bs).returncode != 0
+    assert tidelog("topics", "delete", "cli", *bs).returncode == 0
+    assert tidelog("topics", "list", *bs).stdout.split() == []
+
+
+def test_unreachable_broker_is_a_clear_error():
+    r = tidelog("topics", "list", "--bootstrap-server", "127.0.0.1:1")
+    assert r.returncode == 1 and "cannot reach the broker" in r.stderr
