@@ -261,6 +261,9 @@ class Broker:
             await stream.send_all(pending)
 
     async def _sendfile(self, stream: trio.SocketStream, piece: Any) -> None:
+        if not self.config.fetch_zero_copy:
+            await stream.send_all(piece.read())
+            return
         sock = stream.socket
         sent = 0
         while sent < piece.length:

@@ -1,0 +1,190 @@
+"""Broker end-to-end benchmarks with librdkafka (confluent-kafka), on both engines:
+
+    python -m benches.broker [--smoke] [--json .benchmarks/broker.json]
+
+Per engine: start-up time to the first ApiVersions answer, idle RSS, one producer process's
+throughput (100 B and 1 KiB values, acks=1 and acks=all, linger 5 ms) with the broker's peak
+RSS meanwhile, and consumer throughput with fetches sent by sendfile and by copying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def api_versions_answered(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(bytes.fromhex("0000000e00120000000000010004626e6368"))
+            return len(s.recv(4)) == 4
+    except OSError:
+        return False
+
+
+@contextmanager
+def broker(engine: str, *settings: str) -> Iterator[tuple[subprocess.Popen[str], int, float]]:
+    """A `tidelog serve` process; yields (process, port, seconds to the first ApiVersions answer)."""
+    data = tempfile.mkdtemp(prefix="tidelog-bench-")
+    sets = [x for s in settings for x in ("--set", s)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tidelog.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--engine",
+            engine,
+            "--log-level",
+            "warning",
+            *sets,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+        while not api_versions_answered(port):
+            if proc.poll() is not None:
+                raise RuntimeError("broker exited")
+        yield proc, port, time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def produce(port: int, topic: str, n: int, size: int, acks: str, pid: int) -> tuple[float, float]:
+    """(messages/s, peak broker RSS in MB) for one producer."""
+    p = Producer(
+        {
+            "bootstrap.servers": f"127.0.0.1:{port}",
+            "acks": acks,
+            "linger.ms": 5,
+            "batch.size": 1 << 20,
+            "queue.buffering.max.messages": 1_000_000,
+            "enable.idempotence": acks == "all",
+        }
+    )
+    value = b"x" * size
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], rss_mb(pid))
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    start = time.perf_counter()
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, value=value, key=b"%d" % (i % 1000))
+                break
+            except BufferError:
+                p.poll(0.01)
+        if i % 10000 == 0:
+            p.poll(0)
+    assert p.flush(120) == 0
+    elapsed = time.perf_counter() - start
+    stop.set()
+    t.join()
+    return n / elapsed, peak[0]
+
+
+def consume(port: int, topic: str, partitions: int, n: int) -> float:
+    c = Consumer(
+        {
+            "bootstrap.servers": f"127.0.0.1:{port}",
+            "group.id": "bench",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 50 << 20,
+            "max.partition.fetch.bytes": 8 << 20,
+        }
+    )
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    got = 0
+    start = time.perf_counter()
+    deadline = start + 300
+    while got < n and time.perf_counter() < deadline:
+        for m in c.consume(10000, 1.0):
+            if not m.error():
+                got += 1
+    elapsed = time.perf_counter() - start
+    c.close()
+    assert got >= n, f"consumed {got} of {n}"
+    return n / elapsed
+
+
+def create(port: int, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+
+
+def run(engine: str, smoke: bool) -> dict[str, float]:
+    scale = 0.01 if smoke else (1.0 if engine == "rust" else 0.1)
+    out: dict[str, float] = {}
+    with broker(engine) as (proc, port, startup):
+        out["start-up to first ApiVersions answer (s)"] = startup
+        time.sleep(0.5)
+        out["idle RSS (MB)"] = rss_mb(proc.pid)
+        for size, acks in ((100, "1"), (100, "all"), (1024, "1"), (1024, "all")):
+            topic = f"p-{size}-{acks}"
+            create(port, topic, 4)
+            n = max(1000, int((1_000_000 if size == 100 else 300_000) * scale))
+            rate, peak = produce(port, topic, n, size, acks, proc.pid)
+            out[f"produce {size} B acks={acks} (msg/s)"] = rate
+            out[f"peak RSS producing {size} B acks={acks} (MB)"] = peak
+        n = max(1000, int(1_000_000 * scale))
+        out["consume 100 B, sendfile (msg/s)"] = consume(port, "p-100-1", 4, n)
+    with broker(engine, "tidelog.fetch.zero.copy=false") as (proc, port, _):
+        create(port, "c", 4)
+        produce(port, "c", n, 100, "1", proc.pid)
+        out["consume 100 B, copying (msg/s)"] = consume(port, "c", 4, n)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    results = {engine: run(engine, args.smoke) for engine in ("rust", "python")}
+    print("| measurement | rust | pure Python | rust / python |")
+    print("|---|---:|---:|---:|")
+    for key in results["rust"]:
+        r, p = results["rust"][key], results["python"][key]
+        print(f"| {key} | {r:,.2f} | {p:,.2f} | {r / p:.2f}x |")
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"machine": os.uname()._asdict(), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
