@@ -16,8 +16,19 @@ from tidelog.storage import AppendResult, Log, LogConfig, OffsetAndTimestamp, Re
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The broker (and Trio) load only when asked for: the embedded log does not need them.
+    if name in ("Broker", "BrokerConfig"):
+        from tidelog import broker
+
+        return getattr(broker, name)
+    raise AttributeError(f"module 'tidelog' has no attribute {name!r}")
+
 __all__ = [
     "AppendResult",
+    "Broker",
+    "BrokerConfig",
     "Compression",
     "Log",
     "LogConfig",
