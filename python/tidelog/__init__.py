@@ -25,6 +25,7 @@ def __getattr__(name: str) -> object:
         return getattr(broker, name)
     raise AttributeError(f"module 'tidelog' has no attribute {name!r}")
 
+
 __all__ = [
     "AppendResult",
     "Broker",

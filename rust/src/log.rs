@@ -522,6 +522,20 @@ impl Log {
         })
     }
 
+    /// Creates the segment at `base` as the new active one (its files made durable in the
+    /// directory).
+    fn push_active_segment(&mut self, base: i64, now_ms: i64) -> Result<()> {
+        let opened = Segment::open(
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+            Some(self.config.segment_index_bytes),
+            now_ms,
+        )?;
+        self.segments.push(opened.segment);
+        sync_dir(&self.dir)
+    }
+
     /// Starts a new active segment at the log end offset (no-op if the active one is empty).
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
         self.check_open()?;
@@ -531,15 +545,7 @@ impl Log {
         let base = self.end_offset();
         let old = self.segments.last_mut().expect("active segment");
         old.make_inactive().map_err(|e| self.fail(e))?;
-        let opened = Segment::open(
-            &self.dir,
-            base,
-            self.config.index_interval_bytes,
-            Some(self.config.segment_index_bytes),
-            now_ms,
-        )?;
-        self.segments.push(opened.segment);
-        sync_dir(&self.dir)?;
+        self.push_active_segment(base, now_ms)?;
         self.recovery_point = base;
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
@@ -551,7 +557,9 @@ impl Log {
     /// fsyncs the active segment's data; the recovery point becomes the LEO.
     pub fn flush(&mut self, now_ms: i64) -> Result<()> {
         let (file, end) = self.flush_target()?;
-        let synced = file.sync_data().map_err(|e| Error::io("fsync segment", self.active().log_path(), e));
+        let synced = file
+            .sync_data()
+            .map_err(|e| Error::io("fsync segment", self.active().log_path(), e));
         self.flushed(end, synced, now_ms)
     }
 
@@ -706,15 +714,7 @@ impl Log {
             for seg in self.segments.drain(..) {
                 seg.delete()?;
             }
-            let opened = Segment::open(
-                &self.dir,
-                offset,
-                self.config.index_interval_bytes,
-                Some(self.config.segment_index_bytes),
-                now_ms,
-            )?;
-            self.segments.push(opened.segment);
-            sync_dir(&self.dir)?;
+            self.push_active_segment(offset, now_ms)?;
             self.log_start_offset = offset;
         } else {
             while self.segments.len() > 1 && self.active().base_offset() > offset {

@@ -454,20 +454,7 @@ impl PyLog {
             };
             objects.push(key);
             objects.push(value);
-            let mut nh = 0;
-            if let Some(h) = headers.filter(|h| !h.is_none()) {
-                for pair in h.try_iter()? {
-                    let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
-                    if k.is_none() {
-                        return Err(PyTypeError::new_err(
-                            "a header key must be str or bytes, not None",
-                        ));
-                    }
-                    objects.push(k);
-                    objects.push(v);
-                    nh += 1;
-                }
-            }
+            let nh = push_headers(&mut objects, headers)?;
             shapes.push((ts, nh));
         }
         if shapes.is_empty() {

@@ -342,6 +342,24 @@ impl Segment {
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp
     }
+    /// The error for a scan that stopped on a torn or invalid batch.
+    fn scan_error(&self, scanned: Scanned<'_>) -> Error {
+        match scanned {
+            Scanned::Torn(pos) => Error::corrupt_segment(
+                &self.log_path,
+                pos,
+                "batch runs past the end of the segment",
+            ),
+            Scanned::Invalid(pos, reason) => Error::corrupt_segment(&self.log_path, pos, reason),
+            Scanned::Batch(info, _) => {
+                Error::corrupt_segment(&self.log_path, info.position, "unexpected batch")
+            }
+            Scanned::End => {
+                Error::corrupt_segment(&self.log_path, self.size, "unexpected end of segment")
+            }
+        }
+    }
+
     /// The open `.log` file, shared (for syncing or sending outside the log's lock).
     pub fn file(&self) -> Arc<File> {
         Arc::clone(&self.log)
@@ -513,16 +531,7 @@ impl Segment {
                 Scanned::Batch(info, _) if info.last_offset() >= target => return Ok(Some(info)),
                 Scanned::Batch(..) => {}
                 Scanned::End => return Ok(None),
-                Scanned::Torn(pos) => {
-                    return Err(Error::corrupt_segment(
-                        &self.log_path,
-                        pos,
-                        "batch runs past the end of the segment",
-                    ))
-                }
-                Scanned::Invalid(pos, reason) => {
-                    return Err(Error::corrupt_segment(&self.log_path, pos, reason))
-                }
+                other => return Err(self.scan_error(other)),
             }
         }
     }
@@ -553,16 +562,7 @@ impl Segment {
                     end = next;
                 }
                 Scanned::End => break,
-                Scanned::Torn(pos) => {
-                    return Err(Error::corrupt_segment(
-                        &self.log_path,
-                        pos,
-                        "batch runs past the end of the segment",
-                    ))
-                }
-                Scanned::Invalid(pos, reason) => {
-                    return Err(Error::corrupt_segment(&self.log_path, pos, reason))
-                }
+                other => return Err(self.scan_error(other)),
             }
         }
         Ok(end - position)
@@ -631,16 +631,7 @@ impl Segment {
                 }
                 Scanned::Batch(..) => {}
                 Scanned::End => return Ok(None),
-                Scanned::Torn(pos) => {
-                    return Err(Error::corrupt_segment(
-                        &self.log_path,
-                        pos,
-                        "batch runs past the end of the segment",
-                    ))
-                }
-                Scanned::Invalid(pos, reason) => {
-                    return Err(Error::corrupt_segment(&self.log_path, pos, reason))
-                }
+                other => return Err(self.scan_error(other)),
             }
         }
     }

@@ -291,6 +291,14 @@ class Log:
 
     # ---- roll / flush ----
 
+    def _push_active_segment(self, base: int, now_ms: int) -> None:
+        """Creates the segment at ``base`` as the new active one, durable in the directory."""
+        cfg = self._cfg
+        self._segments.append(
+            Segment(self._dir, base, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
+        )
+        _sync_dir(self._dir)
+
     def roll(self, now_ms: int) -> None:
         self._locked(lambda: self._roll(now_ms))
 
@@ -304,11 +312,7 @@ class Log:
         except TidelogError as e:
             self._fail_on_closed(e)
             raise
-        cfg = self._cfg
-        self._segments.append(
-            Segment(self._dir, base, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
-        )
-        _sync_dir(self._dir)
+        self._push_active_segment(base, now_ms)
         self._recovery_point = base
         self._unflushed = 0
         self._last_flush_ms = now_ms
@@ -442,10 +446,8 @@ class Log:
         if offset < self._start:
             for seg in self._segments:
                 seg.delete()
-            self._segments = [
-                Segment(self._dir, offset, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
-            ]
-            _sync_dir(self._dir)
+            self._segments = []
+            self._push_active_segment(offset, now_ms)
             self._start = offset
         else:
             while len(self._segments) > 1 and self._segments[-1].base_offset > offset:

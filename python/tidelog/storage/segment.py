@@ -184,6 +184,12 @@ class Segment:
     def _scan(self, start: int, header_only: bool = False) -> BatchScan:
         return BatchScan(self.fd, self.log_path, start, self.size, header_only)
 
+    def _scan_error(self, kind: str, pos: int, reason: str) -> CorruptRecordError:
+        """The error for a scan that stopped on a torn ("torn") or invalid batch."""
+        if kind == "torn":
+            return corrupt_segment(self.log_path, pos, "batch runs past the end of the segment")
+        return corrupt_segment(self.log_path, pos, reason)
+
     def load(self) -> bool:
         """Trusts a cleanly closed segment's indexes if sane; False if they must be rebuilt."""
         if not self.offset_index.sanity_check(self.size):
@@ -299,10 +305,8 @@ class Segment:
                     return h
             elif kind == "end":
                 return None
-            elif kind == "torn":
-                raise corrupt_segment(self.log_path, pos, "batch runs past the end of the segment")
             else:
-                raise corrupt_segment(self.log_path, pos, reason)
+                raise self._scan_error(kind, pos, reason)
         return None
 
     def whole_batches_len(self, position: int, max_bytes: int) -> int:
@@ -325,10 +329,8 @@ class Segment:
                 end = nxt
             elif kind == "end":
                 break
-            elif kind == "torn":
-                raise corrupt_segment(self.log_path, pos, "batch runs past the end of the segment")
             else:
-                raise corrupt_segment(self.log_path, pos, reason)
+                raise self._scan_error(kind, pos, reason)
         return end - position
 
     def batch_range(self, position: int, max_bytes: int) -> FileSlice:
@@ -365,10 +367,8 @@ class Segment:
                         return r.offset, r.timestamp
             elif kind == "end":
                 return None
-            elif kind == "torn":
-                raise corrupt_segment(self.log_path, pos, "batch runs past the end of the segment")
             else:
-                raise corrupt_segment(self.log_path, pos, reason)
+                raise self._scan_error(kind, pos, reason)
         return None
 
     def truncate_to(self, offset: int) -> int:
