@@ -7,8 +7,9 @@ import sys
 
 
 def tidelog(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tidelog.cli", *args], input=stdin, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tidelog.cli", *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_topics_produce_consume(tidelog_broker):
@@ -25,8 +26,17 @@ def test_topics_produce_consume(tidelog_broker):
     assert "PartitionCount: 3" in desc and "retention.ms=86400000" in desc
     ends = [int(line.rsplit("..", 1)[1]) for line in desc.splitlines() if "Offsets:" in line]
     assert sum(ends) == 50
-    r = tidelog("consume", "cli", "--from-beginning", "--max-messages", "50", "--print-key", "--key-separator", ":",
-                *bs)
+    r = tidelog(
+        "consume",
+        "cli",
+        "--from-beginning",
+        "--max-messages",
+        "50",
+        "--print-key",
+        "--key-separator",
+        ":",
+        *bs,
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.splitlines()) == sorted(lines.splitlines())
     r = tidelog("topics", "alter", "cli", "--partitions", "4", "--config", "retention.ms=1000", *bs)

@@ -4,7 +4,8 @@
     python tools/gen_protocol.py            # (re)write the module
     python tools/gen_protocol.py --check    # exit 1 if the committed module is not current
 
-The schemas are read from ``../shared/kafka-protocol/message`` (override with --schemas);
+The schemas are read from ``../shared/kafka-protocol/message`` (override with --schemas),
+with the ``__consumer_offsets`` record schemas from ``group-coordinator/`` beside it;
 they are never copied into this repository. The output is one class per message and per
 nested struct, each with a ``FIELDS`` table that ``tidelog.protocol.codec`` interprets for
 every version (flexible versions, tagged fields, nullable fields, field-level flexibility).
@@ -139,16 +140,21 @@ class Gen:
         self.lines.append("")
 
 
+#: Records of ``__consumer_offsets`` (from ``group-coordinator/``) that the broker writes.
+GROUP_RECORDS = ("OffsetCommitKey", "OffsetCommitValue", "GroupMetadataKey", "GroupMetadataValue")
+
+
 def generate(schemas: Path) -> str:
     readme = (schemas.parent / "README.md").read_text()
     commit = re.search(r"commit ([0-9a-f]{40})", readme)
     files = sorted(schemas.glob("*.json"))
+    files += [schemas.parent / "group-coordinator" / f"{name}.json" for name in GROUP_RECORDS]
     g = Gen()
     registry: list[tuple[int, str, str]] = []
     for path in files:
         d = load(path)
         kind = d["type"]
-        if kind not in ("request", "response", "header"):
+        if kind not in ("request", "response", "header", "data"):
             continue
         name = d["name"]
         valid = versions(d["validVersions"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import time
@@ -40,6 +41,8 @@ ADVERTISED: dict[int, tuple[int, int]] = {
 }
 SOFTWARE_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
 HANDLERS: dict[int, Handler] = {}
+#: The client address of the connection whose request is being handled (one task each).
+CURRENT_PEER: contextvars.ContextVar[str] = contextvars.ContextVar("peer", default="")
 
 
 def handles(api_key: int) -> Callable[[Handler], Handler]:
@@ -108,7 +111,11 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
         ]
         topics.append(
             R.MetadataResponseTopic(
-                error_code=ec.NONE, name=name, topic_id=topic.topic_id, is_internal=False, partitions=parts
+                error_code=ec.NONE,
+                name=name,
+                topic_id=topic.topic_id,
+                is_internal=topic.internal,
+                partitions=parts,
             )
         )
     return R(
@@ -550,3 +557,245 @@ async def delete_records(broker: Broker, req: Any, header: Any, version: int) ->
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# ---- consumer groups ----
+
+GROUP_APIS: dict[int, tuple[int, int]] = {
+    8: (2, 8),  # OffsetCommit
+    9: (1, 7),  # OffsetFetch
+    10: (0, 4),  # FindCoordinator
+    11: (0, 7),  # JoinGroup
+    12: (0, 4),  # Heartbeat
+    13: (0, 4),  # LeaveGroup
+    14: (0, 5),  # SyncGroup
+    15: (0, 5),  # DescribeGroups
+    16: (0, 4),  # ListGroups
+    42: (0, 2),  # DeleteGroups
+    47: (0, 0),  # OffsetDelete
+}
+ADVERTISED.update(GROUP_APIS)
+
+
+@handles(10)
+async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.FindCoordinatorResponse
+    keys = req.coordinator_keys if version >= 4 else [req.key]
+
+    def answer(key: str) -> tuple[int, str | None]:
+        if req.key_type != 0:
+            return 15, "transactions are not supported"  # COORDINATOR_NOT_AVAILABLE
+        return ec.NONE, None
+
+    if version < 4:
+        code, message = answer(req.key)
+        return R(
+            error_code=code,
+            error_message=message,
+            node_id=broker.config.node_id,
+            host=broker.advertised_host,
+            port=broker.advertised_port,
+        )
+    coordinators = []
+    for key in keys:
+        code, message = answer(key)
+        coordinators.append(
+            R.Coordinator(
+                key=key,
+                node_id=broker.config.node_id,
+                host=broker.advertised_host,
+                port=broker.advertised_port,
+                error_code=code,
+                error_message=message,
+            )
+        )
+    return R(coordinators=coordinators)
+
+
+@handles(11)
+async def join_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    return await broker.groups.join(req, version, header.client_id or "", CURRENT_PEER.get())
+
+
+@handles(14)
+async def sync_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    return await broker.groups.sync(req, version)
+
+
+@handles(12)
+async def heartbeat(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    return m.HeartbeatResponse(error_code=broker.groups.heartbeat(req))
+
+
+@handles(13)
+async def leave_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.LeaveGroupResponse
+    if version < 3:
+        (code,) = broker.groups.leave(req.group_id, [(req.member_id, None)])
+        return R(error_code=code)
+    members = [(mi.member_id, mi.group_instance_id) for mi in req.members]
+    codes = broker.groups.leave(req.group_id, members)
+    return R(
+        error_code=ec.NONE,
+        members=[
+            R.MemberResponse(member_id=mid, group_instance_id=inst, error_code=code)
+            for (mid, inst), code in zip(members, codes, strict=True)
+        ],
+    )
+
+
+@handles(8)
+async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    from tidelog.broker.groups.store import OffsetEntry
+
+    R = m.OffsetCommitResponse
+    code = broker.groups.commit_check(req, version)
+    now = now_ms()
+    entries = []
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            pcode = code
+            if not pcode and broker.topics.partition(t.name, p.partition_index) is None:
+                pcode = ec.UNKNOWN_TOPIC_OR_PARTITION
+            if not pcode:
+                entries.append(
+                    (
+                        t.name,
+                        p.partition_index,
+                        OffsetEntry(p.committed_offset, p.committed_leader_epoch, p.committed_metadata, now),
+                    )
+                )
+            parts.append(
+                R.OffsetCommitResponseTopic.OffsetCommitResponsePartition(
+                    partition_index=p.partition_index, error_code=pcode
+                )
+            )
+        topics.append(R.OffsetCommitResponseTopic(name=t.name, partitions=parts))
+    if entries:
+        broker.groups.commit(req.group_id, entries)
+    return R(throttle_time_ms=0, topics=topics)
+
+
+@handles(9)
+async def offset_fetch(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.OffsetFetchResponse
+    offsets = broker.groups.fetch(req.group_id)
+    if req.topics is None:
+        wanted: dict[str, list[int]] = {}
+        for topic, partition in sorted(offsets):
+            wanted.setdefault(topic, []).append(partition)
+    else:
+        wanted = {t.name: list(t.partition_indexes) for t in req.topics}
+    topics = []
+    for name, partitions in wanted.items():
+        parts = []
+        for p in partitions:
+            e = offsets.get((name, p))
+            parts.append(
+                R.OffsetFetchResponseTopic.OffsetFetchResponsePartition(
+                    partition_index=p,
+                    committed_offset=e.offset if e else -1,
+                    committed_leader_epoch=e.leader_epoch if e else -1,
+                    metadata=e.metadata if e else "",
+                    error_code=ec.NONE,
+                )
+            )
+        topics.append(R.OffsetFetchResponseTopic(name=name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics, error_code=ec.NONE)
+
+
+@handles(15)
+async def describe_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DescribeGroupsResponse
+    out = []
+    for group_id in req.groups:
+        g = broker.groups.groups.get(group_id)
+        if g is None:
+            out.append(
+                R.DescribedGroup(
+                    error_code=ec.NONE,
+                    group_id=group_id,
+                    group_state="Dead",
+                    protocol_type="",
+                    protocol_data="",
+                    members=[],
+                )
+            )
+            continue
+        members = [
+            R.DescribedGroup.DescribedGroupMember(
+                member_id=mb.member_id,
+                group_instance_id=mb.group_instance_id,
+                client_id=mb.client_id,
+                client_host=mb.client_host,
+                member_metadata=mb.metadata_for(g.protocol_name),
+                member_assignment=mb.assignment,
+            )
+            for mb in g.members.values()
+        ]
+        out.append(
+            R.DescribedGroup(
+                error_code=ec.NONE,
+                group_id=group_id,
+                group_state=g.state,
+                protocol_type=g.protocol_type or "",
+                protocol_data=g.protocol_name or "",
+                members=members,
+            )
+        )
+    return R(throttle_time_ms=0, groups=out)
+
+
+@handles(16)
+async def list_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ListGroupsResponse
+    states = set(req.states_filter) if version >= 4 and req.states_filter else None
+    return R(
+        error_code=ec.NONE,
+        groups=[
+            R.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type or "", group_state=g.state)
+            for g in broker.groups.groups.values()
+            if states is None or g.state in states
+        ],
+    )
+
+
+@handles(42)
+async def delete_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DeleteGroupsResponse
+    return R(
+        throttle_time_ms=0,
+        results=[
+            R.DeletableGroupResult(group_id=g, error_code=broker.groups.delete_group(g))
+            for g in req.groups_names
+        ],
+    )
+
+
+@handles(47)
+async def offset_delete(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.OffsetDeleteResponse
+    g = broker.groups.groups.get(req.group_id)
+    if g is None:
+        return R(error_code=69, topics=[])  # GROUP_ID_NOT_FOUND
+    subscribed = broker.groups.subscribed_topics(g)
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            code = 86 if t.name in subscribed else ec.NONE  # GROUP_SUBSCRIBED_TO_TOPIC
+            if not code and (t.name, p.partition_index) in g.offsets:
+                del g.offsets[(t.name, p.partition_index)]
+                broker.groups.store.append(
+                    g.group_id,
+                    [(broker.groups.store.offset_key(g.group_id, t.name, p.partition_index), None)],
+                )
+            parts.append(
+                R.OffsetDeleteResponseTopic.OffsetDeleteResponsePartition(
+                    partition_index=p.partition_index, error_code=code
+                )
+            )
+        topics.append(R.OffsetDeleteResponseTopic(name=t.name, partitions=parts))
+    return R(error_code=ec.NONE, throttle_time_ms=0, topics=topics)

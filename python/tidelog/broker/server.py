@@ -17,8 +17,10 @@ from typing import Any
 
 import trio
 
-from tidelog.broker.apis import ADVERTISED, HANDLERS
+from tidelog.broker.apis import ADVERTISED, CURRENT_PEER, HANDLERS
 from tidelog.broker.config import BrokerConfig
+from tidelog.broker.groups.coordinator import Coordinator
+from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.topics import TopicManager
 from tidelog.protocol import _messages as m
 from tidelog.protocol import error_codes as ec
@@ -54,6 +56,15 @@ class Broker:
         self._next_producer_id = 0
         self._producer_id_limit = 0
         self._cancel: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        settings = self.config.settings
+        store = OffsetsStore(
+            self.topics,
+            partitions=int(settings.get("offsets.topic.num.partitions", "50")),
+            segment_bytes=int(settings.get("offsets.topic.segment.bytes", str(100 << 20))),
+            compact_bytes=int(settings.get("tidelog.offsets.compact.bytes", str(64 << 20))),
+        )
+        self.groups = Coordinator(store, settings, lambda: self._nursery)
         self._nursery_manager: Any = None
 
     @property
@@ -114,6 +125,9 @@ class Broker:
         try:
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self.groups.load()
+                    nursery.start_soon(self.groups.sweep)
                     nursery.start_soon(self._retention_loop)
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
@@ -170,7 +184,8 @@ class Broker:
             host, port = stream.socket.getpeername()[:2]
             peer = f"{host}:{port}"
         except OSError:
-            peer = "?"
+            peer = host = "?"
+        CURRENT_PEER.set(f"/{host}")
         buf = bytearray()
         try:
             async with stream:

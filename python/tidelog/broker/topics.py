@@ -33,6 +33,7 @@ class Topic:
     topic_id: uuid.UUID
     configs: dict[str, str]
     partitions: list[Partition] = field(default_factory=list)
+    internal: bool = False
 
 
 class TopicManager:
@@ -49,7 +50,12 @@ class TopicManager:
                 continue
             with open(os.path.join(self.meta_dir, name)) as f:
                 doc = json.load(f)
-            topic = Topic(doc["name"], uuid.UUID(doc["id"]), dict(doc.get("configs", {})))
+            topic = Topic(
+                doc["name"],
+                uuid.UUID(doc["id"]),
+                dict(doc.get("configs", {})),
+                internal=doc.get("internal", False),
+            )
             self._open_partitions(topic, int(doc["partitions"]))
             self._register(topic)
         log.info("loaded %d topics from %s", len(self.topics), self.config.data_dir)
@@ -64,6 +70,7 @@ class TopicManager:
             "id": str(topic.topic_id),
             "partitions": len(topic.partitions),
             "configs": topic.configs,
+            "internal": topic.internal,
         }
         write_file_atomic(self.meta_dir, f"{topic.name}.json", json.dumps(doc, indent=1).encode())
 
@@ -104,6 +111,7 @@ class TopicManager:
         replication_factor: int,
         configs: dict[str, str],
         validate_only: bool = False,
+        internal: bool = False,
     ) -> Topic:
         if not LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
             raise TopicError(17, f"illegal topic name {name!r}")
@@ -118,7 +126,7 @@ class TopicManager:
                 38, f"replication factor {replication_factor} is larger than the 1 broker available"
             )
         self.validate_configs(configs)
-        topic = Topic(name, uuid.uuid4(), dict(configs))
+        topic = Topic(name, uuid.uuid4(), dict(configs), internal=internal)
         if validate_only:
             topic.partitions = [None] * partitions  # type: ignore[list-item]
             return topic

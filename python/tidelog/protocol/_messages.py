@@ -738,6 +738,39 @@ class ConsumerGroupHeartbeatResponse(Message):
     assignment: ConsumerGroupHeartbeatResponse.Assignment | None
 
 
+class ConsumerProtocolAssignment(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 3)
+    FLEXIBLE_FROM = None
+    __slots__ = ('assigned_partitions', 'user_data')
+    class TopicPartition(Struct):
+        __slots__ = ('topic', 'partitions')
+        topic: str
+        partitions: list[int]
+
+    assigned_partitions: list[ConsumerProtocolAssignment.TopicPartition]
+    user_data: bytes | None
+
+
+class ConsumerProtocolSubscription(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 3)
+    FLEXIBLE_FROM = None
+    __slots__ = ('topics', 'user_data', 'owned_partitions', 'generation_id', 'rack_id')
+    topics: list[str]
+    user_data: bytes | None
+    class TopicPartition(Struct):
+        __slots__ = ('topic', 'partitions')
+        topic: str
+        partitions: list[int]
+
+    owned_partitions: list[ConsumerProtocolSubscription.TopicPartition]
+    generation_id: int
+    rack_id: str | None
+
+
 class ControlledShutdownRequest(Message):
     API_KEY = 7
     KIND = 'request'
@@ -963,6 +996,17 @@ class CreateTopicsResponse(Message):
         configs: list[CreateTopicsResponse.CreatableTopicResult.CreatableTopicConfigs] | None
 
     topics: list[CreateTopicsResponse.CreatableTopicResult]
+
+
+class DefaultPrincipalData(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 0)
+    FLEXIBLE_FROM = 0
+    __slots__ = ('type', 'name', 'token_authenticated')
+    type: str
+    name: str
+    token_authenticated: bool
 
 
 class DeleteAclsRequest(Message):
@@ -2264,6 +2308,16 @@ class JoinGroupResponse(Message):
     members: list[JoinGroupResponse.JoinGroupResponseMember]
 
 
+class KRaftVersionRecord(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 0)
+    FLEXIBLE_FROM = 0
+    __slots__ = ('version', 'k_raft_version')
+    version: int
+    k_raft_version: int
+
+
 class LeaderAndIsrRequest(Message):
     API_KEY = 4
     KIND = 'request'
@@ -2348,6 +2402,23 @@ class LeaderAndIsrResponse(Message):
         partition_errors: list[LeaderAndIsrResponse.LeaderAndIsrTopicError.LeaderAndIsrPartitionError]
 
     topics: list[LeaderAndIsrResponse.LeaderAndIsrTopicError]
+
+
+class LeaderChangeMessage(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 1)
+    FLEXIBLE_FROM = 0
+    __slots__ = ('version', 'leader_id', 'voters', 'granting_voters')
+    version: int
+    leader_id: int
+    class Voter(Struct):
+        __slots__ = ('voter_id', 'voter_directory_id')
+        voter_id: int
+        voter_directory_id: uuid.UUID
+
+    voters: list[LeaderChangeMessage.Voter]
+    granting_voters: list[LeaderChangeMessage.Voter]
 
 
 class LeaveGroupRequest(Message):
@@ -3335,6 +3406,25 @@ class ShareGroupHeartbeatResponse(Message):
     assignment: ShareGroupHeartbeatResponse.Assignment | None
 
 
+class SnapshotFooterRecord(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 0)
+    FLEXIBLE_FROM = 0
+    __slots__ = ('version',)
+    version: int
+
+
+class SnapshotHeaderRecord(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 0)
+    FLEXIBLE_FROM = 0
+    __slots__ = ('version', 'last_contained_log_timestamp')
+    version: int
+    last_contained_log_timestamp: int
+
+
 class StopReplicaRequest(Message):
     API_KEY = 5
     KIND = 'request'
@@ -3694,6 +3784,34 @@ class VoteResponse(Message):
     node_endpoints: list[VoteResponse.NodeEndpoint]
 
 
+class VotersRecord(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 0)
+    FLEXIBLE_FROM = 0
+    __slots__ = ('version', 'voters')
+    version: int
+    class Voter(Struct):
+        __slots__ = ('voter_id', 'voter_directory_id', 'endpoints', 'k_raft_version_feature')
+        voter_id: int
+        voter_directory_id: uuid.UUID
+        class Endpoint(Struct):
+            __slots__ = ('name', 'host', 'port')
+            name: str
+            host: str
+            port: int
+
+        endpoints: list[VotersRecord.Voter.Endpoint]
+        class KRaftVersionFeature(Struct):
+            __slots__ = ('min_supported_version', 'max_supported_version')
+            min_supported_version: int
+            max_supported_version: int
+
+        k_raft_version_feature: VotersRecord.Voter.KRaftVersionFeature
+
+    voters: list[VotersRecord.Voter]
+
+
 class WriteShareGroupStateRequest(Message):
     API_KEY = 85
     KIND = 'request'
@@ -3788,6 +3906,64 @@ class WriteTxnMarkersResponse(Message):
         topics: list[WriteTxnMarkersResponse.WritableTxnMarkerResult.WritableTxnMarkerTopicResult]
 
     markers: list[WriteTxnMarkersResponse.WritableTxnMarkerResult]
+
+
+class OffsetCommitKey(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 1)
+    FLEXIBLE_FROM = None
+    __slots__ = ('group', 'topic', 'partition')
+    group: str
+    topic: str
+    partition: int
+
+
+class OffsetCommitValue(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 4)
+    FLEXIBLE_FROM = 4
+    __slots__ = ('offset', 'leader_epoch', 'metadata', 'commit_timestamp', 'expire_timestamp')
+    offset: int
+    leader_epoch: int
+    metadata: str
+    commit_timestamp: int
+    expire_timestamp: int
+
+
+class GroupMetadataKey(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (2, 2)
+    FLEXIBLE_FROM = None
+    __slots__ = ('group',)
+    group: str
+
+
+class GroupMetadataValue(Message):
+    API_KEY = -1
+    KIND = 'data'
+    VALID_VERSIONS = (0, 4)
+    FLEXIBLE_FROM = 4
+    __slots__ = ('protocol_type', 'generation', 'protocol', 'leader', 'current_state_timestamp', 'members')
+    protocol_type: str
+    generation: int
+    protocol: str | None
+    leader: str | None
+    current_state_timestamp: int
+    class MemberMetadata(Struct):
+        __slots__ = ('member_id', 'group_instance_id', 'client_id', 'client_host', 'rebalance_timeout', 'session_timeout', 'subscription', 'assignment')
+        member_id: str
+        group_instance_id: str | None
+        client_id: str
+        client_host: str
+        rebalance_timeout: int
+        session_timeout: int
+        subscription: bytes
+        assignment: bytes
+
+    members: list[GroupMetadataValue.MemberMetadata]
 
 
 
@@ -4259,6 +4435,25 @@ ConsumerGroupHeartbeatResponse.FIELDS = (
     Field('heartbeat_interval_ms', 'int32', None, (0, 32767), None, None, None, 0, None),
     Field('assignment', 'struct', ConsumerGroupHeartbeatResponse.Assignment, (0, 32767), (0, 32767), None, None, None, None),
 )
+ConsumerProtocolAssignment.TopicPartition.FIELDS = (
+    Field('topic', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('partitions', 'array', 'int32', (0, 32767), None, None, None, LIST, None),
+)
+ConsumerProtocolAssignment.FIELDS = (
+    Field('assigned_partitions', 'array', ConsumerProtocolAssignment.TopicPartition, (0, 32767), None, None, None, LIST, None),
+    Field('user_data', 'bytes', None, (0, 32767), (0, 32767), None, None, None, None),
+)
+ConsumerProtocolSubscription.TopicPartition.FIELDS = (
+    Field('topic', 'string', None, (1, 32767), None, None, None, '', None),
+    Field('partitions', 'array', 'int32', (1, 32767), None, None, None, LIST, None),
+)
+ConsumerProtocolSubscription.FIELDS = (
+    Field('topics', 'array', 'string', (0, 32767), None, None, None, LIST, None),
+    Field('user_data', 'bytes', None, (0, 32767), (0, 32767), None, None, None, None),
+    Field('owned_partitions', 'array', ConsumerProtocolSubscription.TopicPartition, (1, 32767), None, None, None, LIST, None),
+    Field('generation_id', 'int32', None, (2, 32767), None, None, None, -1, None),
+    Field('rack_id', 'string', None, (3, 32767), (3, 32767), None, None, None, None),
+)
 ControlledShutdownRequest.FIELDS = (
     Field('broker_id', 'int32', None, (0, 32767), None, None, None, 0, None),
     Field('broker_epoch', 'int64', None, (2, 32767), None, None, None, -1, None),
@@ -4399,6 +4594,11 @@ CreateTopicsResponse.CreatableTopicResult.FIELDS = (
 CreateTopicsResponse.FIELDS = (
     Field('throttle_time_ms', 'int32', None, (2, 32767), None, None, None, 0, None),
     Field('topics', 'array', CreateTopicsResponse.CreatableTopicResult, (0, 32767), None, None, None, LIST, None),
+)
+DefaultPrincipalData.FIELDS = (
+    Field('type', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('name', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('token_authenticated', 'bool', None, (0, 32767), None, None, None, False, None),
 )
 DeleteAclsRequest.DeleteAclsFilter.FIELDS = (
     Field('resource_type_filter', 'int8', None, (0, 32767), None, None, None, 0, None),
@@ -5233,6 +5433,10 @@ JoinGroupResponse.FIELDS = (
     Field('member_id', 'string', None, (0, 32767), None, None, None, '', None),
     Field('members', 'array', JoinGroupResponse.JoinGroupResponseMember, (0, 32767), None, None, None, LIST, None),
 )
+KRaftVersionRecord.FIELDS = (
+    Field('version', 'int16', None, (0, 32767), None, None, None, 0, None),
+    Field('k_raft_version', 'int16', None, (0, 32767), None, None, None, 0, None),
+)
 LeaderAndIsrRequest.LeaderAndIsrPartitionState.FIELDS = (
     Field('topic_name', 'string', None, (0, 1), None, None, None, '', None),
     Field('partition_index', 'int32', None, (0, 32767), None, None, None, 0, None),
@@ -5299,6 +5503,16 @@ LeaderAndIsrResponse.FIELDS = (
     Field('error_code', 'int16', None, (0, 32767), None, None, None, 0, None),
     Field('partition_errors', 'array', LeaderAndIsrResponse.LeaderAndIsrPartitionError, (0, 4), None, None, None, LIST, None),
     Field('topics', 'array', LeaderAndIsrResponse.LeaderAndIsrTopicError, (5, 32767), None, None, None, LIST, None),
+)
+LeaderChangeMessage.Voter.FIELDS = (
+    Field('voter_id', 'int32', None, (0, 32767), None, None, None, 0, None),
+    Field('voter_directory_id', 'uuid', None, (1, 32767), None, None, None, ZERO_UUID, None),
+)
+LeaderChangeMessage.FIELDS = (
+    Field('version', 'int16', None, (0, 32767), None, None, None, 0, None),
+    Field('leader_id', 'int32', None, (0, 32767), None, None, None, 0, None),
+    Field('voters', 'array', LeaderChangeMessage.Voter, (0, 32767), None, None, None, LIST, None),
+    Field('granting_voters', 'array', LeaderChangeMessage.Voter, (0, 32767), None, None, None, LIST, None),
 )
 LeaveGroupRequest.MemberIdentity.FIELDS = (
     Field('member_id', 'string', None, (3, 32767), None, None, None, '', None),
@@ -5924,6 +6138,13 @@ ShareGroupHeartbeatResponse.FIELDS = (
     Field('heartbeat_interval_ms', 'int32', None, (0, 32767), None, None, None, 0, None),
     Field('assignment', 'struct', ShareGroupHeartbeatResponse.Assignment, (0, 32767), (0, 32767), None, None, None, None),
 )
+SnapshotFooterRecord.FIELDS = (
+    Field('version', 'int16', None, (0, 32767), None, None, None, 0, None),
+)
+SnapshotHeaderRecord.FIELDS = (
+    Field('version', 'int16', None, (0, 32767), None, None, None, 0, None),
+    Field('last_contained_log_timestamp', 'int64', None, (0, 32767), None, None, None, 0, None),
+)
 StopReplicaRequest.StopReplicaPartitionV0.FIELDS = (
     Field('topic_name', 'string', None, (0, 0), None, None, None, '', None),
     Field('partition_index', 'int32', None, (0, 0), None, None, None, 0, None),
@@ -6162,6 +6383,25 @@ VoteResponse.FIELDS = (
     Field('topics', 'array', VoteResponse.TopicData, (0, 32767), None, None, None, LIST, None),
     Field('node_endpoints', 'array', VoteResponse.NodeEndpoint, (1, 32767), None, 0, (1, 32767), LIST, None),
 )
+VotersRecord.Voter.Endpoint.FIELDS = (
+    Field('name', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('host', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('port', 'uint16', None, (0, 32767), None, None, None, 0, None),
+)
+VotersRecord.Voter.KRaftVersionFeature.FIELDS = (
+    Field('min_supported_version', 'int16', None, (0, 32767), None, None, None, 0, None),
+    Field('max_supported_version', 'int16', None, (0, 32767), None, None, None, 0, None),
+)
+VotersRecord.Voter.FIELDS = (
+    Field('voter_id', 'int32', None, (0, 32767), None, None, None, 0, None),
+    Field('voter_directory_id', 'uuid', None, (0, 32767), None, None, None, ZERO_UUID, None),
+    Field('endpoints', 'array', VotersRecord.Voter.Endpoint, (0, 32767), None, None, None, LIST, None),
+    Field('k_raft_version_feature', 'struct', VotersRecord.Voter.KRaftVersionFeature, (0, 32767), None, None, None, STRUCT, None),
+)
+VotersRecord.FIELDS = (
+    Field('version', 'int16', None, (0, 32767), None, None, None, 0, None),
+    Field('voters', 'array', VotersRecord.Voter, (0, 32767), None, None, None, LIST, None),
+)
 WriteShareGroupStateRequest.WriteStateData.PartitionData.StateBatch.FIELDS = (
     Field('first_offset', 'int64', None, (0, 32767), None, None, None, 0, None),
     Field('last_offset', 'int64', None, (0, 32767), None, None, None, 0, None),
@@ -6223,6 +6463,39 @@ WriteTxnMarkersResponse.WritableTxnMarkerResult.FIELDS = (
 )
 WriteTxnMarkersResponse.FIELDS = (
     Field('markers', 'array', WriteTxnMarkersResponse.WritableTxnMarkerResult, (0, 32767), None, None, None, LIST, None),
+)
+OffsetCommitKey.FIELDS = (
+    Field('group', 'string', None, (0, 1), None, None, None, '', None),
+    Field('topic', 'string', None, (0, 1), None, None, None, '', None),
+    Field('partition', 'int32', None, (0, 1), None, None, None, 0, None),
+)
+OffsetCommitValue.FIELDS = (
+    Field('offset', 'int64', None, (0, 32767), None, None, None, 0, None),
+    Field('leader_epoch', 'int32', None, (3, 32767), None, None, None, -1, None),
+    Field('metadata', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('commit_timestamp', 'int64', None, (0, 32767), None, None, None, 0, None),
+    Field('expire_timestamp', 'int64', None, (1, 1), None, None, None, -1, None),
+)
+GroupMetadataKey.FIELDS = (
+    Field('group', 'string', None, (2, 2), None, None, None, '', None),
+)
+GroupMetadataValue.MemberMetadata.FIELDS = (
+    Field('member_id', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('group_instance_id', 'string', None, (3, 32767), (3, 32767), None, None, None, None),
+    Field('client_id', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('client_host', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('rebalance_timeout', 'int32', None, (1, 32767), None, None, None, -1, None),
+    Field('session_timeout', 'int32', None, (0, 32767), None, None, None, 0, None),
+    Field('subscription', 'bytes', None, (0, 32767), None, None, None, b"", None),
+    Field('assignment', 'bytes', None, (0, 32767), None, None, None, b"", None),
+)
+GroupMetadataValue.FIELDS = (
+    Field('protocol_type', 'string', None, (0, 32767), None, None, None, '', None),
+    Field('generation', 'int32', None, (0, 32767), None, None, None, 0, None),
+    Field('protocol', 'string', None, (0, 32767), (0, 32767), None, None, '', None),
+    Field('leader', 'string', None, (0, 32767), (0, 32767), None, None, '', None),
+    Field('current_state_timestamp', 'int64', None, (2, 32767), None, None, None, -1, None),
+    Field('members', 'array', GroupMetadataValue.MemberMetadata, (0, 32767), None, None, None, LIST, None),
 )
 
 REQUESTS: dict[int, type[Message]] = {

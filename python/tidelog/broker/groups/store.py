@@ -1,0 +1,161 @@
+"""Committed offsets and group metadata as records of the internal topic
+``__consumer_offsets``, with Kafka's key and value schemas: loaded at start-up, appended on
+every change, and bounded by snapshotting a partition's live entries and dropping what came
+before them."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from tidelog.protocol import _messages as m
+from tidelog.protocol.primitives import INT16, Reader
+from tidelog.records import build_batch
+
+if TYPE_CHECKING:
+    from tidelog.broker.partition import Partition
+    from tidelog.broker.topics import TopicManager
+
+log = logging.getLogger("tidelog.broker.groups")
+TOPIC = "__consumer_offsets"
+OFFSET_KEY_VERSION = 1
+GROUP_KEY_VERSION = 2
+OFFSET_VALUE_VERSION = 3
+GROUP_VALUE_VERSION = 3
+
+
+@dataclasses.dataclass
+class OffsetEntry:
+    offset: int
+    leader_epoch: int
+    metadata: str | None
+    commit_timestamp: int
+
+
+def java_hash(s: str) -> int:
+    """Java's String.hashCode (over UTF-16 code units), as a signed int32."""
+    h = 0
+    data = s.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+class OffsetsStore:
+    def __init__(self, topics: TopicManager, partitions: int, segment_bytes: int, compact_bytes: int) -> None:
+        self.topics = topics
+        self.partitions = partitions
+        self.segment_bytes = segment_bytes
+        self.compact_bytes = compact_bytes
+
+    def partition_of(self, group: str) -> int:
+        """Where a group's records go: abs(hashCode(group)) % partitions, as Kafka."""
+        return (java_hash(group) & 0x7FFFFFFF) % self.partitions
+
+    def _partition(self, group: str) -> Partition:
+        if TOPIC not in self.topics.topics:
+            self.topics.create(
+                TOPIC,
+                self.partitions,
+                -1,
+                {"segment.bytes": str(self.segment_bytes), "retention.ms": "-1"},
+                internal=True,
+            )
+        part = self.topics.partition(TOPIC, self.partition_of(group))
+        assert part is not None
+        return part
+
+    # ---- encoding ----
+
+    @staticmethod
+    def offset_key(group: str, topic: str, partition: int) -> bytes:
+        body = m.OffsetCommitKey(group=group, topic=topic, partition=partition).encode(OFFSET_KEY_VERSION)
+        return INT16.pack(OFFSET_KEY_VERSION) + bytes(body.buf)
+
+    @staticmethod
+    def group_key(group: str) -> bytes:
+        return INT16.pack(GROUP_KEY_VERSION) + bytes(
+            m.GroupMetadataKey(group=group).encode(GROUP_KEY_VERSION).buf
+        )
+
+    @staticmethod
+    def offset_value(e: OffsetEntry) -> bytes:
+        v = m.OffsetCommitValue(
+            offset=e.offset,
+            leader_epoch=e.leader_epoch,
+            metadata=e.metadata or "",
+            commit_timestamp=e.commit_timestamp,
+        )
+        return INT16.pack(OFFSET_VALUE_VERSION) + bytes(v.encode(OFFSET_VALUE_VERSION).buf)
+
+    @staticmethod
+    def group_value(value: Any) -> bytes:
+        return INT16.pack(GROUP_VALUE_VERSION) + bytes(value.encode(GROUP_VALUE_VERSION).buf)
+
+    # ---- writing ----
+
+    def append(self, group: str, records: list[tuple[bytes, bytes | None]]) -> None:
+        if not records:
+            return
+        part = self._partition(group)
+        part.log.append_batches(build_batch(records, now_ms=int(time.time() * 1000)))
+        if part.log.size_bytes > self.compact_bytes:
+            self.compact(part)
+
+    def compact(self, part: Partition) -> None:
+        """Rewrites the partition's live entries at its end and drops everything before them."""
+        offsets, groups = self._read_partition(part)
+        live: list[tuple[bytes, bytes | None]] = []
+        for (group, topic, p), entry in offsets.items():
+            live.append((self.offset_key(group, topic, p), self.offset_value(entry)))
+        for group, value in groups.items():
+            live.append((self.group_key(group), self.group_value(value)))
+        start = part.log.end_offset
+        for i in range(0, len(live), 500):
+            part.log.append_batches(build_batch(live[i : i + 500], now_ms=int(time.time() * 1000)))
+        part.log.roll()
+        part.log.delete_records_before(start)
+        log.info("compacted %s-%d: %d live entries kept from offset %d", TOPIC, part.index, len(live), start)
+
+    # ---- loading ----
+
+    def load(self) -> tuple[dict[tuple[str, str, int], OffsetEntry], dict[str, Any]]:
+        offsets: dict[tuple[str, str, int], OffsetEntry] = {}
+        groups: dict[str, Any] = {}
+        topic = self.topics.topics.get(TOPIC)
+        for part in topic.partitions if topic else []:
+            o, g = self._read_partition(part)
+            offsets.update(o)
+            groups.update(g)
+        return offsets, groups
+
+    def _read_partition(
+        self, part: Partition
+    ) -> tuple[dict[tuple[str, str, int], OffsetEntry], dict[str, Any]]:
+        offsets: dict[tuple[str, str, int], OffsetEntry] = {}
+        groups: dict[str, Any] = {}
+        for rec in part.log.records():
+            if rec.key is None:
+                continue
+            (key_version,) = struct.unpack_from(">h", rec.key)
+            r = Reader(rec.key, 2)
+            if key_version in (0, 1):
+                k = m.OffsetCommitKey.decode(r, key_version)
+                ident = (k.group, k.topic, k.partition)
+                if rec.value is None:
+                    offsets.pop(ident, None)
+                else:
+                    (vv,) = struct.unpack_from(">h", rec.value)
+                    v = m.OffsetCommitValue.decode(Reader(rec.value, 2), vv)
+                    offsets[ident] = OffsetEntry(v.offset, v.leader_epoch, v.metadata, v.commit_timestamp)
+            elif key_version == GROUP_KEY_VERSION:
+                gk = m.GroupMetadataKey.decode(r, key_version)
+                if rec.value is None:
+                    groups.pop(gk.group, None)
+                else:
+                    (vv,) = struct.unpack_from(">h", rec.value)
+                    groups[gk.group] = m.GroupMetadataValue.decode(Reader(rec.value, 2), vv)
+        return offsets, groups
