@@ -494,7 +494,9 @@ class Coordinator:
             return UNKNOWN_MEMBER_ID
         if generation != g.generation:
             return ILLEGAL_GENERATION
-        if g.state == PREPARING:
+        if g.state == COMPLETING:
+            # Commits stay allowed while preparing a rebalance (members commit before giving
+            # partitions up), as in Kafka; between join and sync they are refused.
             return REBALANCE_IN_PROGRESS
         g.members[req.member_id].last_seen = trio.current_time()
         return NONE

@@ -1,0 +1,294 @@
+"""Consumer groups with real clients: rebalancing as members come and go, committed offsets,
+persistence across restarts, static membership, mixed clients, bad requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidelog.protocol import _messages as m
+from tidelog.pytest_plugin import start_broker
+
+from .group_clients import GROUP_CLIENTS, Member, wait_until
+from .kafka_clients import consume, create_topic, produce
+from .wire import Wire
+
+FAST = {"group.initial.rebalance.delay.ms": "0"}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = start_broker(tmp_path / "broker", **FAST)
+    yield b
+    b.stop()
+
+
+def sizes(members: list[Member]) -> list[int]:
+    return sorted(len(mb.assignment) for mb in members)
+
+
+def covers_all(members: list[Member], partitions: int) -> bool:
+    got = [p for mb in members for p in mb.assignment]
+    return sorted(got) == list(range(partitions))
+
+
+@pytest.mark.parametrize("client", GROUP_CLIENTS)
+def test_the_classic_scenario(broker, client):
+    create_topic("kafka-python", broker.bootstrap, "T1", 4)
+    members: list[Member] = []
+    try:
+        for count, expected in ((1, [4]), (2, [2, 2]), (4, [1, 1, 1, 1]), (5, [0, 1, 1, 1, 1])):
+            while len(members) < count:
+                members.append(Member(client, broker.bootstrap, "G1", "T1"))
+            wait_until(
+                lambda: sizes(members) == expected and covers_all(members, 4),
+                30,
+                f"{count} members to hold {expected}",
+            )
+    finally:
+        for mb in members:
+            mb.close()
+
+
+def test_clean_close_rebalances_at_once_and_offsets_resume(broker):
+    create_topic("confluent-kafka", broker.bootstrap, "T2", 4)
+    produce(
+        "confluent-kafka",
+        broker.bootstrap,
+        "T2",
+        [(b"k%d" % i, b"v%d" % i) for i in range(400)],
+        "all",
+        "none",
+    )
+    a = Member("confluent-range", broker.bootstrap, "G2", "T2")
+    b = Member("confluent-range", broker.bootstrap, "G2", "T2")
+    try:
+        wait_until(lambda: sizes([a, b]) == [2, 2] and covers_all([a, b], 4), 30, "two members")
+        wait_until(lambda: len(a.consumed) + len(b.consumed) >= 400, 30, "all 400 consumed")
+        a.close()
+        took = wait_until(lambda: len(b.assignment) == 4, 30, "the survivor to own all partitions")
+        assert took < 5, f"a clean close should rebalance at once, took {took:.1f}s"
+    finally:
+        a.close()
+        b.close()
+    # Auto-committed offsets: a new member of the group starts after what was consumed.
+    produce("confluent-kafka", broker.bootstrap, "T2", [(b"k", b"late")], "all", "none")
+    c = Member("confluent-range", broker.bootstrap, "G2", "T2")
+    try:
+        wait_until(lambda: any(v == b"late" for *_, v in c.consumed), 30, "the late message")
+        assert len(c.consumed) < 400, "the group re-read from the beginning instead of its committed offsets"
+    finally:
+        c.close()
+
+
+def test_two_groups_each_receive_every_message(broker):
+    create_topic("kafka-python", broker.bootstrap, "T3", 3)
+    sent = [(b"k%d" % i, b"v%d" % i) for i in range(300)]
+    produce("kafka-python", broker.bootstrap, "T3", sent, "all", "none")
+    g1 = Member("kafka-python", broker.bootstrap, "GA", "T3")
+    g2 = Member("confluent-range", broker.bootstrap, "GB", "T3")
+    try:
+        for mb in (g1, g2):
+            wait_until(lambda mb=mb: len(mb.consumed) >= 300, 30, "every message in each group")
+            assert sorted(v for *_, v in mb.consumed) == sorted(v for _, v in sent)
+    finally:
+        g1.close()
+        g2.close()
+
+
+def test_mixed_librdkafka_and_kafka_python_members(broker):
+    create_topic("kafka-python", broker.bootstrap, "T4", 4)
+    a = Member("confluent-range", broker.bootstrap, "GM", "T4")
+    b = Member("kafka-python", broker.bootstrap, "GM", "T4")
+    try:
+        wait_until(lambda: sizes([a, b]) == [2, 2] and covers_all([a, b], 4), 30, "a mixed group of two")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_committed_offsets_and_groups_survive_a_restart(tmp_path):
+    data = tmp_path / "broker"
+    b = start_broker(data, **FAST)
+    try:
+        create_topic("kafka-python", b.bootstrap, "T5", 2)
+        produce(
+            "kafka-python", b.bootstrap, "T5", [(b"k%d" % i, b"v%d" % i) for i in range(100)], "all", "none"
+        )
+        mb = Member("kafka-python", b.bootstrap, "GR", "T5")
+        wait_until(lambda: len(mb.consumed) >= 100, 30, "100 consumed")
+        mb.close()  # commits on close
+    finally:
+        b.stop()
+    b = start_broker(data, **FAST)
+    try:
+        w = Wire(b.bootstrap)
+        fetched = w.request(m.OffsetFetchRequest(group_id="GR", topics=None), 7)
+        committed = {p.partition_index: p.committed_offset for t in fetched.topics for p in t.partitions}
+        assert sum(committed.values()) == 100
+        w.close()
+        produce("kafka-python", b.bootstrap, "T5", [(b"x", b"after-restart")], "all", "none")
+        mb = Member("kafka-python", b.bootstrap, "GR", "T5")
+        wait_until(lambda: any(v == b"after-restart" for *_, v in mb.consumed), 30, "the new message")
+        assert [v for *_, v in mb.consumed] == [b"after-restart"]
+        mb.close()
+    finally:
+        b.stop()
+
+
+def test_static_member_restart_keeps_its_partitions_without_a_rebalance(tmp_path):
+    b = start_broker(tmp_path / "broker", **FAST)
+    try:
+        create_topic("kafka-python", b.bootstrap, "T6", 4)
+        a = Member(
+            "confluent-range", b.bootstrap, "GS", "T6", instance_id="static-a", session_timeout_ms=15000
+        )
+        other = Member(
+            "confluent-range", b.bootstrap, "GS", "T6", instance_id="static-b", session_timeout_ms=15000
+        )
+        wait_until(lambda: sizes([a, other]) == [2, 2], 30, "two static members")
+        before = a.assignment
+        group = b.broker.groups.groups["GS"]
+        generation = group.generation
+        a.close()  # a static member does not leave on close
+        a = Member(
+            "confluent-range", b.bootstrap, "GS", "T6", instance_id="static-a", session_timeout_ms=15000
+        )
+        wait_until(lambda: a.assignment == before, 30, "the restarted static member's partitions")
+        assert group.generation == generation, "the restart caused a rebalance"
+        a.close()
+        other.close()
+    finally:
+        b.stop()
+
+
+def test_bad_group_requests_get_precise_errors(broker):
+    w = Wire(broker.bootstrap)
+    J = m.JoinGroupRequest
+    proto = [J.JoinGroupRequestProtocol(name="range", metadata=b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")]
+
+    def join(group: str, session: int) -> m.JoinGroupResponse:
+        return w.request(
+            J(
+                group_id=group,
+                session_timeout_ms=session,
+                rebalance_timeout_ms=1000,
+                member_id="",
+                protocol_type="consumer",
+                protocols=proto,
+            ),
+            7,
+        )
+
+    assert join("", 10000).error_code == 24  # INVALID_GROUP_ID
+    assert join("G", 1).error_code == 26  # INVALID_SESSION_TIMEOUT
+    assert join("G", 10**9).error_code == 26
+    first = join("G", 10000)
+    assert first.error_code == 79 and first.member_id  # MEMBER_ID_REQUIRED
+    OC = m.OffsetCommitRequest
+
+    def commit(member: str, generation: int) -> int:
+        r = w.request(
+            OC(
+                group_id="G",
+                generation_id_or_member_epoch=generation,
+                member_id=member,
+                topics=[
+                    OC.OffsetCommitRequestTopic(
+                        name="T7",
+                        partitions=[
+                            OC.OffsetCommitRequestTopic.OffsetCommitRequestPartition(
+                                partition_index=0, committed_offset=5, committed_metadata=None
+                            )
+                        ],
+                    )
+                ],
+            ),
+            8,
+        )
+        return r.topics[0].partitions[0].error_code
+
+    create_topic("kafka-python", broker.bootstrap, "T7", 1)
+    good = Member("kafka-python", broker.bootstrap, "G", "T7")
+    try:
+        wait_until(lambda: len(good.assignment) == 1, 30, "a real member")
+        assert commit("nobody", 1) == 25  # UNKNOWN_MEMBER_ID
+        real = next(iter(broker.broker.groups.groups["G"].members))
+        assert commit(real, 999) == 22  # ILLEGAL_GENERATION
+        assert commit("", -1) == 25  # an assign-only commit into a group with members
+        assert len(good.assignment) == 1  # the healthy member is undisturbed
+    finally:
+        good.close()
+    assert commit("", -1) == 0  # the group is empty now: assign-only commits are accepted
+    w.close()
+
+
+def test_sigkilled_member_hands_over_after_the_session_timeout(broker):
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    create_topic("confluent-kafka", broker.bootstrap, "T8", 4)
+    produce(
+        "confluent-kafka",
+        broker.bootstrap,
+        "T8",
+        [(b"k%d" % i, b"a%d" % i) for i in range(400)],
+        "all",
+        "none",
+    )
+    script = Path(__file__).with_name("group_member_process.py")
+    procs = {}
+    lines: dict[str, list[list[str]]] = {"a": [], "b": []}
+
+    def reader(name: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines[name].append(line.split())
+
+    try:
+        for name in ("a", "b"):
+            procs[name] = subprocess.Popen(
+                [sys.executable, str(script), broker.bootstrap, "GK", "T8"], stdout=subprocess.PIPE, text=True
+            )
+            threading.Thread(target=reader, args=(name, procs[name]), daemon=True).start()
+
+        def assignment(name: str) -> list[int]:
+            return next(([int(x) for x in ln[1:]] for ln in reversed(lines[name]) if ln[0] == "A"), [])
+
+        wait_until(lambda: len(assignment("a")) == 2 and len(assignment("b")) == 2, 30, "a 2 + 2 split")
+        wait_until(lambda: sum(ln[0] == "M" for n in lines for ln in lines[n]) >= 400, 30, "the first 400")
+        a_parts = assignment("a")
+        procs["a"].send_signal(signal.SIGKILL)
+        procs["a"].wait(10)
+        committed = {int(ln[1]): int(ln[2]) for ln in lines["a"] if ln[0] == "C"}
+        produce(
+            "confluent-kafka",
+            broker.bootstrap,
+            "T8",
+            [(b"k%d" % i, b"b%d" % i) for i in range(400)],
+            "all",
+            "none",
+        )
+        took = wait_until(lambda: len(assignment("b")) == 4, 30, "b to take over all partitions")
+        assert took > 2, "the dead member's partitions moved before its session could time out"
+        wait_until(
+            lambda: (
+                sum(ln[0] == "M" for ln in lines["b"])
+                >= 800
+                - sum(1 for ln in lines["a"] if ln[0] == "M" and committed.get(int(ln[1]), 0) > int(ln[2]))
+            ),
+            40,
+            "b to consume everything after a's commits",
+        )
+        for p in a_parts:
+            offsets_b = [int(ln[2]) for ln in lines["b"] if ln[0] == "M" and int(ln[1]) == p]
+            # b resumes exactly at a's last commit: at-least-once, duplicates only after it.
+            assert min(offsets_b) == committed.get(p, 0), (p, committed, offsets_b[:5])
+        seen = {(int(ln[1]), int(ln[2])) for n in lines for ln in lines[n] if ln[0] == "M"}
+        assert len(seen) == 800, f"{800 - len(seen)} messages never consumed"
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait(10)
