@@ -9,7 +9,7 @@ from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import start_broker
 
 from .group_clients import GROUP_CLIENTS, Member, wait_until
-from .kafka_clients import consume, create_topic, produce
+from .kafka_clients import create_topic, produce
 from .wire import Wire
 
 FAST = {"group.initial.rebalance.delay.ms": "0"}
@@ -40,7 +40,7 @@ def test_the_classic_scenario(broker, client):
             while len(members) < count:
                 members.append(Member(client, broker.bootstrap, "G1", "T1"))
             wait_until(
-                lambda: sizes(members) == expected and covers_all(members, 4),
+                lambda expected=expected: sizes(members) == expected and covers_all(members, 4),
                 30,
                 f"{count} members to hold {expected}",
             )
