@@ -50,3 +50,39 @@ def test_topics_produce_consume(tidelog_broker):
 def test_unreachable_broker_is_a_clear_error():
     r = tidelog("topics", "list", "--bootstrap-server", "127.0.0.1:1")
     assert r.returncode == 1 and "cannot reach the broker" in r.stderr
+
+
+def test_groups_list_describe_and_reset(tidelog_broker):
+    from .group_clients import Member, wait_until
+    from .kafka_clients import create_topic, produce
+
+    bs = ("--bootstrap-server", tidelog_broker.bootstrap)
+    create_topic("kafka-python", tidelog_broker.bootstrap, "gt", 2)
+    produce(
+        "kafka-python",
+        tidelog_broker.bootstrap,
+        "gt",
+        [(b"k%d" % i, b"v%d" % i) for i in range(40)],
+        "all",
+        "none",
+    )
+    member = Member("kafka-python", tidelog_broker.bootstrap, "cli-group", "gt")
+    try:
+        wait_until(lambda: len(member.consumed) >= 40, 30, "40 consumed")
+        assert tidelog("groups", "list", *bs).stdout.split() == ["cli-group", "Stable"]
+        refused = tidelog(
+            "groups", "reset-offsets", "cli-group", "--topic", "gt", "--to-earliest", "--execute", *bs
+        )
+        assert refused.returncode == 1 and "stop its consumers" in refused.stderr
+    finally:
+        member.close()
+    desc = tidelog("groups", "describe", "cli-group", *bs).stdout
+    rows = [line.split("\t") for line in desc.splitlines()[2:]]
+    assert sorted((r[0], r[1]) for r in rows) == [("gt", "0"), ("gt", "1")]
+    assert sum(int(r[2]) for r in rows) == 40 and all(r[4] == "0" for r in rows)  # committed, no lag
+    dry = tidelog("groups", "reset-offsets", "cli-group", "--topic", "gt", "--to-earliest", *bs)
+    assert "dry run" in dry.stdout
+    r = tidelog("groups", "reset-offsets", "cli-group", "--topic", "gt", "--to-earliest", "--execute", *bs)
+    assert r.returncode == 0, r.stderr
+    desc = tidelog("groups", "describe", "cli-group", *bs).stdout
+    assert sum(int(line.split("\t")[4]) for line in desc.splitlines()[2:]) == 40  # all lag again
