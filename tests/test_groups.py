@@ -292,3 +292,60 @@ def test_sigkilled_member_hands_over_after_the_session_timeout(broker):
         for proc in procs.values():
             proc.kill()
             proc.wait(10)
+
+
+def test_consumer_offsets_stay_bounded_and_expire(tmp_path):
+    import time
+
+    settings = {
+        **FAST,
+        "offsets.topic.num.partitions": "1",
+        "offsets.topic.segment.bytes": "20000",
+        "tidelog.offsets.compact.bytes": "40000",
+    }
+    b = start_broker(tmp_path / "broker", **settings)
+    OC = m.OffsetCommitRequest
+    try:
+        create_topic("kafka-python", b.bootstrap, "T9", 4)
+        w = Wire(b.bootstrap)
+        for i in range(1500):
+            r = w.request(
+                OC(
+                    group_id=f"g{i % 3}",
+                    generation_id_or_member_epoch=-1,
+                    member_id="",
+                    topics=[
+                        OC.OffsetCommitRequestTopic(
+                            name="T9",
+                            partitions=[
+                                OC.OffsetCommitRequestTopic.OffsetCommitRequestPartition(
+                                    partition_index=i % 4, committed_offset=i, committed_metadata="m"
+                                )
+                            ],
+                        )
+                    ],
+                ),
+                8,
+            )
+            assert r.topics[0].partitions[0].error_code == 0
+        w.close()
+        offsets_log = b.broker.topics.partition("__consumer_offsets", 0).log
+        assert offsets_log.size_bytes < 40000 + 20000, "__consumer_offsets grew without bound"
+        assert offsets_log.start_offset > 0
+    finally:
+        b.stop()
+    b = start_broker(tmp_path / "broker", **settings)
+    try:
+        w = Wire(b.bootstrap)
+        latest = {(f"g{i % 3}", i % 4): i for i in range(1500)}
+        for group in ("g0", "g1", "g2"):
+            got = w.request(m.OffsetFetchRequest(group_id=group, topics=None), 7)
+            have = {(group, p.partition_index): p.committed_offset for t in got.topics for p in t.partitions}
+            assert have == {k: v for k, v in latest.items() if k[0] == group}
+        # Offsets of empty groups expire after offsets.retention.minutes (here: as if days passed).
+        assert b.call(b.broker.groups.expire_offsets, int(time.time() * 1000) + 30 * 24 * 3600 * 1000) == 12
+        got = w.request(m.OffsetFetchRequest(group_id="g0", topics=None), 7)
+        assert got.topics == []
+        w.close()
+    finally:
+        b.stop()

@@ -333,6 +333,10 @@ class BrokerThread:
         finally:
             self._ready.set()
 
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Runs ``fn(*args)`` on the broker's event loop thread and returns its result."""
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
     def stop(self, timeout: float = 30) -> None:
         """Stops serving and closes the logs cleanly; waits for the thread to finish."""
         if self._thread.is_alive() and self._token is not None:
