@@ -8,12 +8,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import struct
-import time
 from typing import TYPE_CHECKING, Any
 
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16, Reader
-from tidelog.records import build_batch
 
 if TYPE_CHECKING:
     from tidelog.broker.partition import Partition
@@ -101,7 +99,7 @@ class OffsetsStore:
         if not records:
             return
         part = self._partition(group)
-        part.log.append_batches(build_batch(records, now_ms=int(time.time() * 1000)))
+        part.log.append(records)
         if part.log.size_bytes > self.compact_bytes:
             self.compact(part)
 
@@ -115,7 +113,7 @@ class OffsetsStore:
             live.append((self.group_key(group), self.group_value(value)))
         start = part.log.end_offset
         for i in range(0, len(live), 500):
-            part.log.append_batches(build_batch(live[i : i + 500], now_ms=int(time.time() * 1000)))
+            part.log.append(live[i : i + 500])
         part.log.roll()
         part.log.delete_records_before(start)
         log.info("compacted %s-%d: %d live entries kept from offset %d", TOPIC, part.index, len(live), start)
