@@ -73,6 +73,7 @@ class Member:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": 300,
             "partition.assignment.strategy": strategy,
+            "topic.metadata.refresh.interval.ms": 1000,
         }
         if self.instance_id:
             conf["group.instance.id"] = self.instance_id

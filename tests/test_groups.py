@@ -349,3 +349,27 @@ def test_consumer_offsets_stay_bounded_and_expire(tmp_path):
         w.close()
     finally:
         b.stop()
+
+
+def test_a_topic_gaining_partitions_rebalances_the_group(broker):
+    create_topic("kafka-python", broker.bootstrap, "T10", 2)
+    a = Member("confluent-range", broker.bootstrap, "GP", "T10")
+    b = Member("confluent-range", broker.bootstrap, "GP", "T10")
+    try:
+        wait_until(lambda: sizes([a, b]) == [1, 1], 30, "one partition each")
+        w = Wire(broker.bootstrap)
+        CP = m.CreatePartitionsRequest
+        r = w.request(
+            CP(
+                timeout_ms=5000,
+                validate_only=False,
+                topics=[CP.CreatePartitionsTopic(name="T10", count=4, assignments=None)],
+            ),
+            3,
+        )
+        assert r.results[0].error_code == 0
+        w.close()
+        wait_until(lambda: sizes([a, b]) == [2, 2] and covers_all([a, b], 4), 30, "two partitions each")
+    finally:
+        a.close()
+        b.close()
