@@ -34,7 +34,7 @@ class Member:
         self.client, self.bootstrap, self.group, self.topic = client, bootstrap, group, topic
         self.instance_id, self.session_timeout_ms = instance_id, session_timeout_ms
         self._assigned: frozenset[int] = frozenset()
-        self.consumed: list[tuple[int, int, bytes]] = []
+        self._consumed: list[tuple[int, int, bytes]] = []
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -45,6 +45,13 @@ class Member:
         if self._error:
             raise self._error
         return self._assigned
+
+    @property
+    def consumed(self) -> list[tuple[int, int, bytes]]:
+        """(partition, offset, value) of every message consumed so far."""
+        if self._error:
+            raise self._error
+        return self._consumed
 
     def close(self) -> None:
         """A clean close: the member leaves the group."""
@@ -83,7 +90,7 @@ class Member:
             while not self._stop.is_set():
                 msg = c.poll(0.05)
                 if msg is not None and not msg.error():
-                    self.consumed.append((msg.partition(), msg.offset(), msg.value()))
+                    self._consumed.append((msg.partition(), msg.offset(), msg.value()))
                 self._assigned = frozenset(tp.partition for tp in c.assignment())
         finally:
             c.close()
@@ -103,7 +110,7 @@ class Member:
         try:
             while not self._stop.is_set():
                 for tp, msgs in c.poll(50).items():
-                    self.consumed += [(tp.partition, m.offset, m.value) for m in msgs]
+                    self._consumed += [(tp.partition, m.offset, m.value) for m in msgs]
                 self._assigned = frozenset(tp.partition for tp in c.assignment())
         finally:
             c.close()
@@ -124,7 +131,7 @@ class Member:
             while not self._stop.is_set():
                 batches = await c.getmany(timeout_ms=50)
                 for tp, msgs in batches.items():
-                    self.consumed += [(tp.partition, m.offset, m.value) for m in msgs]
+                    self._consumed += [(tp.partition, m.offset, m.value) for m in msgs]
                 self._assigned = frozenset(tp.partition for tp in c.assignment())
         finally:
             await c.stop()

@@ -18,9 +18,7 @@ echo "built $wheel"
 "$work/build/bin/auditwheel" show "$wheel"
 
 python3 -m venv "$work/test"
-"$work/test/bin/python" -m pip install -q "$wheel"
-"$work/test/bin/python" -m pip install -q pytest pytest-timeout hypothesis cramjam kafka-python aiokafka \
-  lz4 python-snappy zstandard
+"$work/test/bin/python" -m pip install -q "${wheel}[test]"
 # Without cargo/rustc on PATH, and from outside the source tree's python/ directory.
 clean_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -e '\.cargo' -e rustup | paste -sd: -)
 if PATH="$clean_path" command -v cargo >/dev/null; then

@@ -60,7 +60,13 @@ class Log:
         self, records: Iterable[tuple[Any, ...]], leader_epoch: int, now_ms: int
     ) -> tuple[int, int, int, int, int]: ...
     def append_batches(
-        self, data: Buffer, keep_offsets: bool, leader_epoch: int, now_ms: int
+        self,
+        data: Buffer,
+        keep_offsets: bool,
+        leader_epoch: int,
+        now_ms: int,
+        start: int = 0,
+        end: int | None = None,
     ) -> tuple[int, int, int, int, int]: ...
     def read_records(self, offset: int, max_records: int, max_bytes: int) -> list[Record]: ...
     def read_raw(self, offset: int, max_bytes: int) -> bytes: ...

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from tidelog.client.connection import BrokerError, Connection
 from tidelog.client.partitioner import partition_for_key
 from tidelog.protocol import _messages as m
+from tidelog.protocol.primitives import as_view
 from tidelog.records import build_batch, complete_batches, decode_batches
 
 TOPIC_RESOURCE = 2
@@ -255,7 +256,9 @@ def consume(args: argparse.Namespace, out: TextIO) -> int:
                     _check(p.error_code, f"fetch {args.topic}-{p.partition_index}")
                     if not p.records:
                         continue
-                    for rec in decode_batches(complete_batches(p.records), position[p.partition_index]):
+                    for rec in decode_batches(
+                        complete_batches(as_view(p.records)), position[p.partition_index]
+                    ):
                         got_any = True
                         position[p.partition_index] = rec.offset + 1
                         value = (rec.value or b"").decode(errors="replace")

@@ -497,7 +497,10 @@ impl PyLog {
         append_result(py, &result)
     }
 
-    /// Validates concatenated batches and appends them, assigning offsets unless `keep_offsets`.
+    /// Validates concatenated batches — `data[start:end]` — and appends them, assigning
+    /// offsets unless `keep_offsets`. A `bytes` input is read in place.
+    #[pyo3(signature = (data, keep_offsets, leader_epoch, now_ms, start = 0, end = None))]
+    #[allow(clippy::too_many_arguments)]
     fn append_batches<'py>(
         &self,
         py: Python<'py>,
@@ -505,10 +508,19 @@ impl PyLog {
         keep_offsets: bool,
         leader_epoch: i32,
         now_ms: i64,
+        start: usize,
+        end: Option<usize>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let result = with_bytes(data, |bytes| {
+            let end = end.unwrap_or(bytes.len());
+            let part = bytes.get(start..end).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "range {start}..{end} is outside the {} bytes",
+                    bytes.len()
+                ))
+            })?;
             self.write(py, |l| {
-                l.append_batches(bytes, keep_offsets, leader_epoch, now_ms)
+                l.append_batches(part, keep_offsets, leader_epoch, now_ms)
             })
         })?;
         append_result(py, &result)

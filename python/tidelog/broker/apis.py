@@ -14,6 +14,7 @@ import trio
 from tidelog.errors import CorruptRecordError, OffsetOutOfRangeError, TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol import error_codes as ec
+from tidelog.protocol.primitives import as_view
 from tidelog.records import iter_batches
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ def _append(part: Any, records: Any) -> tuple[int, int, int]:
     acknowledged with its original offset and not appended again."""
     if records is None or len(records) == 0:
         raise CorruptRecordError("produce request without records", reason="no records")
-    headers = [h for h, _ in iter_batches(records)]
+    headers = [h for h, _ in iter_batches(as_view(records))]
     idempotent = [h for h in headers if h.producer_id >= 0]
     for h in idempotent:
         verdict, value = part.check_sequence(h)
@@ -216,7 +217,7 @@ def _append(part: Any, records: Any) -> tuple[int, int, int]:
             return value, -1, 0
         if verdict == "error":
             raise OutOfOrder(value)
-    res = part.log.append_batches(bytes(records))
+    res = part.log.append_batches(records)
     offset = res.first_offset
     for h in headers:
         if h.producer_id >= 0:

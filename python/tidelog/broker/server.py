@@ -201,7 +201,7 @@ class Broker:
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
 
-    async def _read_frame(self, stream: trio.SocketStream, buf: bytearray) -> memoryview | None:
+    async def _read_frame(self, stream: trio.SocketStream, buf: bytearray) -> bytes | None:
         limit = self.config.socket_request_max_bytes
         size = -1
         while True:
@@ -212,7 +212,7 @@ class Broker:
             if size >= 0 and len(buf) >= 4 + size:
                 frame = bytes(buf[4 : 4 + size])
                 del buf[: 4 + size]
-                return memoryview(frame)
+                return frame
             with trio.move_on_after(self.config.connections_max_idle_ms / 1000) as idle:
                 data = await stream.receive_some(max(RECEIVE_CHUNK, size + 4 - len(buf)))
             if idle.cancelled_caught:
@@ -223,7 +223,7 @@ class Broker:
                 return None
             buf += data
 
-    async def _handle(self, frame: memoryview) -> list[Any] | None:
+    async def _handle(self, frame: bytes) -> list[Any] | None:
         if len(frame) < 8:
             raise ConnectionClosed(f"request of {len(frame)} bytes is shorter than a request header")
         key, version, correlation_id = REQUEST_PREFIX.unpack_from(frame)

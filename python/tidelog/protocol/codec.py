@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, NamedTuple
 
-from tidelog.protocol.primitives import FIXED, INT8, DecodeError, Reader, Writer
+from tidelog.protocol.primitives import FIXED, INT8, DecodeError, Reader, RecordsSlice, Writer, as_view
 
 ZERO_UUID = uuid.UUID(int=0)
 #: Default-value markers in FIELDS: a fresh empty list, a fresh default struct.
@@ -68,7 +68,7 @@ class Struct:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, memoryview) or isinstance(b, memoryview):
+    if isinstance(a, (memoryview, RecordsSlice)) or isinstance(b, (memoryview, RecordsSlice)):
         return a is not None and b is not None and bytes(a) == bytes(b)
     return bool(a == b)
 
@@ -180,9 +180,9 @@ def _encode_primitive(kind: str, value: Any, f: Field, version: int, flexible: b
         if value is None:
             _null(f, version, flexible, w, wide=True)
             return
-        if isinstance(value, (bytes, bytearray, memoryview)):
+        if isinstance(value, (bytes, bytearray, memoryview, RecordsSlice)):
             w.length(len(value), flexible, wide=True)
-            w.buf += value
+            w.buf += as_view(value)
         else:  # a file slice, sent zero-copy
             w.length(value.length, flexible, wide=True)
             w.splice(value)
@@ -270,6 +270,9 @@ def _decode_primitive(kind: str, f: Field, version: int, flexible: bool, r: Read
         n = r.length(flexible, wide=True)
         if n < 0:
             return _decoded_null(f, version, r)
+        start = r.pos
         data = r.take(n)
-        return data if kind == "records" else bytes(data)
+        if kind == "bytes":
+            return bytes(data)
+        return data if r.source is None else RecordsSlice(r.source, start, start + n)
     raise DecodeError(f"unknown field type {kind}", r.pos)

@@ -25,7 +25,7 @@ def response_header_version(api_key: int, api_version: int) -> int:
     return 1 if cls is not None and cls.is_flexible(api_version) else 0
 
 
-def decode_request_header(frame: memoryview) -> tuple[Any, Reader]:
+def decode_request_header(frame: bytes) -> tuple[Any, Reader]:
     """The request header (v1 or v2 by the API's flexibility) and a reader at the body."""
     r = Reader(frame)
     if r.remaining() < 8:

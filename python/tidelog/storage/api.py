@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from tidelog import _engine
 from tidelog.client.partitioner import partition_for_key
 from tidelog.errors import OffsetOutOfRangeError
+from tidelog.protocol.primitives import RecordsSlice
 from tidelog.records import Record, as_bytes
 from tidelog.storage.config import LogConfig
 from tidelog.storage.log import write_file_atomic
@@ -166,14 +167,23 @@ class Log:
         return int(self._core.append_records(items, leader_epoch, now)[0])
 
     def append_batches(
-        self, raw: bytes | bytearray | memoryview, *, assign_offsets: bool = True, leader_epoch: int = 0
+        self,
+        raw: bytes | bytearray | memoryview | RecordsSlice,
+        *,
+        assign_offsets: bool = True,
+        leader_epoch: int = 0,
     ) -> AppendResult:
         """Appends pre-built RecordBatch v2 bytes after validating every batch (CRC, length,
         counts). With ``assign_offsets`` (what a broker does) every batch must carry base
         offset 0 and gets the next offsets; without (what a replica does) the batches keep
         their offsets, which must continue :attr:`end_offset` exactly.
         """
-        r = self._core.append_batches(raw, not assign_offsets, leader_epoch, _now_ms())
+        if isinstance(raw, RecordsSlice):  # records of a received frame: read in place
+            r = self._core.append_batches(
+                raw.data, not assign_offsets, leader_epoch, _now_ms(), raw.start, raw.end
+            )
+        else:
+            r = self._core.append_batches(raw, not assign_offsets, leader_epoch, _now_ms(), 0, None)
         return AppendResult(*r)
 
     def flush(self) -> None:

@@ -248,9 +248,15 @@ class Log:
         return self._locked(go)
 
     def append_batches(
-        self, data: Any, keep_offsets: bool, leader_epoch: int, now_ms: int
+        self,
+        data: Any,
+        keep_offsets: bool,
+        leader_epoch: int,
+        now_ms: int,
+        start: int = 0,
+        end: int | None = None,
     ) -> tuple[int, int, int, int, int]:
-        buf = bytearray(data)
+        buf = bytearray(memoryview(data)[start:end])
 
         def go() -> tuple[int, int, int, int, int]:
             if keep_offsets:
