@@ -373,3 +373,29 @@ def test_a_topic_gaining_partitions_rebalances_the_group(broker):
     finally:
         a.close()
         b.close()
+
+
+def test_a_duplicate_static_member_is_fenced(broker):
+    w = Wire(broker.bootstrap)
+    J = m.JoinGroupRequest
+    proto = [J.JoinGroupRequestProtocol(name="range", metadata=b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")]
+
+    def join(member_id: str) -> m.JoinGroupResponse:
+        return w.request(
+            J(
+                group_id="GF",
+                session_timeout_ms=10000,
+                rebalance_timeout_ms=1000,
+                member_id=member_id,
+                group_instance_id="instance-1",
+                protocol_type="consumer",
+                protocols=proto,
+            ),
+            7,
+        )
+
+    first = join("")
+    assert first.error_code == 0 and first.member_id.startswith("instance-1-")
+    assert join("someone-else").error_code == 82  # FENCED_INSTANCE_ID
+    assert broker.broker.groups.groups["GF"].static == {"instance-1": first.member_id}
+    w.close()
