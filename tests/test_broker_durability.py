@@ -142,3 +142,23 @@ def test_kcat_produces_and_consumes(tidelog_broker, tmp_path):
     )
     assert sorted(out.stdout.split()) == sorted(f"key{i}=value{i}" for i in range(100))
     assert os.path.isdir(tmp_path / "broker" / "kc-0")  # auto-created, in Kafka's layout
+
+
+def test_segment_rolls_under_load_keep_every_message(tmp_path):
+    broker = start_broker(tmp_path / "data", **{"log.segment.bytes": "20000"})
+    try:
+        create_topic("confluent-kafka", broker.bootstrap, "rolling", 2)
+        sent = [(b"k%d" % i, b"v%d" % i * 20) for i in range(3000)]
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "partitioner": "murmur2_random"})
+        for i, (key, value) in enumerate(sent):
+            p.produce("rolling", key=key, value=value)
+            if i % 100 == 99:
+                assert p.flush(30) == 0  # many separate batches, so the segments roll
+        got = consume("confluent-kafka", broker.bootstrap, "rolling", 2, expected=len(sent))
+        assert sorted(v for *_, v in got) == sorted(v for _, v in sent)
+        segments = list((tmp_path / "data" / "rolling-0").glob("*.log"))
+        assert len(segments) > 5  # rolled many times (in a worker thread, off the event loop)
+    finally:
+        broker.stop()

@@ -106,6 +106,29 @@ def test_retried_idempotent_batch_is_acknowledged_once(tidelog_broker):
         7,
     )
     assert lo.topics[0].partitions[0].offset == 6
+    L = m.ListOffsetsRequest
+
+    def list_offset(timestamp: int) -> tuple[int, int]:
+        r = w.request(
+            L(
+                replica_id=-1,
+                topics=[
+                    L.ListOffsetsTopic(
+                        name="idem",
+                        partitions=[
+                            L.ListOffsetsTopic.ListOffsetsPartition(partition_index=0, timestamp=timestamp)
+                        ],
+                    )
+                ],
+            ),
+            7,
+        )
+        p = r.topics[0].partitions[0]
+        return p.offset, p.timestamp
+
+    assert list_offset(-2) == (0, -1)  # earliest
+    assert list_offset(-3) == (0, 1)  # max timestamp: every record here has timestamp 1
+    assert list_offset(2) == (-1, -1)  # no record at or after timestamp 2
     w.close()
 
 

@@ -154,3 +154,13 @@ def test_engine_selection(monkeypatch, tmp_path):
     assert tidelog.engine() == "rust"
     with pytest.raises(ValueError, match="engine must be"):
         tidelog.Log.open(tmp_path / "b-0", engine="go")
+
+
+def test_max_timestamp_and_active_segment_bytes(open_log):
+    log = open_log(segment_bytes=1000)
+    assert log.max_timestamp == -1 and log.active_segment_bytes == 0
+    for ts in (50, 900, 20, 900, 10):
+        log.append([(None, b"x" * 150)], timestamp=ts)
+    assert log.max_timestamp == 900
+    assert log.offset_for_time(log.max_timestamp) == (1, 900)  # the first record holding it
+    assert 0 < log.active_segment_bytes <= 1000 and len(log.segments) > 1

@@ -389,6 +389,18 @@ impl Log {
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(Segment::size).sum()
     }
+    /// Bytes in the active segment (a roll comes when an append would pass `segment.bytes`).
+    pub fn active_segment_bytes(&self) -> u64 {
+        self.active().size()
+    }
+    /// The largest record timestamp in the log (-1 when empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.segments
+            .iter()
+            .map(Segment::max_timestamp)
+            .max()
+            .unwrap_or(-1)
+    }
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         self.segments.iter().map(Segment::base_offset).collect()
     }

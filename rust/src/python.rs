@@ -392,6 +392,15 @@ impl PyLog {
         self.read(py, |l| Ok(l.is_closed()))
     }
 
+    #[getter]
+    fn active_segment_bytes(&self, py: Python<'_>) -> PyResult<u64> {
+        self.read(py, |l| Ok(l.active_segment_bytes()))
+    }
+    #[getter]
+    fn max_timestamp(&self, py: Python<'_>) -> PyResult<i64> {
+        self.read(py, |l| Ok(l.max_timestamp()))
+    }
+
     fn segments(&self, py: Python<'_>) -> PyResult<Vec<i64>> {
         self.read(py, |l| Ok(l.segment_base_offsets()))
     }

@@ -180,7 +180,7 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
                 res.error_code = ec.INVALID_REQUEST
                 continue
             try:
-                res.base_offset, res.log_append_time_ms, count = _append(part, p.records)
+                res.base_offset, res.log_append_time_ms, count = await part.append_records(_append, p.records)
                 res.log_start_offset = part.log_start_offset
                 if count and part.appended(count):
                     to_flush.append(part)
@@ -343,12 +343,10 @@ async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> A
 
 
 def _max_timestamp(part: Any) -> tuple[int, int] | None:
-    """(offset, timestamp) of the record with the largest timestamp."""
-    best: tuple[int, int] | None = None
-    for r in part.log.records():
-        if best is None or r.timestamp > best[1]:
-            best = (r.offset, r.timestamp)
-    return best
+    """(offset, timestamp) of the first record with the largest timestamp: the segments know
+    their largest timestamps, and the time index finds the record."""
+    ts = part.log.max_timestamp
+    return None if ts < 0 else part.log.offset_for_time(ts)
 
 
 @handles(19)

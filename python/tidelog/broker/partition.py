@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import trio
 
 from tidelog.records import BatchHeader
 from tidelog.storage import Log
 
+T = TypeVar("T")
 #: Batches remembered per producer for duplicate detection (Kafka keeps 5).
 PRODUCER_BATCHES = 5
 
@@ -44,6 +47,7 @@ class Partition:
         self.unflushed = 0
         self.last_flush = time.monotonic()
         self._appended = trio.Event()
+        self._append_lock = trio.Lock()
         self._rebuild_producer_state()
 
     @property
@@ -53,6 +57,16 @@ class Partition:
     @property
     def log_start_offset(self) -> int:
         return self.log.start_offset
+
+    async def append_records(self, append: Callable[[Partition, Any], T], records: Any) -> T:
+        """Runs ``append(self, records)`` (sequence checks + the log append) one at a time per
+        partition. When the append will roll the segment, which fsyncs the old one, it runs in a
+        worker thread so the event loop never waits for the disk."""
+        async with self._append_lock:
+            size = len(records) if records is not None else 0
+            if self.log.active_segment_bytes + size > self.log.config.segment_bytes:
+                return await trio.to_thread.run_sync(append, self, records)
+            return append(self, records)
 
     def wait_for_data(self) -> trio.Event:
         """An event set by the next append."""

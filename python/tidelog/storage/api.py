@@ -144,6 +144,16 @@ class Log:
         return bool(self._core.closed)
 
     @property
+    def active_segment_bytes(self) -> int:
+        """Bytes in the active segment."""
+        return int(self._core.active_segment_bytes)
+
+    @property
+    def max_timestamp(self) -> int:
+        """The largest record timestamp in the log (-1 if it has none)."""
+        return int(self._core.max_timestamp)
+
+    @property
     def segments(self) -> list[int]:
         """Base offsets of the segments, oldest first; the last is the active one."""
         return list(self._core.segments())

@@ -222,6 +222,14 @@ class Log:
     def closed(self) -> bool:
         return self._closed is not None
 
+    @property
+    def active_segment_bytes(self) -> int:
+        return self._segments[-1].size
+
+    @property
+    def max_timestamp(self) -> int:
+        return max(s.max_timestamp for s in self._segments)
+
     def segments(self) -> list[int]:
         return [s.base_offset for s in self._segments]
 
