@@ -146,7 +146,11 @@ def test_corrupt_and_oversized_batches_get_error_codes(tidelog_broker):
     assert (part.error_code, part.base_offset) == (0, 0)
     old = w.request(produce_request("errs", good), 2).responses[0].partition_responses[0]
     assert old.error_code == ec.UNSUPPORTED_VERSION
+    w.request(produce_request("errs", good, acks=0), 9, expect_response=False)  # fine: no answer
+    w.request(produce_request("errs", bytes(bad), acks=0), 9, expect_response=False)
+    assert w.closed_by_peer()  # a failed acks=0 produce has no response to carry the error
     w.close()
+    healthy(tidelog_broker)
 
 
 @pytest.mark.parametrize(

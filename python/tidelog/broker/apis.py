@@ -194,8 +194,16 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
     for part in to_flush:
         await part.flush()
     if acks == 0:
+        failed = [(t.name, p.index, p.error_code) for t in out for p in t.partition_responses if p.error_code]
+        if failed:
+            # No response exists to carry the error: Kafka closes the connection instead.
+            raise RefusedWithoutResponse(f"acks=0 produce failed: {failed[:3]}")
         return None
     return R(responses=out, throttle_time_ms=0)
+
+
+class RefusedWithoutResponse(Exception):
+    """A request that failed but gets no response (acks=0): the connection is closed."""
 
 
 class OutOfOrder(Exception):

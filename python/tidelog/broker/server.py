@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from tidelog.broker.apis import ADVERTISED, CURRENT_PEER, HANDLERS
+from tidelog.broker.apis import ADVERTISED, CURRENT_PEER, HANDLERS, RefusedWithoutResponse
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
@@ -255,6 +255,8 @@ class Broker:
             raise ConnectionClosed(f"unparseable {m.REQUESTS[key].__name__} v{version}: {e}") from None
         try:
             response = await HANDLERS[key](self, request, header, version)
+        except RefusedWithoutResponse as e:
+            raise ConnectionClosed(str(e)) from None
         except Exception:
             log.exception("handler for api key %d v%d failed", key, version)
             raise ConnectionClosed("internal error while handling the request") from None
