@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 pub const OFFSET_ENTRY: usize = 8;
 pub const TIME_ENTRY: usize = 12;
 
-/// A file of fixed-size entries, mapped into memory.
-struct MappedEntries {
+/// A file of fixed-size entries, mapped into memory; both indexes deref to it for the
+/// operations they share.
+pub struct MappedEntries {
     path: PathBuf,
     file: File,
     map: Option<MmapMut>,
@@ -80,8 +81,25 @@ impl MappedEntries {
         &map[i * self.entry_size..(i + 1) * self.entry_size]
     }
 
-    fn is_full(&self) -> bool {
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    pub fn set_entries(&mut self, n: usize) {
+        self.entries = n.min(self.capacity);
+    }
+
+    pub fn is_full(&self) -> bool {
         self.entries >= self.capacity
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Grows the file back to `bytes` (whole entries, never below the entries held).
+    pub fn preallocate(&mut self, bytes: usize) -> Result<()> {
+        self.resize(bytes.max(self.entries * self.entry_size))
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -106,7 +124,7 @@ impl MappedEntries {
         lo.checked_sub(1)
     }
 
-    fn flush(&self) -> Result<()> {
+    pub fn flush(&self) -> Result<()> {
         if let Some(map) = &self.map {
             map.flush()
                 .map_err(|e| Error::io("msync index", &self.path, e))?;
@@ -114,7 +132,8 @@ impl MappedEntries {
         Ok(())
     }
 
-    fn trim(&mut self) -> Result<()> {
+    /// Cuts the file to its entries and makes it durable (when a segment stops being active).
+    pub fn trim(&mut self) -> Result<()> {
         self.flush()?;
         self.resize(self.entries * self.entry_size)?;
         self.file
@@ -145,16 +164,6 @@ impl OffsetIndex {
     ) -> Result<(Self, usize)> {
         let (inner, existing) = MappedEntries::open(path, OFFSET_ENTRY, preallocate)?;
         Ok((OffsetIndex { inner, base_offset }, existing))
-    }
-
-    pub fn entries(&self) -> usize {
-        self.inner.entries
-    }
-    pub fn is_full(&self) -> bool {
-        self.inner.is_full()
-    }
-    pub fn set_entries(&mut self, n: usize) {
-        self.inner.entries = n.min(self.inner.capacity);
     }
 
     pub fn get(&self, i: usize) -> (i64, u32) {
@@ -213,19 +222,31 @@ impl OffsetIndex {
         }
         true
     }
+}
 
-    pub fn flush(&self) -> Result<()> {
-        self.inner.flush()
+impl std::ops::Deref for OffsetIndex {
+    type Target = MappedEntries;
+    fn deref(&self) -> &MappedEntries {
+        &self.inner
     }
-    pub fn trim(&mut self) -> Result<()> {
-        self.inner.trim()
+}
+
+impl std::ops::DerefMut for OffsetIndex {
+    fn deref_mut(&mut self) -> &mut MappedEntries {
+        &mut self.inner
     }
-    pub fn preallocate(&mut self, bytes: usize) -> Result<()> {
-        self.inner
-            .resize(bytes.max(self.inner.entries * OFFSET_ENTRY))
+}
+
+impl std::ops::Deref for TimeIndex {
+    type Target = MappedEntries;
+    fn deref(&self) -> &MappedEntries {
+        &self.inner
     }
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+}
+
+impl std::ops::DerefMut for TimeIndex {
+    fn deref_mut(&mut self) -> &mut MappedEntries {
+        &mut self.inner
     }
 }
 
@@ -243,16 +264,6 @@ impl TimeIndex {
     ) -> Result<(Self, usize)> {
         let (inner, existing) = MappedEntries::open(path, TIME_ENTRY, preallocate)?;
         Ok((TimeIndex { inner, base_offset }, existing))
-    }
-
-    pub fn entries(&self) -> usize {
-        self.inner.entries
-    }
-    pub fn is_full(&self) -> bool {
-        self.inner.is_full()
-    }
-    pub fn set_entries(&mut self, n: usize) {
-        self.inner.entries = n.min(self.inner.capacity);
     }
 
     pub fn get(&self, i: usize) -> (i64, i64) {
@@ -305,20 +316,6 @@ impl TimeIndex {
             prev = Some((ts, o));
         }
         true
-    }
-
-    pub fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
-    pub fn trim(&mut self) -> Result<()> {
-        self.inner.trim()
-    }
-    pub fn preallocate(&mut self, bytes: usize) -> Result<()> {
-        self.inner
-            .resize(bytes.max(self.inner.entries * TIME_ENTRY))
-    }
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 }
 

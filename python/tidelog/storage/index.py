@@ -98,11 +98,13 @@ class _MappedEntries:
         os.close(self.fd)
 
 
-class OffsetIndex:
-    """Entries (relative last offset of a batch, position of the batch's start)."""
+class _Index:
+    """What both indexes share: a mapped file of entries and its life cycle."""
+
+    ENTRY = 0
 
     def __init__(self, path: str, base_offset: int, preallocate: int | None) -> None:
-        self._m = _MappedEntries(path, OFFSET_ENTRY, preallocate)
+        self._m = _MappedEntries(path, self.ENTRY, preallocate)
         self.base_offset = base_offset
 
     @property
@@ -118,6 +120,24 @@ class OffsetIndex:
 
     def is_full(self) -> bool:
         return self._m.is_full()
+
+    def flush(self) -> None:
+        self._m.flush()
+
+    def trim(self) -> None:
+        self._m.trim()
+
+    def preallocate(self, nbytes: int) -> None:
+        self._m.resize(max(nbytes, self.entries * self.ENTRY))
+
+    def close(self) -> None:
+        self._m.close()
+
+
+class OffsetIndex(_Index):
+    """Entries (relative last offset of a batch, position of the batch's start)."""
+
+    ENTRY = OFFSET_ENTRY
 
     def get(self, i: int) -> tuple[int, int]:
         rel, pos = _OFF.unpack_from(self._m.map, i * OFFSET_ENTRY)  # type: ignore[arg-type]
@@ -151,39 +171,11 @@ class OffsetIndex:
             prev = (o, p)
         return True
 
-    def flush(self) -> None:
-        self._m.flush()
 
-    def trim(self) -> None:
-        self._m.trim()
-
-    def preallocate(self, nbytes: int) -> None:
-        self._m.resize(max(nbytes, self.entries * OFFSET_ENTRY))
-
-    def close(self) -> None:
-        self._m.close()
-
-
-class TimeIndex:
+class TimeIndex(_Index):
     """Entries (max timestamp so far, relative offset of the batch holding it)."""
 
-    def __init__(self, path: str, base_offset: int, preallocate: int | None) -> None:
-        self._m = _MappedEntries(path, TIME_ENTRY, preallocate)
-        self.base_offset = base_offset
-
-    @property
-    def path(self) -> str:
-        return self._m.path
-
-    @property
-    def entries(self) -> int:
-        return self._m.entries
-
-    def set_entries(self, n: int) -> None:
-        self._m.entries = min(n, self._m.capacity)
-
-    def is_full(self) -> bool:
-        return self._m.is_full()
+    ENTRY = TIME_ENTRY
 
     def get(self, i: int) -> tuple[int, int]:
         ts, rel = _TIME.unpack_from(self._m.map, i * TIME_ENTRY)  # type: ignore[arg-type]
@@ -218,15 +210,3 @@ class TimeIndex:
                 return False
             prev = (ts, o)
         return True
-
-    def flush(self) -> None:
-        self._m.flush()
-
-    def trim(self) -> None:
-        self._m.trim()
-
-    def preallocate(self, nbytes: int) -> None:
-        self._m.resize(max(nbytes, self.entries * TIME_ENTRY))
-
-    def close(self) -> None:
-        self._m.close()

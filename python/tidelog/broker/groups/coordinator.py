@@ -424,14 +424,18 @@ class Coordinator:
             self._remove(g, member_id, UNKNOWN_MEMBER_ID, "it left the group")
             codes.append(NONE)
         if g is not None and any(c == NONE for c in codes):
-            if g.members:
-                self._prepare_rebalance(g, "a member left")
-                g.joined.set()
-            else:
-                g.state, g.leader = EMPTY, None
-                g.generation += 1
-                self._persist_group(g)
+            self._members_left(g, "a member left")
         return codes
+
+    def _members_left(self, g: Group, why: str) -> None:
+        """After members were removed: rebalance the rest, or the group becomes Empty."""
+        if g.members:
+            self._prepare_rebalance(g, why)
+            g.joined.set()
+        else:
+            g.state, g.leader = EMPTY, None
+            g.generation += 1
+            self._persist_group(g)
 
     async def sweep(self) -> None:
         """Removes members whose session expired and pending ids never used; expires offsets
@@ -453,13 +457,7 @@ class Coordinator:
                 for mid in expired:
                     self._remove(g, mid, UNKNOWN_MEMBER_ID, "its session timed out")
                 if expired:
-                    if g.members:
-                        self._prepare_rebalance(g, "a member's session timed out")
-                        g.joined.set()
-                    else:
-                        g.state, g.leader = EMPTY, None
-                        g.generation += 1
-                        self._persist_group(g)
+                    self._members_left(g, "a member's session timed out")
             if now - last_retention > 60:
                 last_retention = now
                 self.expire_offsets(int(time.time() * 1000))
