@@ -819,3 +819,108 @@ impl Log {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::NewRecord;
+
+    fn rec(v: &[u8]) -> NewRecord<'_> {
+        NewRecord {
+            timestamp: 1,
+            key: None,
+            value: Some(v),
+            headers: Vec::new(),
+        }
+    }
+
+    fn small() -> LogConfig {
+        LogConfig {
+            segment_bytes: 400,
+            index_interval_bytes: 64,
+            segment_index_bytes: 4096,
+            ..LogConfig::default()
+        }
+    }
+
+    #[test]
+    fn appends_roll_and_reopen_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small(), 0).unwrap();
+        for i in 0..30u8 {
+            let info = log.append_records(&[rec(&[i; 40])], 0, 0).unwrap();
+            assert_eq!(info.first_offset, i64::from(i));
+        }
+        assert!(log.segment_base_offsets().len() > 3);
+        log.close().unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), small(), 0).unwrap();
+        assert!(log.recovery_report().clean_shutdown);
+        assert_eq!(log.end_offset(), 30);
+        // A read returns batches from one segment; reading on from each end covers the log.
+        let mut values = Vec::new();
+        let mut next = 5;
+        while next < log.end_offset() {
+            log.read_records(next, 100, 1 << 20, |r| {
+                values.push((r.offset, r.value.unwrap()[0]))
+            })
+            .unwrap();
+            next = values.last().unwrap().0 + 1;
+        }
+        assert_eq!(values, (5..30).map(|i| (i, i as u8)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_after_an_unclean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        for i in 0..5u8 {
+            log.append_records(&[rec(&[i; 10])], 0, 0).unwrap();
+        }
+        log.flush(0).unwrap();
+        drop(log); // no close: an unclean stop
+        let seg = dir.path().join("00000000000000000000.log");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let report = log.recovery_report().clone();
+        assert!(!report.clean_shutdown && report.bytes_truncated > 0);
+        assert_eq!(log.end_offset(), 4);
+        assert_eq!(
+            log.append_records(&[rec(b"again")], 0, 0)
+                .unwrap()
+                .first_offset,
+            4
+        );
+    }
+
+    #[test]
+    fn truncate_and_delete_records_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small(), 0).unwrap();
+        for i in 0..20u8 {
+            log.append_records(&[rec(&[i; 40]), rec(&[i; 40])], 0, 0)
+                .unwrap();
+        }
+        log.truncate_to(15, 0).unwrap();
+        assert_eq!(log.end_offset(), 14); // the batch holding 15 (14-15) goes too
+        log.delete_records_before(10).unwrap();
+        assert_eq!(log.start_offset(), 10);
+        assert!(matches!(
+            log.read_batches(9, 100),
+            Err(Error::OffsetOutOfRange {
+                start_offset: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            log.delete_records_before(99),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+    }
+}
