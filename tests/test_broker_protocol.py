@@ -201,3 +201,22 @@ def test_request_decoder_fuzz(cls, version, data):
     version = min(version, cls.VALID_VERSIONS[1])
     with contextlib.suppress(DecodeError):
         cls.decode(Reader(data), version)
+
+
+def test_metadata_for_an_illegal_topic_name(tidelog_broker):
+    w = Wire(tidelog_broker.bootstrap)
+    resp = w.request(
+        m.MetadataRequest(
+            topics=[m.MetadataRequest.MetadataRequestTopic(name="bad name!")], allow_auto_topic_creation=True
+        ),
+        12,
+    )
+    assert resp.topics[0].error_code == ec.INVALID_TOPIC_EXCEPTION
+    resp = w.request(
+        m.MetadataRequest(
+            topics=[m.MetadataRequest.MetadataRequestTopic(name="fine")], allow_auto_topic_creation=False
+        ),
+        12,
+    )
+    assert resp.topics[0].error_code == ec.UNKNOWN_TOPIC_OR_PARTITION
+    w.close()

@@ -90,13 +90,11 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
     topics = []
     for name in names:
         topic = tm.topics.get(name)
+        code = ec.UNKNOWN_TOPIC_OR_PARTITION
         if topic is None and auto:
-            try:
-                topic = tm.create(name, -1, -1, {})
-            except Exception as e:
-                log.info("auto-create of %r refused: %s", name, e)
+            topic, code = _auto_create(broker, name)
         if topic is None:
-            topics.append(R.MetadataResponseTopic(error_code=ec.UNKNOWN_TOPIC_OR_PARTITION, name=name))
+            topics.append(R.MetadataResponseTopic(error_code=code, name=name))
             continue
         parts = [
             R.MetadataResponseTopic.MetadataResponsePartition(
@@ -125,6 +123,17 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
         controller_id=broker.config.node_id,
         topics=topics,
     )
+
+
+def _auto_create(broker: Broker, name: str) -> tuple[Any, int]:
+    """Creates a topic on first use (auto.create.topics.enable): (topic, NONE) or (None, code)."""
+    from tidelog.broker.topics import TopicError
+
+    try:
+        return broker.topics.create(name, -1, -1, {}), ec.NONE
+    except TopicError as e:
+        log.info("auto-create of %r refused: %s", name, e)
+        return None, e.code
 
 
 @handles(0)
@@ -160,18 +169,16 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
             )
             parts.append(res)
             part = broker.topics.partition(t.name, p.index)
+            code = ec.UNKNOWN_TOPIC_OR_PARTITION
             if (
                 part is None
                 and broker.config.auto_create_topics_enable
                 and t.name not in broker.topics.topics
             ):
-                try:
-                    broker.topics.create(t.name, -1, -1, {})
-                    part = broker.topics.partition(t.name, p.index)
-                except Exception as e:
-                    log.info("auto-create of %r refused: %s", t.name, e)
+                topic, code = _auto_create(broker, t.name)
+                part = broker.topics.partition(t.name, p.index) if topic else None
             if part is None:
-                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                res.error_code = code
                 continue
             if acks not in (0, 1, -1):
                 res.error_code = ec.INVALID_REQUIRED_ACKS
