@@ -173,8 +173,8 @@ class Log:
         ``timestamp``, default now (ms).
         """
         now = _now_ms() if timestamp is None else timestamp
-        items = records if isinstance(records, (list, tuple)) else list(records)
-        return int(self._core.append_records(items, leader_epoch, now)[0])
+        first: int = self._core.append_records(records, leader_epoch, now)[0]
+        return first
 
     def append_batches(
         self,
