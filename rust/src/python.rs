@@ -10,10 +10,38 @@ use pyo3::basic::CompareOp;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyModule, PyString, PyTuple, PyType};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::RwLock;
+
+/// Reads of more bytes than this pause the cyclic GC while they create records.
+const GC_PAUSE_BYTES: usize = 16 * 1024;
+
+/// Disables Python's cyclic garbage collector until dropped (if it was enabled).
+struct GcPause<'py> {
+    gc: Option<Bound<'py, PyModule>>,
+}
+
+impl<'py> GcPause<'py> {
+    fn new(py: Python<'py>) -> PyResult<Self> {
+        let gc = py.import("gc")?;
+        if gc.call_method0("isenabled")?.is_truthy()? {
+            gc.call_method0("disable")?;
+            return Ok(GcPause { gc: Some(gc) });
+        }
+        Ok(GcPause { gc: None })
+    }
+}
+
+impl Drop for GcPause<'_> {
+    fn drop(&mut self) {
+        if let Some(gc) = &self.gc {
+            // Re-enabling cannot fail in practice; an error here has nowhere to go.
+            let _ = gc.call_method0("enable");
+        }
+    }
+}
 
 /// Appends below this size are written without releasing the GIL (see `write_short`).
 const SHORT_APPEND_BYTES: u32 = 16 * 1024;
@@ -548,6 +576,11 @@ impl PyLog {
         else {
             return Ok(out);
         };
+        // Records are GC-tracked objects: creating thousands would trigger a collection every
+        // few hundred; the cyclic GC pauses meanwhile (nothing here can form a cycle).
+        let _pause = (buf.len() > GC_PAUSE_BYTES)
+            .then(|| GcPause::new(py))
+            .transpose()?;
         let mut count = 0usize;
         for info in &infos {
             let start = info.position as usize;
