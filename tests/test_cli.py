@@ -42,9 +42,16 @@ def test_topics_produce_consume(tidelog_broker):
     r = tidelog("topics", "alter", "cli", "--partitions", "4", "--config", "retention.ms=1000", *bs)
     assert r.returncode == 0, r.stderr
     assert "PartitionCount: 4" in tidelog("topics", "describe", "cli", *bs).stdout
-    assert tidelog("consume", "cli", "--group", "g", *bs).returncode != 0
+    # A group resumes where it committed: 20, then the other 30 (each exactly once).
+    first = tidelog("consume", "cli", "--group", "g", "--from-beginning", "--max-messages", "20", *bs)
+    rest = tidelog("consume", "cli", "--group", "g", "--from-beginning", "--timeout-ms", "1500", *bs)
+    assert first.returncode == 0 and rest.returncode == 0, first.stderr + rest.stderr
+    values = first.stdout.splitlines() + rest.stdout.splitlines()
+    assert len(first.stdout.splitlines()) == 20
+    assert sorted(values) == sorted(line.split(":", 1)[1] for line in lines.splitlines())
     assert tidelog("topics", "delete", "cli", *bs).returncode == 0
-    assert tidelog("topics", "list", *bs).stdout.split() == []
+    assert tidelog("topics", "list", *bs).stdout.split() == ["__consumer_offsets"]  # the groups' store
+    assert tidelog("topics", "list", "--exclude-internal", *bs).stdout.split() == []
 
 
 def test_unreachable_broker_is_a_clear_error():

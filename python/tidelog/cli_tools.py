@@ -9,6 +9,7 @@ import time
 from typing import Any, TextIO
 
 from tidelog.client.connection import BrokerError, Connection
+from tidelog.client.group import GroupMember
 from tidelog.client.partitioner import partition_for_key
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import as_view
@@ -92,7 +93,8 @@ def topics(args: argparse.Namespace, out: TextIO) -> int:
         elif args.action == "list":
             meta = conn.send(m.MetadataRequest(topics=None))
             for t in sorted(meta.topics, key=lambda t: t.name):
-                out.write(f"{t.name}\n")
+                if not (args.exclude_internal and t.is_internal):
+                    out.write(f"{t.name}\n")
         elif args.action == "describe":
             req_topics = (
                 None if args.topic is None else [m.MetadataRequest.MetadataRequestTopic(name=args.topic)]
@@ -220,63 +222,93 @@ def produce(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
 
 
 def consume(args: argparse.Namespace, out: TextIO) -> int:
-    """Prints records (values; KEY<sep>VALUE with --print-key) until --max-messages or idle."""
-    if args.group:
-        raise SystemExit("consumer groups are not supported by tidelog yet: consume without --group")
-    F = m.FetchRequest
+    """Prints records (values; KEY<sep>VALUE with --print-key) until --max-messages or idle.
+    With --group, partitions come from the group and positions from its committed offsets,
+    which are committed again on the way out."""
     printed = 0
     with Connection(args.bootstrap_server) as conn:
-        parts = _partitions(conn, args.topic) if args.partition is None else [args.partition]
-        position = _offsets(conn, args.topic, parts, -2 if args.from_beginning else -1)
+        all_parts = _partitions(conn, args.topic)
+        member = GroupMember(conn, args.group, args.topic, len(all_parts)) if args.group else None
+
+        def assign() -> tuple[list[int], dict[int, int]]:
+            if member is None:
+                parts = all_parts if args.partition is None else [args.partition]
+                committed: dict[int, int] = {}
+            else:
+                parts = member.join()
+                committed = member.committed(parts) if parts else {}
+            start = _offsets(conn, args.topic, parts, -2 if args.from_beginning else -1) if parts else {}
+            return parts, {p: committed[p] if committed.get(p, -1) >= 0 else start[p] for p in parts}
+
+        parts, position = assign()
+        last_beat = time.monotonic()
         idle_deadline = time.monotonic() + args.timeout_ms / 1000
-        while args.max_messages is None or printed < args.max_messages:
-            resp = conn.send(
-                F(
-                    replica_id=-1,
-                    max_wait_ms=500,
-                    min_bytes=1,
-                    max_bytes=8 << 20,
-                    isolation_level=0,
-                    topics=[
-                        F.FetchTopic(
-                            topic=args.topic,
-                            partitions=[
-                                F.FetchTopic.FetchPartition(
-                                    partition=p, fetch_offset=position[p], partition_max_bytes=1 << 20
-                                )
-                                for p in parts
-                            ],
+        try:
+            while args.max_messages is None or printed < args.max_messages:
+                got_any = False
+                for rec in _fetch(conn, args.topic, parts, position) if parts else ():
+                    got_any = True
+                    position[rec[0]] = rec[1].offset + 1
+                    value = (rec[1].value or b"").decode(errors="replace")
+                    if args.print_key:
+                        out.write(
+                            f"{(rec[1].key or b'').decode(errors='replace')}{args.key_separator}{value}\n"
                         )
+                    else:
+                        out.write(f"{value}\n")
+                    printed += 1
+                    if args.max_messages is not None and printed >= args.max_messages:
+                        break
+                out.flush()
+                if member is not None and time.monotonic() - last_beat > 1:
+                    last_beat = time.monotonic()
+                    if member.heartbeat():  # a rebalance (or we were dropped): commit, rejoin
+                        member.commit(position)
+                        parts, position = assign()
+                if not parts:
+                    time.sleep(0.2)  # no partitions of ours: only heartbeats until the deadline
+                if got_any:
+                    idle_deadline = time.monotonic() + args.timeout_ms / 1000
+                elif time.monotonic() > idle_deadline:
+                    break
+        finally:
+            if member is not None:
+                member.commit(position)
+                member.leave()
+    return 0
+
+
+def _fetch(conn: Connection, topic: str, parts: list[int], position: dict[int, int]) -> list[tuple[int, Any]]:
+    """One fetch of every partition from its position: (partition, Record) in order."""
+    F = m.FetchRequest
+    resp = conn.send(
+        F(
+            replica_id=-1,
+            max_wait_ms=500,
+            min_bytes=1,
+            max_bytes=8 << 20,
+            isolation_level=0,
+            topics=[
+                F.FetchTopic(
+                    topic=topic,
+                    partitions=[
+                        F.FetchTopic.FetchPartition(
+                            partition=p, fetch_offset=position[p], partition_max_bytes=1 << 20
+                        )
+                        for p in parts
                     ],
                 )
-            )
-            got_any = False
-            for t in resp.responses:
-                for p in t.partitions:
-                    _check(p.error_code, f"fetch {args.topic}-{p.partition_index}")
-                    if not p.records:
-                        continue
-                    for rec in decode_batches(
-                        complete_batches(as_view(p.records)), position[p.partition_index]
-                    ):
-                        got_any = True
-                        position[p.partition_index] = rec.offset + 1
-                        value = (rec.value or b"").decode(errors="replace")
-                        if args.print_key:
-                            out.write(
-                                f"{(rec.key or b'').decode(errors='replace')}{args.key_separator}{value}\n"
-                            )
-                        else:
-                            out.write(f"{value}\n")
-                        printed += 1
-                        if args.max_messages is not None and printed >= args.max_messages:
-                            return 0
-            out.flush()
-            if got_any:
-                idle_deadline = time.monotonic() + args.timeout_ms / 1000
-            elif time.monotonic() > idle_deadline:
-                break
-    return 0
+            ],
+        )
+    )
+    out = []
+    for t in resp.responses:
+        for p in t.partitions:
+            _check(p.error_code, f"fetch {topic}-{p.partition_index}")
+            if p.records:
+                recs = decode_batches(complete_batches(as_view(p.records)), position[p.partition_index])
+                out += [(p.partition_index, r) for r in recs]
+    return out
 
 
 def add_commands(sub: Any) -> None:
@@ -290,6 +322,7 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--replication-factor", type=int, default=-1)
     t.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--delete-config", action="append", default=[], metavar="KEY")
+    t.add_argument("--exclude-internal", action="store_true", help="list: leave out internal topics")
     common(t)
     t.set_defaults(func=lambda a: _run(lambda: topics(_need_topic(a), sys.stdout)))
 
