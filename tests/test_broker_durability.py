@@ -3,6 +3,7 @@ production with flush-per-message loses no acknowledged message."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -67,9 +68,11 @@ def test_sigkill_during_acks_all_loses_no_acknowledged_message(tmp_path):
         "--set",
         "log.flush.interval.messages=1",
         "--log-level",
-        "warning",
+        "info",
+        "--log-format",
+        "json",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -103,6 +106,9 @@ def test_sigkill_during_acks_all_loses_no_acknowledged_message(tmp_path):
         assert len(acked) >= 2000, "the broker acknowledged too little before the deadline"
         proc.send_signal(signal.SIGKILL)  # mid-production: more requests are in flight
         proc.wait(30)
+        assert proc.stderr is not None
+        logged = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+        assert any("listening on" in doc["message"] for doc in logged)  # structured (JSON) logs
         p.flush(10)  # the rest fail or are acknowledged before the kill landed
         del p
     finally:

@@ -220,3 +220,17 @@ def test_metadata_for_an_illegal_topic_name(tidelog_broker):
     )
     assert resp.topics[0].error_code == ec.UNKNOWN_TOPIC_OR_PARTITION
     w.close()
+
+
+def test_idle_connections_are_closed(tmp_path):
+    from tidelog.pytest_plugin import start_broker
+
+    broker = start_broker(tmp_path / "idle", **{"connections.max.idle.ms": "300"})
+    try:
+        w = Wire(broker.bootstrap, timeout=10)
+        assert w.request(m.MetadataRequest(topics=None), 1).brokers  # in use: answered
+        assert w.closed_by_peer()  # then idle past connections.max.idle.ms: closed
+        w.close()
+        healthy(broker)
+    finally:
+        broker.stop()
