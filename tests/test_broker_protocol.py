@@ -234,3 +234,50 @@ def test_idle_connections_are_closed(tmp_path):
         healthy(broker)
     finally:
         broker.stop()
+
+
+def test_shutdown_answers_requests_in_flight_then_closes(tmp_path):
+    import threading
+
+    from tidelog.pytest_plugin import start_broker
+
+    broker = start_broker(tmp_path / "drain")
+    w = Wire(broker.bootstrap, timeout=20)
+    w.request(
+        m.CreateTopicsRequest(
+            topics=[
+                m.CreateTopicsRequest.CreatableTopic(name="quiet", num_partitions=1, replication_factor=1)
+            ],
+            timeout_ms=5000,
+        ),
+        5,
+    )
+    F = m.FetchRequest
+    long_poll = F(
+        replica_id=-1,
+        max_wait_ms=1500,
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        topics=[
+            F.FetchTopic(
+                topic="quiet",
+                partitions=[
+                    F.FetchTopic.FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1 << 20)
+                ],
+            )
+        ],
+    )
+    w.request(long_poll, 12, expect_response=False)  # waits up to 1.5 s for data that never comes
+    idle = Wire(broker.bootstrap, timeout=20)
+    idle.request(m.MetadataRequest(topics=None), 1)
+    stopper = threading.Thread(target=broker.stop)
+    stopper.start()
+    assert idle.closed_by_peer()  # an idle connection is closed at once
+    frame = w.read_frame()
+    assert frame is not None  # the long poll in flight still gets its answer
+    assert w.closed_by_peer()  # and then the connection closes
+    stopper.join(30)
+    assert not stopper.is_alive()
+    w.close()
+    idle.close()

@@ -31,6 +31,8 @@ from tidelog.storage.log import write_file_atomic
 log = logging.getLogger("tidelog.broker")
 PRODUCER_ID_BLOCK = 1000
 RECEIVE_CHUNK = 256 * 1024
+#: Seconds that requests in flight get to finish at shutdown.
+SHUTDOWN_GRACE = 10.0
 REQUEST_PREFIX = struct.Struct(">hhi")  # api key, api version, correlation id
 
 
@@ -57,6 +59,11 @@ class Broker:
         self._producer_id_limit = 0
         self._cancel: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._draining = False
+        self._busy = 0  # requests being handled
+        self._quiet = trio.Event()  # set when _busy drops to 0
+        self._accept_scopes: set[trio.CancelScope] = set()
+        self._idle_scopes: set[trio.CancelScope] = set()
         settings = self.config.settings
         store = OffsetsStore(
             self.topics,
@@ -139,8 +146,27 @@ class Broker:
             log.info("broker %d stopped; logs flushed and closed cleanly", self.config.node_id)
 
     def shutdown(self) -> None:
-        if self._cancel is not None:
-            self._cancel.cancel()
+        """Stops accepting and closes idle connections at once; requests being handled get
+        up to ``SHUTDOWN_GRACE`` seconds to finish and be answered; then everything stops and
+        the logs are closed cleanly. Call it on the broker's event loop."""
+        if self._nursery is None or self._draining:
+            if self._cancel is not None and self._nursery is None:
+                self._cancel.cancel()
+            return
+        self._draining = True
+        for scope in (*self._accept_scopes, *self._idle_scopes):
+            scope.cancel()
+        self._nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            while self._busy:
+                self._quiet = trio.Event()
+                await self._quiet.wait()
+        if self._busy:
+            log.warning("%d request(s) still running after %ss: stopping anyway", self._busy, SHUTDOWN_GRACE)
+        assert self._cancel is not None
+        self._cancel.cancel()
 
     async def __aenter__(self) -> Broker:
         self._nursery_manager = trio.open_nursery()
@@ -166,16 +192,18 @@ class Broker:
                         log.info("retention deleted %d segment(s) of %s-%d", deleted, topic.name, part.index)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    log.warning("accept failed (%s); retrying shortly", e)
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            nursery.start_soon(self._connection, stream)
+        with trio.CancelScope() as scope:
+            self._accept_scopes.add(scope)
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as e:
+                    if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                        log.warning("accept failed (%s); retrying shortly", e)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                nursery.start_soon(self._connection, stream)
 
     # ---- one connection ----
 
@@ -189,13 +217,25 @@ class Broker:
         buf = bytearray()
         try:
             async with stream:
-                while True:
-                    frame = await self._read_frame(stream, buf)
-                    if frame is None:
+                while not self._draining:
+                    # Waiting for a request is cancelled at shutdown; handling one is not.
+                    with trio.CancelScope() as idle:
+                        self._idle_scopes.add(idle)
+                        try:
+                            frame = await self._read_frame(stream, buf)
+                        finally:
+                            self._idle_scopes.discard(idle)
+                    if idle.cancelled_caught or frame is None:
                         return
-                    chunks = await self._handle(frame)
-                    if chunks is not None:
-                        await self._send(stream, chunks)
+                    self._busy += 1
+                    try:
+                        chunks = await self._handle(frame)
+                        if chunks is not None:
+                            await self._send(stream, chunks)
+                    finally:
+                        self._busy -= 1
+                        if not self._busy:
+                            self._quiet.set()
         except ConnectionClosed as e:
             log.warning("closing connection from %s: %s", peer, e)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
