@@ -73,9 +73,11 @@ async def api_versions(broker: Broker, req: Any, header: Any, version: int) -> A
 
 
 def _broker_entry(broker: Broker, cls: Any) -> Any:
-    return cls(
-        node_id=broker.config.node_id, host=broker.advertised_host, port=broker.advertised_port, rack=None
-    )
+    """This broker as a Metadata or DescribeCluster broker entry (node_id / broker_id)."""
+    id_field = "node_id" if "node_id" in cls.__slots__ else "broker_id"
+    entry = cls(host=broker.advertised_host, port=broker.advertised_port, rack=None)
+    setattr(entry, id_field, broker.config.node_id)
+    return entry
 
 
 @handles(3)
