@@ -11,13 +11,21 @@ from collections.abc import Callable
 GROUP_CLIENTS = ["confluent-range", "confluent-cooperative-sticky", "kafka-python", "aiokafka"]
 
 
+#: Notified whenever a member's (or a watched process's) state changes.
+CHANGED = threading.Condition()
+
+
+def notify() -> None:
+    with CHANGED:
+        CHANGED.notify_all()
+
+
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    """Waits for `cond`; returns the seconds it took."""
+    """Waits until `cond` holds, re-checking on every state change; returns the seconds it took."""
     start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout:
+    with CHANGED:
+        if not CHANGED.wait_for(cond, timeout):
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
     return time.monotonic() - start
 
 
@@ -68,6 +76,7 @@ class Member:
                 asyncio.run(self._aiokafka())
         except BaseException as e:
             self._error = e
+            notify()
 
     def _confluent(self) -> None:
         from confluent_kafka import Consumer
@@ -92,6 +101,7 @@ class Member:
                 if msg is not None and not msg.error():
                     self._consumed.append((msg.partition(), msg.offset(), msg.value()))
                 self._assigned = frozenset(tp.partition for tp in c.assignment())
+                notify()
         finally:
             c.close()
 
@@ -99,7 +109,6 @@ class Member:
         from kafka import KafkaConsumer
 
         c = KafkaConsumer(
-            self.topic,
             bootstrap_servers=self.bootstrap,
             group_id=self.group,
             auto_offset_reset="earliest",
@@ -107,11 +116,16 @@ class Member:
             heartbeat_interval_ms=300,
             group_instance_id=self.instance_id,
         )
+        # Learn the topic's partitions before joining: kafka-python 3.0.12, leading a group
+        # before it has them, assigns nothing, rejoins, and (rarely) stalls before SyncGroup.
+        c.partitions_for_topic(self.topic)
+        c.subscribe([self.topic])
         try:
             while not self._stop.is_set():
                 for tp, msgs in c.poll(50).items():
                     self._consumed += [(tp.partition, m.offset, m.value) for m in msgs]
                 self._assigned = frozenset(tp.partition for tp in c.assignment())
+                notify()
         finally:
             c.close()
 
@@ -133,5 +147,6 @@ class Member:
                 for tp, msgs in batches.items():
                     self._consumed += [(tp.partition, m.offset, m.value) for m in msgs]
                 self._assigned = frozenset(tp.partition for tp in c.assignment())
+                notify()
         finally:
             await c.stop()

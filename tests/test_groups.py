@@ -8,7 +8,7 @@ import pytest
 from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import start_broker
 
-from .group_clients import GROUP_CLIENTS, Member, wait_until
+from .group_clients import GROUP_CLIENTS, Member, notify, wait_until
 from .kafka_clients import create_topic, produce
 from .wire import Wire
 
@@ -246,6 +246,7 @@ def test_sigkilled_member_hands_over_after_the_session_timeout(broker):
         assert proc.stdout is not None
         for line in proc.stdout:
             lines[name].append(line.split())
+            notify()
 
     try:
         for name in ("a", "b"):
