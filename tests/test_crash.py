@@ -45,7 +45,7 @@ def run_until_killed(engine: str, directory: Path, seed: int, reports: int) -> i
     return flushed
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and RLIMIT_FSIZE are POSIX-only")
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX-only")
 @pytest.mark.slow
 def test_sigkill_loses_no_flushed_record(engine, tmp_path):
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))

@@ -46,3 +46,13 @@ def test_immutable(cls):
     r = cls(1, 2)
     with pytest.raises(AttributeError):
         r.offset = 5
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 63, 64, 65, 1000, 65537])
+def test_the_two_crc32c_implementations_agree_with_a_reference(size):
+    import crc32c as reference
+
+    from tidelog._crc32c import crc32c as pure
+
+    data = bytes((i * 131 + 7) % 256 for i in range(size))
+    assert _core.crc32c(data) == pure(data) == reference.crc32c(data)

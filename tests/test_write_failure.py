@@ -35,7 +35,7 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and RLIMIT_FSIZE are POSIX-only")
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX-only")
 def test_efbig_mid_append_surfaces_and_loses_nothing(engine, tmp_path):
     path = tmp_path / "p-0"
     out = subprocess.run(

@@ -6,7 +6,7 @@ from typing import Any, final
 from typing_extensions import Buffer
 
 __version__: str
-__all__ = ["FileSlice", "Log", "Record", "__version__", "crc32c", "sendfile", "validate_and_assign"]
+__all__ = ["FileSlice", "Log", "Record", "__version__", "crc32c", "validate_and_assign"]
 
 @final
 class Record:
@@ -99,4 +99,3 @@ def crc32c(data: Buffer) -> int: ...
 def validate_and_assign(
     data: Buffer, first_offset: int, leader_epoch: int, log_append_time: int | None, max_batch_size: int
 ) -> tuple[int, int]: ...
-def sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int: ...

@@ -788,14 +788,6 @@ fn validate_and_assign(
     })
 }
 
-/// sendfile(2) of `count` bytes of file `in_fd` from `offset` to socket `out_fd`; returns the
-/// bytes sent (raises BlockingIOError when the socket is not writable).
-#[pyfunction]
-fn sendfile(py: Python<'_>, out_fd: i32, in_fd: i32, offset: u64, count: usize) -> PyResult<usize> {
-    py.detach(|| crate::zerocopy::send_fd(out_fd, in_fd, offset, count))
-        .map_err(PyErr::from)
-}
-
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRecord>()?;
@@ -803,7 +795,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFileSlice>()?;
     m.add_function(wrap_pyfunction!(crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(validate_and_assign, m)?)?;
-    m.add_function(wrap_pyfunction!(sendfile, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
