@@ -94,7 +94,7 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
         topic = tm.topics.get(name)
         code = ec.UNKNOWN_TOPIC_OR_PARTITION
         if topic is None and auto:
-            topic, code = _auto_create(broker, name)
+            topic, code = await _auto_create(broker, name)
         if topic is None:
             topics.append(R.MetadataResponseTopic(error_code=code, name=name))
             continue
@@ -127,12 +127,12 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
     )
 
 
-def _auto_create(broker: Broker, name: str) -> tuple[Any, int]:
+async def _auto_create(broker: Broker, name: str) -> tuple[Any, int]:
     """Creates a topic on first use (auto.create.topics.enable): (topic, NONE) or (None, code)."""
     from tidelog.broker.topics import TopicError
 
     try:
-        return broker.topics.create(name, -1, -1, {}), ec.NONE
+        return await broker.topics.create_async(name, -1, -1, {}), ec.NONE
     except TopicError as e:
         log.info("auto-create of %r refused: %s", name, e)
         return None, e.code
@@ -177,7 +177,7 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
                 and broker.config.auto_create_topics_enable
                 and t.name not in broker.topics.topics
             ):
-                topic, code = _auto_create(broker, t.name)
+                topic, code = await _auto_create(broker, t.name)
                 part = broker.topics.partition(t.name, p.index) if topic else None
             if part is None:
                 res.error_code = code
@@ -381,13 +381,8 @@ async def create_topics(broker: Broker, req: Any, header: Any, version: int) -> 
         try:
             if t.assignments:
                 raise TopicError(ec.INVALID_REQUEST, "manual replica assignment is not supported")
-            topic = await trio.to_thread.run_sync(
-                broker.topics.create,
-                t.name,
-                t.num_partitions,
-                t.replication_factor,
-                configs,
-                req.validate_only,
+            topic = await broker.topics.create_async(
+                t.name, t.num_partitions, t.replication_factor, configs, req.validate_only
             )
             res.topic_id = topic.topic_id
             res.num_partitions = len(topic.partitions)
@@ -420,7 +415,7 @@ async def delete_topics(broker: Broker, req: Any, header: Any, version: int) -> 
     for name in names:
         res = R.DeletableTopicResult(name=name, error_code=ec.NONE)
         try:
-            topic = await trio.to_thread.run_sync(broker.topics.delete, name)
+            topic = await broker.topics.delete(name)
             res.topic_id = topic.topic_id
         except TopicError as e:
             res.error_code = e.code
@@ -438,7 +433,7 @@ async def create_partitions(broker: Broker, req: Any, header: Any, version: int)
     for t in req.topics:
         res = R.CreatePartitionsTopicResult(name=t.name, error_code=ec.NONE)
         try:
-            await trio.to_thread.run_sync(broker.topics.add_partitions, t.name, t.count, req.validate_only)
+            await broker.topics.add_partitions(t.name, t.count, req.validate_only)
         except TopicError as e:
             res.error_code = e.code
             res.error_message = str(e)
@@ -595,6 +590,7 @@ ADVERTISED.update(GROUP_APIS)
 
 @handles(10)
 async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
     R = m.FindCoordinatorResponse
     keys = req.coordinator_keys if version >= 4 else [req.key]
 
@@ -630,11 +626,13 @@ async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) 
 
 @handles(11)
 async def join_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
     return await broker.groups.join(req, version, header.client_id or "", CURRENT_PEER.get())
 
 
 @handles(14)
 async def sync_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
     return await broker.groups.sync(req, version)
 
 
@@ -645,6 +643,7 @@ async def heartbeat(broker: Broker, req: Any, header: Any, version: int) -> Any:
 
 @handles(13)
 async def leave_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
     R = m.LeaveGroupResponse
     if version < 3:
         (code,) = broker.groups.leave(req.group_id, [(req.member_id, None)])
@@ -662,6 +661,7 @@ async def leave_group(broker: Broker, req: Any, header: Any, version: int) -> An
 
 @handles(8)
 async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
     from tidelog.broker.groups.store import OffsetEntry
 
     R = m.OffsetCommitResponse
@@ -780,6 +780,7 @@ async def list_groups(broker: Broker, req: Any, header: Any, version: int) -> An
 
 @handles(42)
 async def delete_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
     R = m.DeleteGroupsResponse
     return R(
         throttle_time_ms=0,
@@ -792,6 +793,7 @@ async def delete_groups(broker: Broker, req: Any, header: Any, version: int) -> 
 
 @handles(47)
 async def offset_delete(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
     R = m.OffsetDeleteResponse
     g = broker.groups.groups.get(req.group_id)
     if g is None:

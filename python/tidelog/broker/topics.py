@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.partition import Partition
 from tidelog.storage import Log
@@ -42,6 +44,7 @@ class TopicManager:
         self.meta_dir = os.path.join(config.data_dir, "meta", "topics")
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[uuid.UUID, Topic] = {}
+        self._creating: set[str] = set()  # names being created in a worker thread
 
     def load(self) -> None:
         os.makedirs(self.meta_dir, exist_ok=True)
@@ -113,9 +116,44 @@ class TopicManager:
         validate_only: bool = False,
         internal: bool = False,
     ) -> Topic:
+        """Creates a topic here and now (start-up and the store's fallback; the broker's handlers
+        use ``create_async``, which opens the logs off the event loop)."""
+        topic = self._check_new(name, partitions, replication_factor, configs, internal)
+        if validate_only:
+            return topic
+        self._build(topic)
+        self._register(topic)
+        return topic
+
+    async def create_async(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: dict[str, str],
+        validate_only: bool = False,
+        internal: bool = False,
+    ) -> Topic:
+        """As ``create``, with the logs opened and the metadata written in a worker thread;
+        the topic is registered (made visible) on the event loop."""
+        topic = self._check_new(name, partitions, replication_factor, configs, internal)
+        if validate_only:
+            return topic
+        self._creating.add(name)
+        try:
+            await trio.to_thread.run_sync(self._build, topic)
+        finally:
+            self._creating.discard(name)
+        self._register(topic)
+        return topic
+
+    def _check_new(
+        self, name: str, partitions: int, replication_factor: int, configs: dict[str, str], internal: bool
+    ) -> Topic:
+        """Validates a new topic; returns it with placeholder partitions (not yet opened)."""
         if not LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
             raise TopicError(17, f"illegal topic name {name!r}")
-        if name in self.topics:
+        if name in self.topics or name in self._creating:
             raise TopicError(36, f"topic {name!r} already exists")
         if partitions == -1:
             partitions = self.config.num_partitions
@@ -127,16 +165,19 @@ class TopicManager:
             )
         self.validate_configs(configs)
         topic = Topic(name, uuid.uuid4(), dict(configs), internal=internal)
-        if validate_only:
-            topic.partitions = [None] * partitions  # type: ignore[list-item]
-            return topic
-        self._open_partitions(topic, partitions)
-        self._persist(topic)
-        self._register(topic)
-        log.info("created topic %s with %d partitions", name, partitions)
+        topic.partitions = [None] * partitions  # type: ignore[list-item]
         return topic
 
-    def add_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
+    def _build(self, topic: Topic) -> None:
+        """Opens the partition logs and writes the topic's metadata (blocking I/O)."""
+        count = len(topic.partitions)
+        topic.partitions = []
+        self._open_partitions(topic, count)
+        self._persist(topic)
+        log.info("created topic %s with %d partitions", topic.name, count)
+
+    async def add_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
+        """Grows a topic: the new logs open in a worker thread, then join the topic."""
         topic = self.topics.get(name)
         if topic is None:
             raise TopicError(3, f"unknown topic {name!r}")
@@ -144,9 +185,12 @@ class TopicManager:
             raise TopicError(
                 37, f"topic {name!r} has {len(topic.partitions)} partitions; {count} is not more"
             )
-        if not validate_only:
-            self._open_partitions(topic, count)
-            self._persist(topic)
+        if validate_only:
+            return
+        grown = Topic(topic.name, topic.topic_id, topic.configs, list(topic.partitions), topic.internal)
+        await trio.to_thread.run_sync(self._open_partitions, grown, count)
+        topic.partitions = grown.partitions
+        await trio.to_thread.run_sync(self._persist, topic)
 
     def alter_configs(self, name: str, configs: dict[str, str | None], validate_only: bool = False) -> None:
         topic = self.topics.get(name)
@@ -161,15 +205,20 @@ class TopicManager:
         self._reopen(topic)
         log.info("topic %s configs now %s", name, merged)
 
-    def delete(self, name: str) -> Topic:
+    async def delete(self, name: str) -> Topic:
+        """Unregisters the topic at once, then closes and removes its files in a worker thread."""
         topic = self.topics.pop(name, None)
         if topic is None:
             raise TopicError(3, f"unknown topic {name!r}")
         del self.by_id[topic.topic_id]
-        os.remove(os.path.join(self.meta_dir, f"{name}.json"))
-        for part in topic.partitions:
-            part.log.close()
-            shutil.rmtree(part.log.path, ignore_errors=True)
+
+        def remove() -> None:
+            os.remove(os.path.join(self.meta_dir, f"{name}.json"))
+            for part in topic.partitions:
+                part.log.close()
+                shutil.rmtree(part.log.path, ignore_errors=True)
+
+        await trio.to_thread.run_sync(remove)
         log.info("deleted topic %s", name)
         return topic
 

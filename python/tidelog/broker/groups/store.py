@@ -53,15 +53,25 @@ class OffsetsStore:
         """Where a group's records go: abs(hashCode(group)) % partitions, as Kafka."""
         return (java_hash(group) & 0x7FFFFFFF) % self.partitions
 
+    async def ensure_topic(self) -> None:
+        """Creates __consumer_offsets on first use (as Kafka does on FindCoordinator), with its
+        logs opened in a worker thread."""
+        if TOPIC not in self.topics.topics:
+            from tidelog.broker.topics import TopicError
+
+            try:
+                await self.topics.create_async(TOPIC, self.partitions, -1, self._configs(), internal=True)
+            except TopicError as e:
+                if e.code != 36:  # created meanwhile by a concurrent request: fine
+                    raise
+
+    def _configs(self) -> dict[str, str]:
+        return {"segment.bytes": str(self.segment_bytes), "retention.ms": "-1"}
+
     def _partition(self, group: str) -> Partition:
         if TOPIC not in self.topics.topics:
-            self.topics.create(
-                TOPIC,
-                self.partitions,
-                -1,
-                {"segment.bytes": str(self.segment_bytes), "retention.ms": "-1"},
-                internal=True,
-            )
+            self.topics.create(TOPIC, self.partitions, -1, self._configs(), internal=True)
+
         part = self.topics.partition(TOPIC, self.partition_of(group))
         assert part is not None
         return part
