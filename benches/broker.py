@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,6 +24,8 @@ from contextlib import contextmanager
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from tidelog.pytest_plugin import serve_process
 
 
 def rss_mb(pid: int) -> float:
@@ -47,28 +48,8 @@ def broker(engine: str, *settings: str) -> Iterator[tuple[subprocess.Popen[str],
     data = tempfile.mkdtemp(prefix="tidelog-bench-")
     sets = [x for s in settings for x in ("--set", s)]
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tidelog.cli",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data,
-            "--engine",
-            engine,
-            "--log-level",
-            "warning",
-            *sets,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = serve_process(data, "--engine", engine, "--log-level", "warning", *sets)
     try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
         while not api_versions_answered(port):
             if proc.poll() is not None:
                 raise RuntimeError("broker exited")

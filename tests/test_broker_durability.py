@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from tidelog.pytest_plugin import start_broker
+from tidelog.pytest_plugin import serve_process, start_broker
 
 from .kafka_clients import consume, create_topic, produce
 
@@ -56,27 +55,10 @@ def test_sigkill_during_acks_all_loses_no_acknowledged_message(tmp_path):
     from confluent_kafka import Producer
 
     data = tmp_path / "data"
-    cmd = [
-        sys.executable,
-        "-m",
-        "tidelog.cli",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        str(data),
-        "--set",
-        "log.flush.interval.messages=1",
-        "--log-level",
-        "info",
-        "--log-format",
-        "json",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, port = serve_process(
+        data, "--set", "log.flush.interval.messages=1", "--log-format", "json", stderr=subprocess.PIPE
+    )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        port = int(re.search(r":(\d+)$", line.strip()).group(1))
         bootstrap = f"127.0.0.1:{port}"
         create_topic("confluent-kafka", bootstrap, "durable", 2)
         acked: list[bytes] = []

@@ -9,6 +9,8 @@ Installed with tidelog (entry point ``pytest11``); use it in any test::
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,22 @@ def start_broker(data_dir: Path, engine: str | None = None, **settings: str) -> 
         settings, port=0, host="127.0.0.1", data_dir=str(data_dir), engine=engine
     )
     return Broker(config).run_in_thread()
+
+
+def serve_process(
+    data_dir: str | Path, *args: str, stderr: int | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """Starts ``tidelog serve`` as its own process on a free port of 127.0.0.1, with extra
+    command-line ``args``; returns the process (stdout piped; stderr as given, inherited by
+    default) once it listens, and its port. The caller stops it."""
+    cmd = [sys.executable, "-m", "tidelog.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir"]
+    proc = subprocess.Popen([*cmd, str(data_dir), *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(30)
+        raise RuntimeError(f"tidelog serve exited with {proc.returncode}")
+    return proc, int(line.strip().rsplit(":", 1)[1])
 
 
 @pytest.fixture
