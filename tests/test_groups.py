@@ -400,3 +400,20 @@ def test_a_duplicate_static_member_is_fenced(broker):
     assert join("someone-else").error_code == 82  # FENCED_INSTANCE_ID
     assert broker.broker.groups.groups["GF"].static == {"instance-1": first.member_id}
     w.close()
+
+
+def test_members_joining_at_once_on_a_fresh_broker(broker, caplog):
+    caplog.set_level("ERROR", logger="tidelog.broker")
+    create_topic("kafka-python", broker.bootstrap, "T11", 6)
+    members = [Member("confluent-range", broker.bootstrap, "GN", "T11") for _ in range(6)]
+    try:
+        wait_until(
+            lambda: sizes(members) == [1] * 6 and covers_all(members, 6), 30, "six members of one each"
+        )
+    finally:
+        for mb in members:
+            mb.close()
+    errors = [
+        r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("tidelog")
+    ]
+    assert not errors, errors

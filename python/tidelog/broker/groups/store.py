@@ -10,6 +10,8 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16, Reader
 
@@ -48,22 +50,26 @@ class OffsetsStore:
         self.partitions = partitions
         self.segment_bytes = segment_bytes
         self.compact_bytes = compact_bytes
+        self._creating: trio.Event | None = None
 
     def partition_of(self, group: str) -> int:
         """Where a group's records go: abs(hashCode(group)) % partitions, as Kafka."""
         return (java_hash(group) & 0x7FFFFFFF) % self.partitions
 
     async def ensure_topic(self) -> None:
-        """Creates __consumer_offsets on first use (as Kafka does on FindCoordinator), with its
-        logs opened in a worker thread."""
-        if TOPIC not in self.topics.topics:
-            from tidelog.broker.topics import TopicError
-
-            try:
-                await self.topics.create_async(TOPIC, self.partitions, -1, self._configs(), internal=True)
-            except TopicError as e:
-                if e.code != 36:  # created meanwhile by a concurrent request: fine
-                    raise
+        """Creates __consumer_offsets on first use (as Kafka does on FindCoordinator), its logs
+        opened in a worker thread; concurrent callers wait for that one creation."""
+        if TOPIC in self.topics.topics:
+            return
+        if self._creating is not None:
+            await self._creating.wait()
+            return
+        self._creating = trio.Event()
+        try:
+            await self.topics.create_async(TOPIC, self.partitions, -1, self._configs(), internal=True)
+        finally:
+            self._creating.set()
+            self._creating = None
 
     def _configs(self) -> dict[str, str]:
         return {"segment.bytes": str(self.segment_bytes), "retention.ms": "-1"}
