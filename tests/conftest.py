@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +45,17 @@ def other(engine: str) -> str:
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path -> contents)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def no_internal_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fails a test during which tidelog logged an ERROR (an internal failure, e.g. a request
+    handler raising), even if what the test checked still held."""
+    caplog.set_level("ERROR", logger="tidelog")
+    yield
+    errors = [
+        r.getMessage()
+        for r in caplog.get_records("call")
+        if r.levelname == "ERROR" and r.name.startswith("tidelog")
+    ]
+    assert not errors, f"tidelog logged errors: {errors}"
