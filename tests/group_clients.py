@@ -37,7 +37,7 @@ class Member:
         group: str,
         topic: str,
         instance_id: str | None = None,
-        session_timeout_ms: int = 6000,
+        session_timeout_ms: int = 10000,
     ) -> None:
         self.client, self.bootstrap, self.group, self.topic = client, bootstrap, group, topic
         self.instance_id, self.session_timeout_ms = instance_id, session_timeout_ms

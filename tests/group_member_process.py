@@ -2,7 +2,7 @@
 synchronously every few messages, and reports on stdout:
 
     M <partition> <offset>        a message was consumed
-    C <partition> <next offset>   an offset was committed
+    C <partition> <next offset>   an offset was committed (as the commit reported it)
     A <partitions...>             its assignment changed
 
 Usage: python group_member_process.py BOOTSTRAP GROUP TOPIC
@@ -44,12 +44,14 @@ def main() -> None:
         uncommitted.append(msg)
         if len(uncommitted) >= 10:
             try:
-                c.commit(asynchronous=False)
+                done = c.commit(asynchronous=False)
             except KafkaException:
                 pass  # e.g. a rebalance: these are read again by the next owner (at least once)
             else:
-                for last in {m.partition(): m for m in uncommitted}.values():
-                    out.write(f"C {last.partition()} {last.offset() + 1}\n")
+                # What was committed: every assigned partition's position, as the broker took it.
+                for tp in done or []:
+                    if tp.offset >= 0:
+                        out.write(f"C {tp.partition} {tp.offset}\n")
             uncommitted.clear()
         out.flush()
 
