@@ -16,7 +16,7 @@ from tidelog.protocol import error_codes as ec
 from tidelog.protocol.primitives import DecodeError, Reader
 from tidelog.records import build_batch
 
-from .wire import Wire
+from .wire import Wire, fetch_request
 
 
 def healthy(broker) -> None:
@@ -252,22 +252,7 @@ def test_shutdown_answers_requests_in_flight_then_closes(tmp_path):
         ),
         5,
     )
-    F = m.FetchRequest
-    long_poll = F(
-        replica_id=-1,
-        max_wait_ms=1500,
-        min_bytes=1,
-        max_bytes=1 << 20,
-        isolation_level=0,
-        topics=[
-            F.FetchTopic(
-                topic="quiet",
-                partitions=[
-                    F.FetchTopic.FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1 << 20)
-                ],
-            )
-        ],
-    )
+    long_poll = fetch_request("quiet", 0, 0, max_wait_ms=1500)
     w.request(long_poll, 12, expect_response=False)  # waits up to 1.5 s for data that never comes
     idle = Wire(broker.bootstrap, timeout=20)
     idle.request(m.MetadataRequest(topics=None), 1)
@@ -322,25 +307,7 @@ def test_log_append_time_delete_records_and_describe_cluster(tidelog_broker):
         2,
     )
     assert deleted.topics[0].partitions[0].low_watermark == 5
-    F = m.FetchRequest
-    fetched = w.request(
-        F(
-            replica_id=-1,
-            max_wait_ms=0,
-            min_bytes=1,
-            max_bytes=1 << 20,
-            isolation_level=0,
-            topics=[
-                F.FetchTopic(
-                    topic="lat",
-                    partitions=[
-                        F.FetchTopic.FetchPartition(partition=0, fetch_offset=2, partition_max_bytes=1 << 20)
-                    ],
-                )
-            ],
-        ),
-        12,
-    )
+    fetched = w.request(fetch_request("lat", 0, 2, max_wait_ms=0), 12)
     p = fetched.responses[0].partitions[0]
     assert (p.error_code, p.log_start_offset, p.high_watermark) == (ec.OFFSET_OUT_OF_RANGE, 5, 10)
     cluster = w.request(m.DescribeClusterRequest(), 1)

@@ -10,6 +10,20 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol.framing import encode_request, response_header_version
 
 
+def fetch_request(topic: str, partition: int, offset: int, max_wait_ms: int) -> Any:
+    """A Fetch of one partition from ``offset`` (up to 1 MiB), waiting up to ``max_wait_ms``."""
+    F = m.FetchRequest
+    part = F.FetchTopic.FetchPartition(partition=partition, fetch_offset=offset, partition_max_bytes=1 << 20)
+    return F(
+        replica_id=-1,
+        max_wait_ms=max_wait_ms,
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        topics=[F.FetchTopic(topic=topic, partitions=[part])],
+    )
+
+
 class Wire:
     def __init__(self, bootstrap: str, timeout: float = 10) -> None:
         host, _, port = bootstrap.rpartition(":")

@@ -9,7 +9,7 @@ import time
 from typing import Any, TextIO
 
 from tidelog.client.connection import BrokerError, Connection
-from tidelog.client.group import GroupMember
+from tidelog.client.group import GroupMember, commit_offsets
 from tidelog.client.partitioner import partition_for_key
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import as_view
@@ -443,27 +443,7 @@ def groups(args: argparse.Namespace, out: TextIO) -> int:
         if not args.execute:
             out.write("(dry run: add --execute to commit these offsets)\n")
             return 0
-        OC = m.OffsetCommitRequest
-        resp = conn.send(
-            OC(
-                group_id=args.group,
-                generation_id_or_member_epoch=-1,
-                member_id="",
-                topics=[
-                    OC.OffsetCommitRequestTopic(
-                        name=args.topic,
-                        partitions=[
-                            OC.OffsetCommitRequestTopic.OffsetCommitRequestPartition(
-                                partition_index=p, committed_offset=off, committed_metadata=None
-                            )
-                            for p, off in sorted(targets.items())
-                        ],
-                    )
-                ],
-            )
-        )
-        for p in resp.topics[0].partitions:
-            _check(p.error_code, f"commit {args.topic}-{p.partition_index}")
+        commit_offsets(conn, args.group, args.topic, targets)
         out.write(f"Reset {len(targets)} partition(s) of group {args.group}.\n")
     return 0
 

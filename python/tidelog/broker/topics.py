@@ -107,24 +107,6 @@ class TopicManager:
         except ValueError as e:
             raise TopicError(40, str(e)) from None
 
-    def create(
-        self,
-        name: str,
-        partitions: int,
-        replication_factor: int,
-        configs: dict[str, str],
-        validate_only: bool = False,
-        internal: bool = False,
-    ) -> Topic:
-        """Creates a topic here and now (start-up and the store's fallback; the broker's handlers
-        use ``create_async``, which opens the logs off the event loop)."""
-        topic = self._check_new(name, partitions, replication_factor, configs, internal)
-        if validate_only:
-            return topic
-        self._build(topic)
-        self._register(topic)
-        return topic
-
     async def create_async(
         self,
         name: str,
@@ -134,7 +116,7 @@ class TopicManager:
         validate_only: bool = False,
         internal: bool = False,
     ) -> Topic:
-        """As ``create``, with the logs opened and the metadata written in a worker thread;
+        """Creates a topic: the logs are opened and the metadata written in a worker thread;
         the topic is registered (made visible) on the event loop."""
         topic = self._check_new(name, partitions, replication_factor, configs, internal)
         if validate_only:

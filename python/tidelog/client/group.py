@@ -45,6 +45,40 @@ def range_assign(
     return out
 
 
+def commit_offsets(
+    conn: Connection,
+    group: str,
+    topic: str,
+    positions: dict[int, int],
+    generation: int = -1,
+    member_id: str = "",
+) -> None:
+    """Commits {partition: next offset} for ``group``; generation -1 with no member id is the
+    commit of a client outside the group (accepted only while the group has no members)."""
+    if not positions:
+        return
+    OC = m.OffsetCommitRequest
+    P = OC.OffsetCommitRequestTopic.OffsetCommitRequestPartition
+    parts = [
+        P(partition_index=p, committed_offset=o, committed_metadata=None)
+        for p, o in sorted(positions.items())
+    ]
+    resp = conn.send(
+        OC(
+            group_id=group,
+            generation_id_or_member_epoch=generation,
+            member_id=member_id,
+            topics=[OC.OffsetCommitRequestTopic(name=topic, partitions=parts)],
+        )
+    )
+    for t in resp.topics:
+        for p in t.partitions:
+            if p.error_code:
+                raise BrokerError(
+                    f"commit to {topic}-{p.partition_index}: error {p.error_code}", p.error_code
+                )
+
+
 class GroupMember:
     def __init__(
         self, conn: Connection, group: str, topic: str, partitions: int, session_timeout_ms: int = 10000
@@ -131,33 +165,7 @@ class GroupMember:
         return {p.partition_index: p.committed_offset for t in resp.topics for p in t.partitions}
 
     def commit(self, positions: dict[int, int]) -> None:
-        if not positions:
-            return
-        OC = m.OffsetCommitRequest
-        resp = self.conn.send(
-            OC(
-                group_id=self.group,
-                generation_id_or_member_epoch=self.generation,
-                member_id=self.member_id,
-                topics=[
-                    OC.OffsetCommitRequestTopic(
-                        name=self.topic,
-                        partitions=[
-                            OC.OffsetCommitRequestTopic.OffsetCommitRequestPartition(
-                                partition_index=p, committed_offset=o, committed_metadata=None
-                            )
-                            for p, o in sorted(positions.items())
-                        ],
-                    )
-                ],
-            )
-        )
-        for t in resp.topics:
-            for p in t.partitions:
-                if p.error_code:
-                    raise BrokerError(
-                        f"commit to {self.topic}-{p.partition_index}: error {p.error_code}", p.error_code
-                    )
+        commit_offsets(self.conn, self.group, self.topic, positions, self.generation, self.member_id)
 
     def leave(self) -> None:
         L = m.LeaveGroupRequest

@@ -75,11 +75,10 @@ class OffsetsStore:
         return {"segment.bytes": str(self.segment_bytes), "retention.ms": "-1"}
 
     def _partition(self, group: str) -> Partition:
-        if TOPIC not in self.topics.topics:
-            self.topics.create(TOPIC, self.partitions, -1, self._configs(), internal=True)
-
         part = self.topics.partition(TOPIC, self.partition_of(group))
-        assert part is not None
+        # Every path that writes a group's records first came through ensure_topic (or loaded
+        # the group from this very topic).
+        assert part is not None, "ensure_topic() must run before a group's records are written"
         return part
 
     # ---- encoding ----
