@@ -460,14 +460,15 @@ def _snappy_decompress(cj: Any, data: bytes) -> bytes:
 # ---- decoding ----
 
 
-def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+def _read_bytes(buf: bytes, pos: int, limit: int) -> tuple[bytes | None, int]:
+    """A length-prefixed field that must end by ``limit`` (the end of its record)."""
     n, pos = get_varint(buf, pos)
     if n < 0:
         if n != -1:
             raise ValueError("negative length")
         return None, pos
     end = pos + n
-    if end > len(buf):
+    if end > limit:
         raise ValueError("truncated")
     return buf[pos:end], end
 
@@ -494,21 +495,22 @@ def decode_records(
             end = pos + length
             if end > len(data):
                 raise ValueError("truncated")
-            rec = data[:end]
+            # Fields are bounded by ``end`` rather than by a copy of the record (no slicing:
+            # decoding stays linear in the batch size); a varint overrunning ``end`` fails below.
             pos += 1
-            ts_delta, pos = get_varlong(rec, pos)
-            offset_delta, pos = get_varint(rec, pos)
-            key, pos = _read_bytes(rec, pos)
-            value, pos = _read_bytes(rec, pos)
-            count, pos = get_varint(rec, pos)
+            ts_delta, pos = get_varlong(data, pos)
+            offset_delta, pos = get_varint(data, pos)
+            key, pos = _read_bytes(data, pos, end)
+            value, pos = _read_bytes(data, pos, end)
+            count, pos = get_varint(data, pos)
             if count < 0:
                 raise ValueError("bad header count")
             headers = []
             for _ in range(count):
-                hk, pos = _read_bytes(rec, pos)
+                hk, pos = _read_bytes(data, pos, end)
                 if hk is None:
                     raise ValueError("header key is null or not UTF-8")
-                hv, pos = _read_bytes(rec, pos)
+                hv, pos = _read_bytes(data, pos, end)
                 try:
                     headers.append((hk.decode(), hv))
                 except UnicodeDecodeError:

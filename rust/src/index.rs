@@ -275,10 +275,12 @@ impl TimeIndex {
         self.entries().checked_sub(1).map(|i| self.get(i))
     }
 
-    /// Appends (timestamp, offset) when the timestamp is greater than the last entry's and, unless
-    /// `skip_full_check`, the index has room (as Kafka's TimeIndex.maybeAppend).
+    /// Appends (timestamp, offset) when the index has room and the timestamp is greater than the
+    /// last entry's, an empty index counting as (-1, base offset): so, as Kafka's
+    /// TimeIndex.maybeAppend, a segment without timestamps (an empty one) gets no entry.
     pub fn maybe_append(&mut self, timestamp: i64, offset: i64) {
-        if self.is_full() || self.last_entry().is_some_and(|(ts, _)| timestamp <= ts) {
+        let last = self.last_entry().map_or(-1, |(ts, _)| ts);
+        if self.is_full() || timestamp <= last {
             return;
         }
         let mut e = [0u8; TIME_ENTRY];

@@ -3,15 +3,17 @@
 //!
 //! Files besides the segments: `.lock` (held with an exclusive advisory lock while open) and
 //! `partition.checkpoint` (log start offset, recovery point, clean-shutdown flag; replaced
-//! atomically). Opening without the clean flag scans every segment from the recovery point,
-//! truncates at the first invalid batch, rebuilds the indexes and drops later segments.
+//! atomically). Opening without the clean flag scans every segment from the recovery point
+//! (and any segment whose indexes are missing or damaged), cuts each one at its first invalid
+//! batch and rebuilds its indexes. Unlike Kafka, which drops every unflushed segment after a
+//! damaged one, later segments are kept: a bad tail costs only the bytes that are bad.
 //!
 //! `Log` is `Send` but not `Sync`: callers serialise writers (`&mut self`) against readers
 //! (`&self`), e.g. with a `RwLock` as the Python binding does.
 
 use crate::batch::{self, BatchInfo, DecodeError, NewRecord, OffsetMode};
 use crate::error::{Error, Result};
-use crate::segment::{self, FileSlice, Segment};
+use crate::segment::{self, FileSlice, Segment, Truncation};
 use std::fs::{self, File, OpenOptions};
 use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
@@ -108,7 +110,11 @@ pub struct RecoveryReport {
     pub clean_shutdown: bool,
     pub segments_recovered: usize,
     pub bytes_truncated: u64,
-    pub segments_deleted: usize,
+    /// Each cut, in segment order.
+    pub truncations: Vec<Truncation>,
+    /// Set when damage took the log end below the checkpointed recovery point: the log
+    /// resumes at that offset instead of reusing offsets already handed out.
+    pub next_offset_raised_to: Option<i64>,
 }
 
 /// The outcome of an append.
@@ -235,9 +241,7 @@ impl Log {
         };
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         let last = bases.len().saturating_sub(1);
-        let mut i = 0;
-        while i < bases.len() {
-            let base = bases[i];
+        for (i, &base) in bases.iter().enumerate() {
             let prealloc = (i == last).then_some(config.segment_index_bytes);
             let opened = Segment::open(dir, base, config.index_interval_bytes, prealloc, now_ms)?;
             let mut seg = opened.segment;
@@ -246,22 +250,21 @@ impl Log {
             let must_scan = next_base > recovery_point || opened.indexes_suspect || !seg.load()?;
             if must_scan {
                 report.segments_recovered += 1;
-                let cut = seg.recover(config.max_message_bytes)?;
-                report.bytes_truncated += cut;
-                if cut > 0 {
-                    // Everything after a torn or invalid batch is unreliable.
-                    segments.push(seg);
-                    for &later in &bases[i + 1..] {
-                        let doomed =
-                            Segment::open(dir, later, config.index_interval_bytes, None, now_ms)?;
-                        doomed.segment.delete()?;
-                        report.segments_deleted += 1;
-                    }
-                    break;
+                if i != last {
+                    // Rebuilt indexes need room; trimmed again below.
+                    seg.make_active(config.segment_index_bytes)?;
+                }
+                if let Some(cut) = seg.recover()? {
+                    report.bytes_truncated += cut.bytes;
+                    report.truncations.push(cut);
+                }
+                if i != last {
+                    seg.make_inactive()?;
                 }
             }
+            // A damaged segment loses only its own invalid tail: later segments are kept, each
+            // checked on its own, and reads step over the gap (as over a compacted range).
             segments.push(seg);
-            i += 1;
         }
         if segments.is_empty() {
             let seg = Segment::open(
@@ -273,10 +276,6 @@ impl Log {
             )?;
             segments.push(seg.segment);
             sync_dir(dir)?;
-        } else if segments.len() < bases.len() || report.bytes_truncated > 0 {
-            // The last kept segment becomes active: give its indexes room to grow.
-            let active = segments.last_mut().expect("non-empty");
-            active.make_active(config.segment_index_bytes)?;
         }
         log_start_offset = log_start_offset.max(segments[0].base_offset());
         let mut log = Log {
@@ -291,6 +290,21 @@ impl Log {
             closed: None,
             recovery: report,
         };
+        // Offsets below the checkpointed recovery point were on disk and may have been handed
+        // to clients: if damage took the log end below it, the log resumes there, so no offset
+        // is ever given out twice.
+        let durable_end = checkpoint.as_ref().map_or(0, |c| c.recovery_point);
+        if log.end_offset() < durable_end {
+            if log.active().size() > 0 {
+                log.segments.last_mut().expect("active").make_inactive()?;
+                log.push_active_segment(durable_end, now_ms)?;
+            } else {
+                let empty = log.segments.pop().expect("active");
+                empty.delete()?;
+                log.push_active_segment(durable_end, now_ms)?;
+            }
+            log.recovery.next_offset_raised_to = Some(durable_end);
+        }
         log.log_start_offset = log.log_start_offset.min(log.end_offset());
         if log.recovery.segments_recovered > 0 {
             log.active().flush()?;
@@ -662,37 +676,6 @@ impl Log {
         }
     }
 
-    /// Decodes records with offset >= `offset` from one read of at most `max_bytes`.
-    pub fn read_records(
-        &self,
-        offset: i64,
-        max_records: usize,
-        max_bytes: u64,
-        mut f: impl FnMut(batch::RecordView<'_>),
-    ) -> Result<usize> {
-        let Some((buf, infos, range)) = self.read_batches(offset, max_bytes)? else {
-            return Ok(0);
-        };
-        let mut count = 0usize;
-        for info in &infos {
-            let start = info.position as usize;
-            let bytes = &buf[start..start + info.size as usize];
-            batch::for_each_record(bytes, info, offset, |r| {
-                if count >= max_records {
-                    return false;
-                }
-                f(r);
-                count += 1;
-                true
-            })
-            .map_err(|e| decode_error(&range.path, range.position + info.position, e))?;
-            if count >= max_records {
-                break;
-            }
-        }
-        Ok(count)
-    }
-
     /// The file range a fetch at `offset` sends (None at the log end offset).
     pub fn slice(&self, offset: i64, max_bytes: u64) -> Result<Option<FileSlice>> {
         match self.locate(offset)? {
@@ -722,6 +705,14 @@ impl Log {
         if offset >= self.end_offset() {
             return Ok(());
         }
+        // The checkpoint is lowered to the new end first: a crash mid-way must not make the
+        // next open take the cut offsets for lost durable ones (and skip past them).
+        let new_end = match self.locate(offset.max(self.log_start_offset))? {
+            Some((_, info)) if offset >= self.log_start_offset => info.base_offset,
+            _ => offset,
+        };
+        self.recovery_point = self.recovery_point.min(new_end);
+        self.write_checkpoint(false)?;
         if offset < self.log_start_offset {
             for seg in self.segments.drain(..) {
                 seg.delete()?;
@@ -861,10 +852,15 @@ mod tests {
         let mut values = Vec::new();
         let mut next = 5;
         while next < log.end_offset() {
-            log.read_records(next, 100, 1 << 20, |r| {
-                values.push((r.offset, r.value.unwrap()[0]))
-            })
-            .unwrap();
+            let (buf, infos, _) = log.read_batches(next, 1 << 20).unwrap().unwrap();
+            for info in &infos {
+                let bytes = &buf[info.position as usize..][..info.size as usize];
+                batch::for_each_record(bytes, info, next, |r| {
+                    values.push((r.offset, r.value.unwrap()[0]));
+                    true
+                })
+                .unwrap();
+            }
             next = values.last().unwrap().0 + 1;
         }
         assert_eq!(values, (5..30).map(|i| (i, i as u8)).collect::<Vec<_>>());
@@ -922,5 +918,42 @@ mod tests {
             log.delete_records_before(99),
             Err(Error::OffsetOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn a_damaged_inactive_segment_loses_only_its_tail_and_indexes_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small(), 0).unwrap();
+        for i in 0..30u8 {
+            log.append_records(&[rec(&[i; 40])], 0, 0).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        let bases: Vec<i64> = {
+            let log = Log::open(dir.path(), small(), 0).unwrap();
+            log.segment_base_offsets()
+        };
+        // Cut the second segment's last batch short and delete every inactive index.
+        let victim = dir.path().join(segment::file_name(bases[1], ".log"));
+        let len = fs::metadata(&victim).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
+        for &b in &bases[..bases.len() - 1] {
+            fs::remove_file(dir.path().join(segment::file_name(b, ".index"))).unwrap();
+        }
+        fs::remove_file(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        let log = Log::open(dir.path(), small(), 0).unwrap();
+        let report = log.recovery_report();
+        assert_eq!(report.truncations.len(), 1);
+        assert_eq!(report.truncations[0].segment, bases[1]);
+        assert_eq!(log.segment_base_offsets(), bases);
+        assert_eq!(log.end_offset(), 30);
+        let lost = bases[2] - 1; // the last batch of the damaged segment
+        let (_, infos, _) = log.read_batches(lost, 1 << 20).unwrap().unwrap();
+        assert_eq!(infos[0].base_offset, bases[2]);
     }
 }

@@ -5,7 +5,7 @@
 use crate::batch::{self, NewRecord, OffsetMode};
 use crate::error::{Error, Location};
 use crate::log::{AppendInfo, Log, LogConfig};
-use crate::segment::FileSlice;
+use crate::segment::{self, FileSlice};
 use pyo3::basic::CompareOp;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -433,15 +433,40 @@ impl PyLog {
         self.read(py, |l| Ok(l.segment_base_offsets()))
     }
 
-    /// (clean_shutdown, segments_recovered, bytes_truncated, segments_deleted)
-    fn recovery_report(&self, py: Python<'_>) -> PyResult<(bool, usize, u64, usize)> {
+    /// (clean_shutdown, segments_recovered, bytes_truncated, truncations, next_offset_raised_to)
+    /// with each truncation as (segment, position, next_offset, bytes, reason).
+    #[allow(clippy::type_complexity)]
+    fn recovery_report(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<(
+        bool,
+        usize,
+        u64,
+        Vec<(i64, u64, i64, u64, String)>,
+        Option<i64>,
+    )> {
         self.read(py, |l| {
             let r = l.recovery_report();
+            let cuts = r
+                .truncations
+                .iter()
+                .map(|t| {
+                    (
+                        t.segment,
+                        t.position,
+                        t.next_offset,
+                        t.bytes,
+                        t.reason.clone(),
+                    )
+                })
+                .collect();
             Ok((
                 r.clean_shutdown,
                 r.segments_recovered,
                 r.bytes_truncated,
-                r.segments_deleted,
+                cuts,
+                r.next_offset_raised_to,
             ))
         })
     }
@@ -585,6 +610,7 @@ impl PyLog {
         for info in &infos {
             let start = info.position as usize;
             let bytes = &buf[start..start + info.size as usize];
+            let before = count;
             let mut failure: Option<PyErr> = None;
             let decoded = batch::for_each_record(bytes, info, offset, |r| {
                 if count >= max_records {
@@ -624,8 +650,15 @@ impl PyLog {
             if let Some(e) = failure {
                 return Err(e);
             }
-            let at = range.position + info.position;
-            decoded.map_err(|e| to_pyerr(py, crate::log::decode_error(&range.path, at, e)))?;
+            if let Err(e) = decoded {
+                if before == 0 {
+                    let at = range.position + info.position;
+                    return Err(to_pyerr(py, crate::log::decode_error(&range.path, at, e)));
+                }
+                // The batches before the damaged one stand; it is reported when read first.
+                out.del_slice(before, count)?;
+                break;
+            }
             if count >= max_records {
                 break;
             }
@@ -644,17 +677,17 @@ impl PyLog {
             return Ok(PyBytes::new(py, b""));
         };
         // Read straight into the bytes object: no intermediate buffer.
-        let mut failure = None;
+        let mut checked = Ok(Vec::new());
         let out = PyBytes::new_with(py, range.length as usize, |buf| {
-            if let Err(e) = py.detach(|| range.read_batches_into(buf)) {
-                failure = Some(e);
-            }
+            checked = py.detach(|| range.read_batches_into(buf));
             Ok(())
         })?;
-        match failure {
-            Some(e) => Err(to_pyerr(py, e)),
-            None => Ok(out),
+        let valid = segment::valid_len(&checked.map_err(|e| to_pyerr(py, e))?);
+        if valid < range.length as usize {
+            // A damaged batch after valid ones: only the valid ones are returned.
+            return Ok(PyBytes::new(py, &out.as_bytes()[..valid]));
         }
+        Ok(out)
     }
 
     /// The segment range a fetch at `offset` would send, or None at the log end offset.

@@ -201,55 +201,72 @@ pub struct FileSlice {
 
 impl FileSlice {
     /// Reads the range into `buf` (exactly `length` bytes) and checks that it holds whole
-    /// batches with valid CRCs; returns their facts (positions relative to `buf`).
+    /// batches with valid CRCs; returns the facts of the valid batches it starts with
+    /// (positions relative to `buf`). A damaged batch after valid ones ends the run; an error
+    /// only when the first batch is damaged.
     pub fn read_batches_into(&self, buf: &mut [u8]) -> Result<Vec<BatchInfo>> {
         let mut done = 0;
         while done < buf.len() {
             match read_at(&self.file, &mut buf[done..], self.position + done as u64) {
-                Ok(0) => {
-                    return Err(Error::corrupt_segment(
-                        &self.path,
-                        self.position + done as u64,
-                        "segment shrank while reading",
-                    ))
-                }
+                Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("read", &self.path, e)),
             }
         }
-        check_whole_batches(buf, &self.path, self.position)
+        let infos = valid_batches(&buf[..done], &self.path, self.position)?;
+        if infos.is_empty() && done < buf.len() {
+            return Err(Error::corrupt_segment(
+                &self.path,
+                self.position + done as u64,
+                "segment shrank while reading",
+            ));
+        }
+        Ok(infos)
     }
 
+    /// The range's valid leading batches (see `read_batches_into`), cut to their length.
     pub fn read_batches(&self) -> Result<(Vec<u8>, Vec<BatchInfo>)> {
         let mut buf = vec![0u8; self.length as usize];
         let infos = self.read_batches_into(&mut buf)?;
+        buf.truncate(valid_len(&infos));
         Ok((buf, infos))
     }
 }
 
-/// Walks `buf` (read from `path` at `file_position`), which must be whole batches, checking
-/// each one's header and CRC.
-fn check_whole_batches(buf: &[u8], path: &Path, file_position: u64) -> Result<Vec<BatchInfo>> {
+/// Bytes covered by batches read from the start of a buffer.
+pub fn valid_len(infos: &[BatchInfo]) -> usize {
+    infos
+        .last()
+        .map_or(0, |i| i.position as usize + i.size as usize)
+}
+
+/// Walks `buf` (read from `path` at `file_position`), checking each batch's header and CRC;
+/// returns the valid batches it starts with, or the first batch's error if that one is bad.
+fn valid_batches(buf: &[u8], path: &Path, file_position: u64) -> Result<Vec<BatchInfo>> {
     let mut infos = Vec::new();
     let mut pos = 0usize;
     while pos < buf.len() {
         let at = file_position + pos as u64;
-        let info = match batch::parse_header(buf, pos, 0) {
-            Header::Batch(info) => info,
-            Header::Incomplete => {
-                return Err(Error::corrupt_segment(
-                    path,
-                    at,
-                    "batch runs past the end of the read",
-                ))
-            }
-            Header::Invalid(reason) => return Err(Error::corrupt_segment(path, at, reason)),
+        let checked = match batch::parse_header(buf, pos, 0) {
+            Header::Batch(info) => batch::check_batch(&buf[pos..pos + info.size as usize], &info)
+                .map(|()| info)
+                .map_err(|r| Error::corrupt_segment(path, at, r)),
+            Header::Incomplete => Err(Error::corrupt_segment(
+                path,
+                at,
+                "batch runs past the end of the read",
+            )),
+            Header::Invalid(reason) => Err(Error::corrupt_segment(path, at, reason)),
         };
-        batch::check_batch(&buf[pos..pos + info.size as usize], &info)
-            .map_err(|r| Error::corrupt_segment(path, at, r))?;
-        pos += info.size as usize;
-        infos.push(info);
+        match checked {
+            Ok(info) => {
+                pos += info.size as usize;
+                infos.push(info);
+            }
+            Err(e) if infos.is_empty() => return Err(e),
+            Err(_) => break,
+        }
     }
     Ok(infos)
 }
@@ -268,6 +285,17 @@ pub struct Segment {
     offset_of_max_timestamp: i64,
     /// When this segment was created or opened, for `segment.ms`.
     pub created_ms: i64,
+}
+
+/// What recovery cut from a segment: everything from `position` (the first invalid or partial
+/// batch; `next_offset` is the offset it would have held), `bytes` long, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    pub segment: i64,
+    pub position: u64,
+    pub next_offset: i64,
+    pub bytes: u64,
+    pub reason: String,
 }
 
 /// How an opened segment's indexes were found.
@@ -413,9 +441,10 @@ impl Segment {
     }
 
     /// Rebuilds the indexes by scanning every batch, checking length, magic, CRC, counts and
-    /// offset order; truncates the file at the first invalid or partial batch.
-    /// Returns the number of bytes truncated.
-    pub fn recover(&mut self, max_batch_size: u64) -> Result<u64> {
+    /// offset order; truncates the file at the first invalid or partial batch and says where.
+    /// No size limit applies: `max.message.bytes` governs new produce requests, never what is
+    /// already stored (a lowered limit must not make recovery cut valid batches).
+    pub fn recover(&mut self) -> Result<Option<Truncation>> {
         self.offset_index.set_entries(0);
         self.time_index.set_entries(0);
         self.bytes_since_last_index_entry = 0;
@@ -427,16 +456,27 @@ impl Segment {
         let (log, path) = (Arc::clone(&self.log), self.log_path.clone());
         let mut scan = BatchScan::new(&log, &path, 0, self.size);
         let mut infos = Vec::new();
-        while let Scanned::Batch(info, bytes) = scan.next()? {
-            let ok = u64::from(info.size) <= max_batch_size
-                && batch::check_batch(bytes, &info).is_ok()
-                && match expected {
-                    Some(next) => info.base_offset == next,
-                    None => info.base_offset >= self.base_offset,
+        let reason = loop {
+            let (info, bytes) = match scan.next()? {
+                Scanned::Batch(info, bytes) => (info, bytes),
+                Scanned::End => break None,
+                Scanned::Torn(_) => {
+                    break Some("batch runs past the end of the segment".to_string())
                 }
-                && info.last_offset() - self.base_offset <= i64::from(u32::MAX);
-            if !ok {
-                break;
+                Scanned::Invalid(_, reason) => break Some(reason),
+            };
+            if let Err(reason) = batch::check_batch(bytes, &info) {
+                break Some(reason);
+            }
+            let in_order = match expected {
+                Some(next) => info.base_offset == next,
+                None => info.base_offset >= self.base_offset,
+            };
+            if !in_order || info.last_offset() - self.base_offset > i64::from(u32::MAX) {
+                break Some(format!(
+                    "batch at offset {} is out of order in the segment",
+                    info.base_offset
+                ));
             }
             expected = Some(info.next_offset());
             valid_end = info.position + u64::from(info.size);
@@ -445,17 +485,24 @@ impl Segment {
                 self.index_batches(&infos, 0);
                 infos.clear();
             }
-        }
+        };
         drop(scan);
         self.index_batches(&infos, 0);
         let truncated = self.size - valid_end;
-        if truncated > 0 {
-            self.log
-                .set_len(valid_end)
-                .map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
-            self.size = valid_end;
+        if truncated == 0 {
+            return Ok(None);
         }
-        Ok(truncated)
+        self.log
+            .set_len(valid_end)
+            .map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
+        self.size = valid_end;
+        Ok(Some(Truncation {
+            segment: self.base_offset,
+            position: valid_end,
+            next_offset: self.next_offset,
+            bytes: truncated,
+            reason: reason.unwrap_or_else(|| "the file is shorter than its batches".to_string()),
+        }))
     }
 
     /// Updates indexes and tail state for batches just written; `file_base` is added to each
@@ -466,7 +513,10 @@ impl Segment {
                 self.max_timestamp = info.max_timestamp;
                 self.offset_of_max_timestamp = info.last_offset();
             }
-            if self.bytes_since_last_index_entry > self.index_interval_bytes {
+            // A full index gets no more entries (reads scan further); the segment rolls on it.
+            if self.bytes_since_last_index_entry > self.index_interval_bytes
+                && !self.offset_index.is_full()
+            {
                 self.offset_index
                     .append(info.last_offset(), (file_base + info.position) as u32);
                 self.time_index
@@ -650,7 +700,7 @@ impl Segment {
         let removed = self.size - cut;
         self.size = cut;
         if !self.load()? {
-            self.recover(u64::MAX)?;
+            self.recover()?;
         }
         Ok(removed)
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import re
 import time
@@ -19,6 +20,7 @@ from tidelog.records import Record, as_bytes
 from tidelog.storage.config import LogConfig
 from tidelog.storage.log import write_file_atomic
 
+_logger = logging.getLogger("tidelog.storage")
 POSITIONS_DIR = "positions"
 _POSITION_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
@@ -51,13 +53,58 @@ class IndexEntry(NamedTuple):
     position: int
 
 
+class Truncation(NamedTuple):
+    """What recovery cut from one segment: everything from file ``position`` (the first
+    invalid or partial batch, which would have held ``next_offset``), ``bytes`` long."""
+
+    segment: int
+    position: int
+    next_offset: int
+    bytes: int
+    reason: str
+
+
 class RecoveryReport(NamedTuple):
-    """What opening the log found: a clean shutdown, or what recovery repaired."""
+    """What opening the log found: a clean shutdown, or what recovery repaired.
+
+    Recovery scans every segment that may hold unflushed data (after an unclean stop) and any
+    segment whose indexes are missing or damaged, and cuts each at its first invalid batch.
+    Later segments are kept (Kafka drops them; we keep every valid byte), so a damaged segment
+    in the middle leaves a gap that reads step over. If damage took the log end below the
+    last checkpointed recovery point, the log resumes at that point (``next_offset_raised_to``)
+    so that no offset a client may have been given is assigned again.
+    """
 
     clean_shutdown: bool
     segments_recovered: int
     bytes_truncated: int
-    segments_deleted: int
+    truncations: tuple[Truncation, ...] = ()
+    next_offset_raised_to: int | None = None
+
+
+def _log_recovery(path: str, r: RecoveryReport) -> None:
+    """One line per log that recovery repaired: WARN for cut data or rebuilt indexes after a
+    clean stop, INFO for the routine rescan after an unclean one."""
+    if r.truncations or r.next_offset_raised_to is not None:
+        cuts = "; ".join(
+            f"segment {t.segment}: cut {t.bytes} bytes at position {t.position} "
+            f"(from offset {t.next_offset}): {t.reason}"
+            for t in r.truncations
+        )
+        raised = (
+            f"; next offset raised to the recovery point {r.next_offset_raised_to}"
+            if r.next_offset_raised_to is not None
+            else ""
+        )
+        _logger.warning("recovered %s: %s%s", path, cuts or "no bytes cut", raised)
+    elif r.segments_recovered and r.clean_shutdown:
+        _logger.warning("recovered %s: rebuilt the indexes of %d segment(s)", path, r.segments_recovered)
+    elif r.segments_recovered:
+        _logger.info(
+            "recovered %s after an unclean stop: %d segment(s) rescanned, nothing cut",
+            path,
+            r.segments_recovered,
+        )
 
 
 class Log:
@@ -102,7 +149,9 @@ class Log:
         name = _engine.resolve(engine)
         p = os.fspath(path)
         core = _engine.core_log_class(name)(p, cfg.core_settings(), _now_ms())
-        return cls(core, p, name, cfg)
+        log = cls(core, p, name, cfg)
+        _log_recovery(p, log.recovery_report)
+        return log
 
     def close(self) -> None:
         """Flushes everything and records a clean shutdown. Idempotent."""
@@ -160,7 +209,8 @@ class Log:
 
     @property
     def recovery_report(self) -> RecoveryReport:
-        return RecoveryReport(*self._core.recovery_report())
+        clean, recovered, cut, cuts, raised = self._core.recovery_report()
+        return RecoveryReport(clean, recovered, cut, tuple(Truncation(*c) for c in cuts), raised)
 
     # ---- writing ----
 

@@ -185,8 +185,10 @@ class TimeIndex(_Index):
         return self.get(self.entries - 1) if self.entries else None
 
     def maybe_append(self, timestamp: int, offset: int) -> None:
+        """Appends when there is room and the timestamp exceeds the last entry's, an empty
+        index counting as -1: as Kafka, a segment without timestamps gets no entry."""
         last = self.last_entry()
-        if self.is_full() or (last is not None and timestamp <= last[0]):
+        if self.is_full() or timestamp <= (last[0] if last is not None else -1):
             return
         self._m.push(_TIME.pack(timestamp, offset - self.base_offset))
 

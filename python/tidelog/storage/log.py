@@ -15,6 +15,7 @@ from tidelog.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
     TidelogError,
+    UnsupportedCompressionError,
 )
 from tidelog.records import BatchHeader, Record, build_batch, decode_records, parse_header
 from tidelog.storage.batch import assign_offsets, validate_batches
@@ -121,41 +122,53 @@ class Log:
         cfg, directory = self._cfg, self._dir
         cp = _read_checkpoint(directory)
         clean = cp is not None and cp[2]
-        self._report = [clean, 0, 0, 0]
+        self._clean = clean
+        self._truncations: list[tuple[int, int, int, int, str]] = []
+        self._raised_to: int | None = None
+        self._recovered = 0
         bases = self._list_segments()
         log_start = max(cp[0] if cp else 0, 0)
         recovery_point = (1 << 63) if clean else (cp[1] if cp else -(1 << 63))
         segments: list[Segment] = []
+        last = len(bases) - 1
         for i, base in enumerate(bases):
-            prealloc = cfg["segment_index_bytes"] if i == len(bases) - 1 else None
+            prealloc = cfg["segment_index_bytes"] if i == last else None
             seg = Segment(directory, base, cfg["index_interval_bytes"], prealloc, now_ms)
-            next_base = bases[i + 1] if i + 1 < len(bases) else (1 << 63)
-            must_scan = next_base > recovery_point or seg.indexes_suspect or not seg.load()
-            if must_scan:
-                self._report[1] += 1
-                cut = seg.recover(cfg["max_message_bytes"])
-                self._report[2] += cut
-                if cut > 0:
-                    segments.append(seg)
-                    for later in bases[i + 1 :]:
-                        Segment(directory, later, cfg["index_interval_bytes"], None, now_ms).delete()
-                        self._report[3] += 1
-                    break
+            next_base = bases[i + 1] if i < last else (1 << 63)
+            # Segments holding offsets at or after the recovery point may hold unflushed data.
+            if next_base > recovery_point or seg.indexes_suspect or not seg.load():
+                self._recovered += 1
+                if i != last:
+                    seg.make_active(cfg["segment_index_bytes"])  # rebuilt indexes need room
+                cut = seg.recover()
+                if cut is not None:
+                    self._truncations.append(cut)
+                if i != last:
+                    seg.make_inactive()
+            # A damaged segment loses only its own invalid tail: later segments are kept.
             segments.append(seg)
         if not segments:
             segments.append(
                 Segment(directory, log_start, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
             )
             _sync_dir(directory)
-        elif len(segments) < len(bases) or self._report[2] > 0:
-            segments[-1].make_active(cfg["segment_index_bytes"])
         self._segments = segments
         self._start = max(log_start, segments[0].base_offset)
-        self._start = min(self._start, self.end_offset)
         self._unflushed = 0
         self._last_flush_ms = now_ms
         self._closed: str | None = None
-        if self._report[1] > 0:
+        # Offsets below the checkpointed recovery point were on disk and may have been handed
+        # to clients: if damage took the log end below it, the log resumes there instead.
+        durable_end = cp[1] if cp else 0
+        if self.end_offset < durable_end:
+            if self._segments[-1].size > 0:
+                self._segments[-1].make_inactive()
+            else:
+                self._segments.pop().delete()
+            self._push_active_segment(durable_end, now_ms)
+            self._raised_to = durable_end
+        self._start = min(self._start, self.end_offset)
+        if self._recovered > 0:
             self._segments[-1].flush()
         self._recovery_point = self.end_offset
         self._delete_segments_below_start()
@@ -233,9 +246,11 @@ class Log:
     def segments(self) -> list[int]:
         return [s.base_offset for s in self._segments]
 
-    def recovery_report(self) -> tuple[bool, int, int, int]:
-        r = self._report
-        return bool(r[0]), int(r[1]), int(r[2]), int(r[3])
+    def recovery_report(
+        self,
+    ) -> tuple[bool, int, int, list[tuple[int, int, int, int, str]], int | None]:
+        total = sum(t[3] for t in self._truncations)
+        return (self._clean, self._recovered, total, list(self._truncations), self._raised_to)
 
     # ---- appends ----
 
@@ -424,7 +439,12 @@ class Log:
                 out += decode_records(
                     view[h.position : h.position + h.size], h, offset, max_records - len(out)
                 )
-            except ValueError as e:
+            except (ValueError, UnsupportedCompressionError) as e:
+                # The batches before the damaged one stand; it is reported when read first.
+                if out:
+                    break
+                if isinstance(e, UnsupportedCompressionError):
+                    raise
                 assert rng is not None
                 raise corrupt_segment(rng.path, rng.position + h.position, str(e)) from None
         return out
@@ -457,6 +477,11 @@ class Log:
         if offset >= self.end_offset:
             return
         cfg = self._cfg
+        # The checkpoint is lowered to the new end first: a crash mid-way must not make the
+        # next open take the cut offsets for lost durable ones (and skip past them).
+        found = self._locate(offset) if offset >= self._start else None
+        self._recovery_point = min(self._recovery_point, found[1].base_offset if found else offset)
+        self._write_checkpoint(False)
         if offset < self._start:
             for seg in self._segments:
                 seg.delete()

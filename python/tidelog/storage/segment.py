@@ -129,26 +129,29 @@ class FileSlice:
         return pread_exact(self._fd, self.path, self.position, self.length)
 
     def read_batches(self) -> tuple[bytes, list[BatchHeader]]:
-        """The range's bytes, checked to be whole batches with valid CRCs."""
+        """The range's valid leading batches (whole, CRC-checked) and their bytes. A damaged
+        batch after valid ones ends the run; an error only when the first batch is damaged."""
         buf = self.read()
-        if len(buf) != self.length:
-            raise corrupt_segment(self.path, self.position + len(buf), "segment shrank while reading")
-        headers = []
+        headers: list[BatchHeader] = []
         pos = 0
         while pos < len(buf):
             at = self.position + pos
             try:
                 h = parse_header(buf, pos)
+                problem = check_batch(memoryview(buf)[pos : pos + h.size], h)
             except Incomplete:
-                raise corrupt_segment(self.path, at, "batch runs past the end of the read") from None
+                problem = "batch runs past the end of the read"
             except ValueError as e:
-                raise corrupt_segment(self.path, at, str(e)) from None
-            problem = check_batch(memoryview(buf)[pos : pos + h.size], h)
+                problem = str(e)
             if problem:
+                if headers:
+                    break
                 raise corrupt_segment(self.path, at, problem)
             headers.append(h)
             pos += h.size
-        return buf, headers
+        if not headers and len(buf) < self.length:
+            raise corrupt_segment(self.path, self.position + len(buf), "segment shrank while reading")
+        return (buf if pos == len(buf) else buf[:pos]), headers
 
 
 class Segment:
@@ -217,9 +220,10 @@ class Segment:
                 self.offset_of_max_timestamp = h.last_offset
         return self.time_index.sanity_check(self.next_offset)
 
-    def recover(self, max_batch_size: int) -> int:
-        """Rebuilds the indexes, truncating at the first invalid or partial batch.
-        Returns the number of bytes truncated."""
+    def recover(self) -> tuple[int, int, int, int, str] | None:
+        """Rebuilds the indexes, truncating at the first invalid or partial batch; says what
+        was cut as (segment, position, next offset, bytes, reason). No size limit applies:
+        ``max.message.bytes`` governs new produce requests, never what is already stored."""
         self.offset_index.set_entries(0)
         self.time_index.set_entries(0)
         self.bytes_since_last_index_entry = 0
@@ -228,35 +232,51 @@ class Segment:
         self.next_offset = self.base_offset
         valid_end = 0
         expected: int | None = None
-        for kind, h, data, _, _ in self._scan(0).batches():
-            if kind != "batch" or h is None or data is None:
+        reason = None
+        for kind, h, data, _, why in self._scan(0).batches():
+            if kind == "end":
                 break
-            ok = (
-                h.size <= max_batch_size
-                and check_batch(data, h) is None
-                and (h.base_offset == expected if expected is not None else h.base_offset >= self.base_offset)
-                and h.last_offset - self.base_offset <= 0xFFFFFFFF
+            if kind != "batch" or h is None or data is None:
+                reason = "batch runs past the end of the segment" if kind == "torn" else why
+                break
+            reason = check_batch(data, h)
+            if reason is not None:
+                break
+            in_order = (
+                h.base_offset == expected if expected is not None else h.base_offset >= self.base_offset
             )
-            if not ok:
+            if not in_order or h.last_offset - self.base_offset > 0xFFFFFFFF:
+                reason = f"batch at offset {h.base_offset} is out of order in the segment"
                 break
             expected = h.next_offset
             valid_end = h.position + h.size
             self._index_batches([h], 0)
         truncated = self.size - valid_end
-        if truncated > 0:
-            try:
-                os.ftruncate(self.fd, valid_end)
-            except OSError as e:
-                raise storage_error("truncate segment", self.log_path, e) from e
-            self.size = valid_end
-        return truncated
+        if truncated == 0:
+            return None
+        try:
+            os.ftruncate(self.fd, valid_end)
+        except OSError as e:
+            raise storage_error("truncate segment", self.log_path, e) from e
+        self.size = valid_end
+        return (
+            self.base_offset,
+            valid_end,
+            self.next_offset,
+            truncated,
+            reason or "the file is shorter than its batches",
+        )
 
     def _index_batches(self, headers: list[BatchHeader], file_base: int) -> None:
         for h in headers:
             if h.max_timestamp > self.max_timestamp:
                 self.max_timestamp = h.max_timestamp
                 self.offset_of_max_timestamp = h.last_offset
-            if self.bytes_since_last_index_entry > self.index_interval_bytes:
+            # A full index gets no more entries (reads scan further); the segment rolls on it.
+            if (
+                self.bytes_since_last_index_entry > self.index_interval_bytes
+                and not self.offset_index.is_full()
+            ):
                 self.offset_index.append(h.last_offset, file_base + h.position)
                 self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
                 self.bytes_since_last_index_entry = 0
@@ -385,7 +405,7 @@ class Segment:
         removed = self.size - cut
         self.size = cut
         if not self.load():
-            self.recover(1 << 62)
+            self.recover()
         return removed
 
     def seal_time_index(self) -> None:
