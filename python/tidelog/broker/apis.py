@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol import error_codes as ec
 from tidelog.protocol.primitives import as_view
 from tidelog.records import iter_batches
+from tidelog.storage.api import wall_clock_ms
 
 if TYPE_CHECKING:
     from tidelog.broker.server import Broker
@@ -42,6 +42,7 @@ ADVERTISED: dict[int, tuple[int, int]] = {
 }
 SOFTWARE_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
 HANDLERS: dict[int, Handler] = {}
+TRANSACTIONS_UNSUPPORTED = "transactions are not supported by tidelog"
 #: The client address of the connection whose request is being handled (one task each).
 CURRENT_PEER: contextvars.ContextVar[str] = contextvars.ContextVar("peer", default="")
 
@@ -185,6 +186,11 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
             if acks not in (0, 1, -1):
                 res.error_code = ec.INVALID_REQUIRED_ACKS
                 continue
+            if broker.topics.topics[t.name].internal:
+                # As Kafka's ReplicaManager: only the broker itself writes internal topics.
+                res.error_code = ec.INVALID_TOPIC_EXCEPTION
+                res.error_message = f"cannot append to internal topic {t.name}" if version >= 8 else None
+                continue
             if req.transactional_id is not None:
                 res.error_code = ec.INVALID_REQUEST
                 continue
@@ -229,16 +235,17 @@ def _append(part: Any, records: Any) -> tuple[int, int, int]:
     headers = [h for h, _ in iter_batches(as_view(records))]
     idempotent = [h for h in headers if h.producer_id >= 0]
     for h in idempotent:
-        verdict, value = part.check_sequence(h)
+        verdict, value = part.producer_state.check_sequence(h)
         if verdict == "duplicate":
             return value, -1, 0
         if verdict == "error":
             raise OutOfOrder(value)
     res = part.log.append_batches(records)
     offset = res.first_offset
+    now = wall_clock_ms()
     for h in headers:
         if h.producer_id >= 0:
-            part.record_batch(h, offset)
+            part.producer_state.record_batch(h, offset, now)
         offset += h.last_offset_delta + 1
     return res.first_offset, res.log_append_time, res.record_count
 
@@ -449,7 +456,7 @@ async def init_producer_id(broker: Broker, req: Any, header: Any, version: int) 
             "refused InitProducerId for transactional id %r: transactions are not supported",
             req.transactional_id,
         )
-        return R(error_code=ec.INVALID_REQUEST, producer_id=-1, producer_epoch=-1)
+        return R(error_code=ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, producer_id=-1, producer_epoch=-1)
     if version >= 3 and req.producer_id >= 0:
         return R(
             error_code=ec.NONE, producer_id=req.producer_id, producer_epoch=(req.producer_epoch + 1) & 0x7FFF
@@ -566,10 +573,6 @@ async def delete_records(broker: Broker, req: Any, header: Any, version: int) ->
     return R(throttle_time_ms=0, topics=topics)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 # ---- consumer groups ----
 
 GROUP_APIS: dict[int, tuple[int, int]] = {
@@ -596,7 +599,10 @@ async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) 
 
     def answer(key: str) -> tuple[int, str | None]:
         if req.key_type != 0:
-            return 15, "transactions are not supported"  # COORDINATOR_NOT_AVAILABLE
+            # Not COORDINATOR_NOT_AVAILABLE: clients retry that until they time out. This
+            # error is fatal in every client, so a transactional producer fails at once.
+            log.info("refused a transaction coordinator for %r: transactions are not supported", key)
+            return ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED
         return ec.NONE, None
 
     if version < 4:
@@ -666,7 +672,7 @@ async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> 
 
     R = m.OffsetCommitResponse
     code = broker.groups.commit_check(req, version)
-    now = now_ms()
+    now = wall_clock_ms()
     entries = []
     topics = []
     for t in req.topics:

@@ -41,6 +41,8 @@ class BrokerConfig:
     connections_max_idle_ms: int = 600_000
     log_retention_ms: int = 168 * 3600 * 1000
     log_retention_check_interval_ms: int = 300_000
+    #: ``producer.id.expiration.ms``: idle idempotent producers are forgotten after this.
+    producer_id_expiration_ms: int = 86_400_000
     #: ``tidelog.fetch.zero.copy``: send fetched records with sendfile (false: copy them).
     fetch_zero_copy: bool = True
     settings: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -70,6 +72,7 @@ class BrokerConfig:
             "connections.max.idle.ms": ("connections_max_idle_ms", int),
             "log.retention.ms": ("log_retention_ms", int),
             "log.retention.check.interval.ms": ("log_retention_check_interval_ms", int),
+            "producer.id.expiration.ms": ("producer_id_expiration_ms", int),
             "tidelog.fetch.zero.copy": ("fetch_zero_copy", lambda v: v.lower() == "true"),
         }
         for key, value in props.items():

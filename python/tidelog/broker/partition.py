@@ -1,33 +1,23 @@
 """One partition on this broker: its log, high watermark, leader epoch, idempotent-producer
-state, flush policy, and the event that wakes long-polling fetches."""
+state (with its snapshots), flush policy, and the event that wakes long-polling fetches."""
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import trio
 
-from tidelog.records import BatchHeader
+from tidelog.broker.producer_state import ProducerStateManager
+from tidelog.errors import CorruptRecordError
+from tidelog.records import BatchHeader, iter_batches
 from tidelog.storage import Log
+from tidelog.storage.api import wall_clock_ms
 
 T = TypeVar("T")
-#: Batches remembered per producer for duplicate detection (Kafka keeps 5).
-PRODUCER_BATCHES = 5
-
-
-@dataclasses.dataclass
-class ProducerEntry:
-    epoch: int
-    #: (first sequence, last sequence, first offset, last offset) of recent batches.
-    batches: deque[tuple[int, int, int, int]]
-
-    @property
-    def last_sequence(self) -> int:
-        return self.batches[-1][1] if self.batches else -1
+logger = logging.getLogger("tidelog.broker")
 
 
 class Partition:
@@ -35,20 +25,26 @@ class Partition:
     offset; the cluster work will make it the ISR minimum."""
 
     def __init__(
-        self, topic: str, index: int, log: Log, flush_messages: int | None, flush_ms: int | None
+        self,
+        topic: str,
+        index: int,
+        log: Log,
+        flush_messages: int | None,
+        flush_ms: int | None,
+        producer_id_expiration_ms: int,
     ) -> None:
         self.topic = topic
         self.index = index
         self.log = log
         self.leader_epoch = 0
-        self.producers: dict[int, ProducerEntry] = {}
+        self.producer_state = ProducerStateManager(log.path, producer_id_expiration_ms)
         self.flush_messages = flush_messages
         self.flush_ms = flush_ms
         self.unflushed = 0
         self.last_flush = time.monotonic()
         self._appended = trio.Event()
         self._append_lock = trio.Lock()
-        self._rebuild_producer_state()
+        self._load_producer_state()
 
     @property
     def high_watermark(self) -> int:
@@ -61,12 +57,23 @@ class Partition:
     async def append_records(self, append: Callable[[Partition, Any], T], records: Any) -> T:
         """Runs ``append(self, records)`` (sequence checks + the log append) one at a time per
         partition. When the append will roll the segment, which fsyncs the old one, it runs in a
-        worker thread so the event loop never waits for the disk."""
+        worker thread so the event loop never waits for the disk. After a roll the producer
+        state is snapshotted (at the log end offset), also off the loop."""
         async with self._append_lock:
             size = len(records) if records is not None else 0
+            active = self._active_segment()
             if self.log.active_segment_bytes + size > self.log.config.segment_bytes:
-                return await trio.to_thread.run_sync(append, self, records)
-            return append(self, records)
+                result = await trio.to_thread.run_sync(append, self, records)
+            else:
+                result = append(self, records)
+            if self._active_segment() != active:
+                offset, contents = self.log.end_offset, self.producer_state.snapshot()
+                await trio.to_thread.run_sync(self.producer_state.write_snapshot, offset, contents)
+            return result
+
+    def _active_segment(self) -> int:
+        """The active segment's base offset (an index lookup: no list of every segment)."""
+        return self.log.index_lookup(self.log.end_offset).segment
 
     def wait_for_data(self) -> trio.Event:
         """An event set by the next append."""
@@ -88,56 +95,55 @@ class Partition:
         self.last_flush = time.monotonic()
         await trio.to_thread.run_sync(self.log.flush)
 
-    # ---- idempotent producers ----
+    def close(self) -> None:
+        """Snapshots the producer state and closes the log cleanly (blocking I/O)."""
+        if not self.log.closed:
+            self.producer_state.write_snapshot(self.log.end_offset, self.producer_state.snapshot())
+        self.log.close()
 
-    def check_sequence(self, h: BatchHeader) -> tuple[str, int]:
-        """("append", 0), ("duplicate", first offset of the original) or ("error", code)."""
-        from tidelog.protocol import error_codes as ec
+    # ---- idempotent producers' state ----
 
-        entry = self.producers.get(h.producer_id)
-        last_seq = h.base_sequence + h.last_offset_delta
-        if entry is None:
-            return ("append", 0) if h.base_sequence == 0 else ("error", ec.OUT_OF_ORDER_SEQUENCE_NUMBER)
-        if h.producer_epoch < entry.epoch:
-            return ("error", ec.INVALID_PRODUCER_EPOCH)
-        if h.producer_epoch > entry.epoch:
-            return ("append", 0) if h.base_sequence == 0 else ("error", ec.OUT_OF_ORDER_SEQUENCE_NUMBER)
-        for first, last, first_offset, _ in entry.batches:
-            if first == h.base_sequence and last == last_seq:
-                return ("duplicate", first_offset)
-        expected = (entry.last_sequence + 1) & 0x7FFFFFFF
-        if h.base_sequence != expected:
-            return ("error", ec.OUT_OF_ORDER_SEQUENCE_NUMBER)
-        return ("append", 0)
+    def _load_producer_state(self) -> None:
+        """The newest snapshot, then the batch headers after it (blocking I/O)."""
+        now = wall_clock_ms()
+        start = self.producer_state.load_snapshot(self.log.end_offset, now)
+        self.producer_state.replay(self._headers_from(max(self.log.start_offset, start or 0)), now)
 
-    def record_batch(self, h: BatchHeader, first_offset: int) -> None:
-        entry = self.producers.get(h.producer_id)
-        if entry is None or h.producer_epoch != entry.epoch:
-            entry = self.producers[h.producer_id] = ProducerEntry(
-                h.producer_epoch, deque(maxlen=PRODUCER_BATCHES)
-            )
-        entry.batches.append(
-            (
-                h.base_sequence,
-                h.base_sequence + h.last_offset_delta,
-                first_offset,
-                first_offset + h.last_offset_delta,
-            )
-        )
-
-    def _rebuild_producer_state(self) -> None:
-        """Replays the batch headers of the active segment (where live producers' recent
-        batches are) so retried batches are still recognised after a restart."""
-        from tidelog.records import iter_batches
-
-        pos = max(self.log.start_offset, self.log.segments[-1])
+    def _headers_from(self, pos: int) -> Iterator[BatchHeader]:
         while pos < self.log.end_offset:
-            raw = self.log.read_raw(pos, 8 << 20)
+            try:
+                raw = self.log.read_raw(pos, 8 << 20)
+            except CorruptRecordError as e:
+                pos = self._step_over_damage(pos, e)
+                continue
             last = None
             for h, _ in iter_batches(raw):
-                if h.producer_id >= 0:
-                    self.record_batch(h, h.base_offset)
+                yield h
                 last = h
             if last is None:
                 break
             pos = last.next_offset
+
+    def _step_over_damage(self, pos: int, e: CorruptRecordError) -> int:
+        """A damaged batch found after a clean stop (recovery did not rescan it). In the active
+        segment the log is cut there, as recovery after an unclean stop would; in an older
+        segment it is left for reads to report, and the replay resumes at the next segment.
+        Either way the partition stays online and the broker starts."""
+        name = f"{self.topic}-{self.index}"
+        if pos >= self.log.segments[-1]:
+            end = self.log.end_offset
+            logger.warning(
+                "partition %s: damaged batch at offset %d (%s): log cut from %d to %d", name, pos, e, end, pos
+            )
+            self.log.truncate_to(pos)
+            return self.log.end_offset
+        later = [b for b in self.log.segments if b > pos]
+        logger.warning(
+            "partition %s: damaged batch at offset %d (%s) left in place; producer state replay "
+            "resumes at offset %d",
+            name,
+            pos,
+            e,
+            later[0],
+        )
+        return later[0]

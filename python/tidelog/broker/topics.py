@@ -88,7 +88,11 @@ class TopicManager:
         for p in range(len(topic.partitions), count):
             path = os.path.join(self.config.data_dir, f"{topic.name}-{p}")
             plog = Log.open(path, engine=self.config.engine, config=settings)
-            topic.partitions.append(Partition(topic.name, p, plog, flush_messages, flush_ms))
+            topic.partitions.append(
+                Partition(
+                    topic.name, p, plog, flush_messages, flush_ms, self.config.producer_id_expiration_ms
+                )
+            )
 
     def _reopen(self, topic: Topic) -> None:
         """Applies changed configs: each partition's log is closed cleanly and reopened."""
@@ -220,4 +224,4 @@ class TopicManager:
     def close(self) -> None:
         for topic in self.topics.values():
             for part in topic.partitions:
-                part.log.close()
+                part.close()

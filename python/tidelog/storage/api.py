@@ -25,7 +25,8 @@ POSITIONS_DIR = "positions"
 _POSITION_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
-def _now_ms() -> int:
+def wall_clock_ms() -> int:
+    """Wall-clock milliseconds, as logs stamp them (the broker's clock too)."""
     return time.time_ns() // 1_000_000
 
 
@@ -148,7 +149,7 @@ class Log:
             cfg = _merge(cfg, settings)
         name = _engine.resolve(engine)
         p = os.fspath(path)
-        core = _engine.core_log_class(name)(p, cfg.core_settings(), _now_ms())
+        core = _engine.core_log_class(name)(p, cfg.core_settings(), wall_clock_ms())
         log = cls(core, p, name, cfg)
         _log_recovery(p, log.recovery_report)
         return log
@@ -222,7 +223,7 @@ class Log:
         None; headers a sequence of ``(str, bytes | None)``. Records without a timestamp get
         ``timestamp``, default now (ms).
         """
-        now = _now_ms() if timestamp is None else timestamp
+        now = wall_clock_ms() if timestamp is None else timestamp
         first: int = self._core.append_records(records, leader_epoch, now)[0]
         return first
 
@@ -240,25 +241,25 @@ class Log:
         """
         if isinstance(raw, RecordsSlice):  # records of a received frame: read in place
             r = self._core.append_batches(
-                raw.data, not assign_offsets, leader_epoch, _now_ms(), raw.start, raw.end
+                raw.data, not assign_offsets, leader_epoch, wall_clock_ms(), raw.start, raw.end
             )
         else:
-            r = self._core.append_batches(raw, not assign_offsets, leader_epoch, _now_ms(), 0, None)
+            r = self._core.append_batches(raw, not assign_offsets, leader_epoch, wall_clock_ms(), 0, None)
         return AppendResult(*r)
 
     def flush(self) -> None:
         """fsyncs the appended data; the recovery point becomes the log end offset."""
-        self._core.flush(_now_ms())
+        self._core.flush(wall_clock_ms())
 
     def roll(self) -> None:
         """Starts a new segment (no-op when the active one is empty)."""
-        self._core.roll(_now_ms())
+        self._core.roll(wall_clock_ms())
 
     def truncate_to(self, offset: int) -> None:
         """Removes records at and after ``offset``, by whole batches: the batch holding
         ``offset`` goes too, so :attr:`end_offset` becomes that batch's base offset. Below the
         log start offset the log is emptied and restarts at ``offset``."""
-        self._core.truncate_to(offset, _now_ms())
+        self._core.truncate_to(offset, wall_clock_ms())
 
     def delete_records_before(self, offset: int) -> None:
         """Advances the log start offset to ``offset``; whole segments below it are deleted."""
@@ -267,7 +268,7 @@ class Log:
     def apply_retention(self, now_ms: int | None = None) -> int:
         """Deletes inactive segments past ``retention_ms``/``retention_bytes``; returns how many.
         (Also runs on every roll.)"""
-        return int(self._core.apply_retention(_now_ms() if now_ms is None else now_ms))
+        return int(self._core.apply_retention(wall_clock_ms() if now_ms is None else now_ms))
 
     # ---- reading ----
 

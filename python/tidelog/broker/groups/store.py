@@ -153,22 +153,38 @@ class OffsetsStore:
         for rec in part.log.records():
             if rec.key is None:
                 continue
-            (key_version,) = struct.unpack_from(">h", rec.key)
-            r = Reader(rec.key, 2)
-            if key_version in (0, 1):
-                k = m.OffsetCommitKey.decode(r, key_version)
-                ident = (k.group, k.topic, k.partition)
-                if rec.value is None:
-                    offsets.pop(ident, None)
-                else:
-                    (vv,) = struct.unpack_from(">h", rec.value)
-                    v = m.OffsetCommitValue.decode(Reader(rec.value, 2), vv)
-                    offsets[ident] = OffsetEntry(v.offset, v.leader_epoch, v.metadata, v.commit_timestamp)
-            elif key_version == GROUP_KEY_VERSION:
-                gk = m.GroupMetadataKey.decode(r, key_version)
-                if rec.value is None:
-                    groups.pop(gk.group, None)
-                else:
-                    (vv,) = struct.unpack_from(">h", rec.value)
-                    groups[gk.group] = m.GroupMetadataValue.decode(Reader(rec.value, 2), vv)
+            try:
+                self._apply(rec.key, rec.value, offsets, groups)
+            except (struct.error, ValueError) as e:
+                # Anything written there that is not ours (or damaged) must not stop the broker.
+                log.warning(
+                    "skipped an undecodable record at %s-%d offset %d: %s", TOPIC, part.index, rec.offset, e
+                )
         return offsets, groups
+
+    @staticmethod
+    def _apply(
+        key: bytes,
+        value: bytes | None,
+        offsets: dict[tuple[str, str, int], OffsetEntry],
+        groups: dict[str, Any],
+    ) -> None:
+        """Applies one __consumer_offsets record (Kafka's key and value schemas) to the state."""
+        (key_version,) = struct.unpack_from(">h", key)
+        r = Reader(key, 2)
+        if key_version in (0, 1):
+            k = m.OffsetCommitKey.decode(r, key_version)
+            ident = (k.group, k.topic, k.partition)
+            if value is None:
+                offsets.pop(ident, None)
+            else:
+                (vv,) = struct.unpack_from(">h", value)
+                v = m.OffsetCommitValue.decode(Reader(value, 2), vv)
+                offsets[ident] = OffsetEntry(v.offset, v.leader_epoch, v.metadata, v.commit_timestamp)
+        elif key_version == GROUP_KEY_VERSION:
+            gk = m.GroupMetadataKey.decode(r, key_version)
+            if value is None:
+                groups.pop(gk.group, None)
+            else:
+                (vv,) = struct.unpack_from(">h", value)
+                groups[gk.group] = m.GroupMetadataValue.decode(Reader(value, 2), vv)

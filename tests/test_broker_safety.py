@@ -1,0 +1,127 @@
+"""What clients may not do to the broker: write its internal topics, or hang on transactions
+it does not offer; and what the broker survives: records in ``__consumer_offsets`` that it
+cannot decode. Real clients and a real broker over 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import tidelog
+from tidelog.protocol import _messages as m
+from tidelog.protocol import error_codes as ec
+from tidelog.pytest_plugin import start_broker
+from tidelog.records import build_batch
+
+from .kafka_clients import create_topic
+from .wire import Wire
+
+OFFSETS = "__consumer_offsets"
+
+
+def commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        c.close()
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        return int(c.committed([TopicPartition(topic, 0)], timeout=30)[0].offset)
+    finally:
+        c.close()
+
+
+def test_clients_cannot_write_internal_topics(tmp_path):
+    from confluent_kafka import KafkaError, Producer
+
+    broker = start_broker(tmp_path / "b", **{"offsets.topic.num.partitions": "1"})
+    try:
+        create_topic("confluent-kafka", broker.bootstrap, "t", 1)
+        commit(broker.bootstrap, "g", "t", 5)  # creates __consumer_offsets
+        errors = []
+        p = Producer({"bootstrap.servers": broker.bootstrap, "retries": 0})
+        p.produce(
+            OFFSETS, key=b"\x00\x07junk", value=b"junk", on_delivery=lambda err, msg: errors.append(err)
+        )
+        p.flush(30)
+        assert [e.code() for e in errors] == [KafkaError.TOPIC_EXCEPTION]
+        w = Wire(broker.bootstrap)
+        P = m.ProduceRequest
+        req = P(
+            transactional_id=None,
+            acks=1,
+            timeout_ms=5000,
+            topic_data=[
+                P.TopicProduceData(
+                    name=OFFSETS,
+                    partition_data=[
+                        P.TopicProduceData.PartitionProduceData(index=0, records=build_batch([(b"k", b"v")]))
+                    ],
+                )
+            ],
+        )
+        part = w.request(req, 9).responses[0].partition_responses[0]
+        w.close()
+        assert part.error_code == ec.INVALID_TOPIC_EXCEPTION
+        assert "internal topic" in part.error_message
+        assert committed(broker.bootstrap, "g", "t") == 5
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("junk", [b"\x00\x02\x00\x09short", b"\x00\x01\x00", b"\x00"])
+def test_undecodable_offsets_records_are_skipped_at_start(tmp_path, caplog, junk, engine):
+    settings = {"offsets.topic.num.partitions": "1"}
+    broker = start_broker(tmp_path / "b", engine=engine, **settings)
+    try:
+        create_topic("confluent-kafka", broker.bootstrap, "t", 1)
+        commit(broker.bootstrap, "before", "t", 3)
+    finally:
+        broker.stop()
+    # Damage that a rogue writer (or a bug) could have left, with a valid batch CRC.
+    with tidelog.Log.open(tmp_path / "b" / f"{OFFSETS}-0", engine=engine) as log:
+        log.append([(junk, b"\x00\x03not-an-offset")])
+    caplog.set_level(logging.WARNING, logger="tidelog.broker.groups")
+    broker = start_broker(tmp_path / "b", engine=engine, **settings)
+    try:
+        assert committed(broker.bootstrap, "before", "t") == 3
+        commit(broker.bootstrap, "after", "t", 8)
+        assert committed(broker.bootstrap, "after", "t") == 8
+    finally:
+        broker.stop()
+    assert any("undecodable" in r.getMessage() for r in caplog.records)
+
+
+def test_transactional_producers_fail_at_once_with_a_clear_error(tidelog_broker, caplog):
+    from confluent_kafka import KafkaError, KafkaException, Producer
+
+    caplog.set_level(logging.INFO, logger="tidelog.broker")
+    p = Producer({"bootstrap.servers": tidelog_broker.bootstrap, "transactional.id": "tx-1"})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(60)
+    err = e.value.args[0]
+    # Not a time-out after retrying a "coordinator not available" for a minute.
+    assert err.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, err
+    assert any("transactions are not supported" in r.getMessage() for r in caplog.records)
+
+
+def test_kafka_python_transactions_fail_at_once(tidelog_broker):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    p = KafkaProducer(bootstrap_servers=tidelog_broker.bootstrap, transactional_id="tx-2")
+    try:
+        with pytest.raises(KafkaError) as e:
+            p.init_transactions()
+        assert "TransactionalIdAuthorizationFailed" in type(e.value).__name__ or "53" in str(e.value), e.value
+    finally:
+        p.close(timeout=5)
