@@ -297,12 +297,10 @@ impl Log {
         if log.end_offset() < durable_end {
             if log.active().size() > 0 {
                 log.segments.last_mut().expect("active").make_inactive()?;
-                log.push_active_segment(durable_end, now_ms)?;
             } else {
-                let empty = log.segments.pop().expect("active");
-                empty.delete()?;
-                log.push_active_segment(durable_end, now_ms)?;
+                log.segments.pop().expect("active").delete()?;
             }
+            log.push_active_segment(durable_end, now_ms)?;
             log.recovery.next_offset_raised_to = Some(durable_end);
         }
         log.log_start_offset = log.log_start_offset.min(log.end_offset());
