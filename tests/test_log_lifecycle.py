@@ -164,3 +164,24 @@ def test_max_timestamp_and_active_segment_bytes(open_log):
     assert log.max_timestamp == 900
     assert log.offset_for_time(log.max_timestamp) == (1, 900)  # the first record holding it
     assert 0 < log.active_segment_bytes <= 1000 and len(log.segments) > 1
+
+
+def test_reconfigure_applies_to_the_open_log(open_log, tmp_path):
+    """New limits and roll sizes take effect at once, with nothing reopened; bad settings are
+    refused and leave the old ones in force."""
+    from tidelog.errors import RecordTooLargeError
+
+    log = open_log(segment_bytes=1 << 20)
+    log.append([(b"k", b"x" * 3000)])
+    log.reconfigure(segment_bytes=600, max_message_bytes=2000)
+    assert log.config.segment_bytes == 600
+    with pytest.raises(RecordTooLargeError) as e:
+        log.append([(b"k", b"x" * 3000)])
+    assert e.value.max_size == 2000
+    for i in range(10):
+        log.append([(b"k", b"v%d" % i * 20)])
+    assert len(log.segments) >= 3  # the big first segment, then 600-byte ones
+    with pytest.raises(ValueError):
+        log.reconfigure(segment_bytes=1)
+    assert log.config.segment_bytes == 600
+    assert [r.offset for r in log.records(0)] == list(range(11))

@@ -46,6 +46,20 @@ class CorruptRecordError(TidelogError):
         )
 
 
+class InvalidRecordError(TidelogError):
+    """A batch supplied for appending whose CRC is valid but whose records do not parse: bad
+    framing or lengths, offset deltas out of order, bytes after the last record. ``reason``
+    names the record; ``batch_index`` and ``position`` locate the batch in the input."""
+
+    error_code = 87  # INVALID_RECORD
+
+    def __init__(self, message: str, *, reason: str, batch_index: int, position: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.batch_index = batch_index
+        self.position = position
+
+
 class RecordTooLargeError(TidelogError):
     """A batch larger than ``max.message.bytes``."""
 
@@ -106,6 +120,18 @@ class LogLockedError(TidelogError):
         self.path = path
 
 
+class UnknownTopicOrPartitionError(TidelogError):
+    """The partition does not exist here (any more): its topic was deleted while the request
+    waited. Retriable: a producer that retries finds the topic re-created, or learns it is gone."""
+
+    error_code = 3  # UNKNOWN_TOPIC_OR_PARTITION
+
+    def __init__(self, message: str, *, topic: str, partition: int) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+
+
 class StorageError(TidelogError):
     """An operating-system error while reading or writing the log (ENOSPC, EFBIG, EIO, ...).
 
@@ -124,11 +150,13 @@ class StorageError(TidelogError):
 __all__ = [
     "CorruptRecordError",
     "InvalidAppendOffsetError",
+    "InvalidRecordError",
     "LogClosedError",
     "LogLockedError",
     "OffsetOutOfRangeError",
     "RecordTooLargeError",
     "StorageError",
     "TidelogError",
+    "UnknownTopicOrPartitionError",
     "UnsupportedCompressionError",
 ]

@@ -386,6 +386,14 @@ impl Log {
     pub fn config(&self) -> &LogConfig {
         &self.config
     }
+    /// Applies changed settings, as Kafka's `updateConfig`: size limits, retention and the
+    /// roll policy at once; index sizes with the next segment. Nothing is reopened.
+    pub fn reconfigure(&mut self, config: LogConfig) -> Result<()> {
+        self.check_open()?;
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
     }

@@ -727,6 +727,10 @@ impl PyLog {
     fn apply_retention(&self, py: Python<'_>, now_ms: i64) -> PyResult<usize> {
         self.write(py, |l| l.apply_retention(now_ms))
     }
+    fn reconfigure(&self, py: Python<'_>, config: &Bound<'_, PyDict>) -> PyResult<()> {
+        let config = config_from_dict(config)?;
+        self.write(py, |l| l.reconfigure(config))
+    }
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.write(py, |l| l.close())
     }

@@ -136,7 +136,8 @@ async def _auto_create(broker: Broker, name: str) -> tuple[Any, int]:
         return await broker.topics.create_async(name, -1, -1, {}), ec.NONE
     except TopicError as e:
         log.info("auto-create of %r refused: %s", name, e)
-        return None, e.code
+        # Being created or deleted by another request: the client retries.
+        return None, ec.LEADER_NOT_AVAILABLE if e.code == ec.TOPIC_ALREADY_EXISTS else e.code
 
 
 @handles(0)
@@ -529,7 +530,7 @@ async def incremental_alter_configs(broker: Broker, req: Any, header: Any, versi
         if out.error_code:
             continue
         try:
-            broker.topics.alter_configs(res.resource_name, changes, req.validate_only)
+            await broker.topics.alter_configs(res.resource_name, changes, req.validate_only)
         except TopicError as e:
             out.error_code = e.code
             out.error_message = str(e)
@@ -696,7 +697,12 @@ async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> 
             )
         topics.append(R.OffsetCommitResponseTopic(name=t.name, partitions=parts))
     if entries:
-        broker.groups.commit(req.group_id, entries)
+        try:
+            await broker.groups.commit(req.group_id, entries)
+        except TidelogError as e:
+            for rt in topics:
+                for rp in rt.partitions:
+                    rp.error_code = rp.error_code or e.error_code
     return R(throttle_time_ms=0, topics=topics)
 
 
@@ -812,7 +818,7 @@ async def offset_delete(broker: Broker, req: Any, header: Any, version: int) -> 
             code = 86 if t.name in subscribed else ec.NONE  # GROUP_SUBSCRIBED_TO_TOPIC
             if not code and (t.name, p.partition_index) in g.offsets:
                 del g.offsets[(t.name, p.partition_index)]
-                broker.groups.store.append(
+                broker.groups.store.append_nowait(
                     g.group_id,
                     [(broker.groups.store.offset_key(g.group_id, t.name, p.partition_index), None)],
                 )

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import trio
 
 from tidelog.broker.producer_state import ProducerStateManager
-from tidelog.errors import CorruptRecordError
+from tidelog.errors import CorruptRecordError, LogClosedError, UnknownTopicOrPartitionError
 from tidelog.records import BatchHeader, iter_batches
 from tidelog.storage import Log
 from tidelog.storage.api import wall_clock_ms
@@ -44,6 +44,7 @@ class Partition:
         self.last_flush = time.monotonic()
         self._appended = trio.Event()
         self._append_lock = trio.Lock()
+        self.retired = False  # its topic is being deleted: no more appends
         self._load_producer_state()
 
     @property
@@ -54,13 +55,18 @@ class Partition:
     def log_start_offset(self) -> int:
         return self.log.start_offset
 
-    async def append_records(self, append: Callable[[Partition, Any], T], records: Any) -> T:
+    async def append_records(
+        self, append: Callable[[Partition, Any], T], records: Any, size: int | None = None
+    ) -> T:
         """Runs ``append(self, records)`` (sequence checks + the log append) one at a time per
-        partition. When the append will roll the segment, which fsyncs the old one, it runs in a
-        worker thread so the event loop never waits for the disk. After a roll the producer
-        state is snapshotted (at the log end offset), also off the loop."""
+        partition. When the append will roll the segment (``size``: its bytes, by default
+        ``len(records)``), which fsyncs the old one, it runs in a worker thread so the event
+        loop never waits for the disk. After a roll the producer state is snapshotted (at the
+        log end offset), also off the loop."""
         async with self._append_lock:
-            size = len(records) if records is not None else 0
+            self._check_live()
+            if size is None:
+                size = len(records) if records is not None else 0
             active = self._active_segment()
             if self.log.active_segment_bytes + size > self.log.config.segment_bytes:
                 result = await trio.to_thread.run_sync(append, self, records)
@@ -70,6 +76,26 @@ class Partition:
                 offset, contents = self.log.end_offset, self.producer_state.snapshot()
                 await trio.to_thread.run_sync(self.producer_state.write_snapshot, offset, contents)
             return result
+
+    async def run_exclusive(self, fn: Callable[[Log], T]) -> T | None:
+        """Runs ``fn(log)`` in a worker thread with no append running, unless the partition was
+        retired (then None): for work such as retention that must not race a delete."""
+        async with self._append_lock:
+            if self.retired:
+                return None
+            return await trio.to_thread.run_sync(fn, self.log)
+
+    async def retire(self) -> None:
+        """Waits for the append in progress, then refuses every later one: the topic is being
+        deleted, and nothing may be acknowledged into a log about to be removed."""
+        async with self._append_lock:
+            self.retired = True
+
+    def _check_live(self) -> None:
+        if self.retired:
+            raise UnknownTopicOrPartitionError(
+                f"partition {self.topic}-{self.index} was deleted", topic=self.topic, partition=self.index
+            )
 
     def _active_segment(self) -> int:
         """The active segment's base offset (an index lookup: no list of every segment)."""
@@ -93,7 +119,11 @@ class Partition:
         """fsync in a worker thread: never on the event loop."""
         self.unflushed = 0
         self.last_flush = time.monotonic()
-        await trio.to_thread.run_sync(self.log.flush)
+        try:
+            await trio.to_thread.run_sync(self.log.flush)
+        except LogClosedError:
+            if not self.retired:
+                raise
 
     def close(self) -> None:
         """Snapshots the producer state and closes the log cleanly (blocking I/O)."""

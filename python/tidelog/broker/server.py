@@ -70,6 +70,7 @@ class Broker:
             partitions=int(settings.get("offsets.topic.num.partitions", "50")),
             segment_bytes=int(settings.get("offsets.topic.segment.bytes", str(100 << 20))),
             compact_bytes=int(settings.get("tidelog.offsets.compact.bytes", str(64 << 20))),
+            nursery_holder=lambda: self._nursery,
         )
         self.groups = Coordinator(store, settings, lambda: self._nursery)
         self._nursery_manager: Any = None
@@ -136,6 +137,7 @@ class Broker:
                     self.groups.load()
                     nursery.start_soon(self.groups.sweep)
                     nursery.start_soon(self._retention_loop)
+                    nursery.start_soon(self.topics.purge_loop)
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     task_status.started(self)
@@ -187,7 +189,7 @@ class Broker:
             await trio.sleep(self.config.log_retention_check_interval_ms / 1000)
             for topic in list(self.topics.topics.values()):
                 for part in topic.partitions:
-                    deleted = await trio.to_thread.run_sync(part.log.apply_retention)
+                    deleted = await part.run_exclusive(lambda plog: plog.apply_retention())
                     if deleted:
                         log.info("retention deleted %d segment(s) of %s-%d", deleted, topic.name, part.index)
 

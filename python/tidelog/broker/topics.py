@@ -3,12 +3,14 @@ under ``<data dir>/meta/topics/`` (one JSON document per topic, replaced atomica
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +18,14 @@ import trio
 
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.partition import Partition
+from tidelog.errors import TidelogError
+from tidelog.protocol import error_codes as ec
 from tidelog.storage import Log
-from tidelog.storage.log import write_file_atomic
+from tidelog.storage.log import sync_dir, write_file_atomic
 
 log = logging.getLogger("tidelog.broker")
 LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+DELETE_SUFFIX = "-delete"  # partition directories being deleted, as Kafka names them
 
 
 class TopicError(Exception):
@@ -45,6 +50,9 @@ class TopicManager:
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[uuid.UUID, Topic] = {}
         self._creating: set[str] = set()  # names being created in a worker thread
+        self._deleting: set[str] = set()  # names whose logs are being closed and moved aside
+        self._admin_lock = trio.Lock()  # one partition-count or config change at a time
+        self._purge_wanted = trio.Event()
 
     def load(self) -> None:
         os.makedirs(self.meta_dir, exist_ok=True)
@@ -83,24 +91,55 @@ class TopicManager:
         settings = dict(self.config.log_config(topic.configs).to_kafka())
         return settings, settings.pop("flush.messages"), settings.pop("flush.ms")
 
-    def _open_partitions(self, topic: Topic, count: int) -> None:
+    def _open_partitions(self, topic: Topic, count: int, *, fresh: bool = False) -> None:
+        """Opens partitions ``len(topic.partitions)..count-1``. ``fresh``: they are new, so a
+        directory already there is a leftover of an earlier topic of that name whose deletion
+        or creation was cut short; it is moved aside, never reused. A fresh set is all or
+        nothing: if one fails, the ones opened are closed and moved aside again."""
         settings, flush_messages, flush_ms = self._log_settings(topic)
-        for p in range(len(topic.partitions), count):
-            path = os.path.join(self.config.data_dir, f"{topic.name}-{p}")
-            plog = Log.open(path, engine=self.config.engine, config=settings)
-            topic.partitions.append(
-                Partition(
-                    topic.name, p, plog, flush_messages, flush_ms, self.config.producer_id_expiration_ms
+        first = len(topic.partitions)
+        try:
+            for p in range(first, count):
+                path = self._partition_dir(topic.name, p)
+                if fresh and os.path.exists(path):
+                    log.warning("%s exists without a topic: moved aside for deletion", path)
+                    self._move_aside(path)
+                plog = Log.open(path, engine=self.config.engine, config=settings)
+                topic.partitions.append(
+                    Partition(
+                        topic.name, p, plog, flush_messages, flush_ms, self.config.producer_id_expiration_ms
+                    )
                 )
-            )
+        except BaseException:
+            if fresh:
+                for part in topic.partitions[first:]:
+                    part.log.close()
+                    self._move_aside(part.log.path)
+                del topic.partitions[first:]
+            raise
 
-    def _reopen(self, topic: Topic) -> None:
-        """Applies changed configs: each partition's log is closed cleanly and reopened."""
-        settings, flush_messages, flush_ms = self._log_settings(topic)
-        for part in topic.partitions:
-            part.log.close()
-            part.log = Log.open(part.log.path, engine=self.config.engine, config=settings)
-            part.flush_messages, part.flush_ms = flush_messages, flush_ms
+    def _partition_dir(self, name: str, index: int) -> str:
+        return os.path.join(self.config.data_dir, f"{name}-{index}")
+
+    def _move_aside(self, path: str) -> None:
+        """Renames a partition directory to Kafka's ``<topic>-<p>.<uuid>-delete`` (durably), so
+        its name is free at once; ``purge_loop`` removes it later."""
+        os.rename(path, f"{path}.{uuid.uuid4().hex}{DELETE_SUFFIX}")
+        sync_dir(self.config.data_dir)
+
+    async def purge_loop(self) -> None:
+        """Removes moved-aside partition directories in a worker thread: those of topics
+        deleted now and any a crash left behind."""
+        self._purge_wanted.set()
+        while True:
+            await self._purge_wanted.wait()
+            self._purge_wanted = trio.Event()
+            await trio.to_thread.run_sync(self._purge)
+
+    def _purge(self) -> None:
+        for name in os.listdir(self.config.data_dir):
+            if name.endswith(DELETE_SUFFIX):
+                shutil.rmtree(os.path.join(self.config.data_dir, name), ignore_errors=True)
 
     def validate_configs(self, configs: dict[str, str]) -> None:
         policy = configs.get("cleanup.policy", "delete")
@@ -127,11 +166,21 @@ class TopicManager:
             return topic
         self._creating.add(name)
         try:
-            await trio.to_thread.run_sync(self._build, topic)
+            await self._in_thread(self._build, topic)
         finally:
             self._creating.discard(name)
         self._register(topic)
         return topic
+
+    async def _in_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """Runs a topic or partition creation in a worker thread; a failure of the disk (or of
+        the descriptor limit) becomes KAFKA_STORAGE_ERROR, with what was created moved aside."""
+        try:
+            await trio.to_thread.run_sync(fn, *args)
+        except (TidelogError, OSError) as e:
+            self._purge_wanted.set()
+            log.error("could not create partitions: %s", e)
+            raise TopicError(ec.KAFKA_STORAGE_ERROR, f"could not create the partitions' logs: {e}") from e
 
     def _check_new(
         self, name: str, partitions: int, replication_factor: int, configs: dict[str, str], internal: bool
@@ -141,6 +190,8 @@ class TopicManager:
             raise TopicError(17, f"illegal topic name {name!r}")
         if name in self.topics or name in self._creating:
             raise TopicError(36, f"topic {name!r} already exists")
+        if name in self._deleting:
+            raise TopicError(36, f"topic {name!r} is marked for deletion")
         if partitions == -1:
             partitions = self.config.num_partitions
         if partitions < 1:
@@ -158,8 +209,12 @@ class TopicManager:
         """Opens the partition logs and writes the topic's metadata (blocking I/O)."""
         count = len(topic.partitions)
         topic.partitions = []
-        self._open_partitions(topic, count)
-        self._persist(topic)
+        self._open_partitions(topic, count, fresh=True)
+        try:
+            self._persist(topic)
+        except BaseException:
+            self._remove(topic)
+            raise
         log.info("created topic %s with %d partitions", topic.name, count)
 
     async def add_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
@@ -173,12 +228,19 @@ class TopicManager:
             )
         if validate_only:
             return
-        grown = Topic(topic.name, topic.topic_id, topic.configs, list(topic.partitions), topic.internal)
-        await trio.to_thread.run_sync(self._open_partitions, grown, count)
-        topic.partitions = grown.partitions
-        await trio.to_thread.run_sync(self._persist, topic)
+        async with self._admin_lock:
+            if self.topics.get(name) is not topic or count <= len(topic.partitions):
+                raise TopicError(37, f"topic {name!r} changed while the request waited")
+            grown = Topic(topic.name, topic.topic_id, topic.configs, list(topic.partitions), topic.internal)
+            await self._in_thread(lambda: self._open_partitions(grown, count, fresh=True))
+            topic.partitions = grown.partitions
+            await trio.to_thread.run_sync(self._persist, topic)
 
-    def alter_configs(self, name: str, configs: dict[str, str | None], validate_only: bool = False) -> None:
+    async def alter_configs(
+        self, name: str, configs: dict[str, str | None], validate_only: bool = False
+    ) -> None:
+        """Validates and persists (in a worker thread) a topic's new configs, then applies them
+        to its open logs in place."""
         topic = self.topics.get(name)
         if topic is None:
             raise TopicError(3, f"unknown topic {name!r}")
@@ -186,27 +248,51 @@ class TopicManager:
         self.validate_configs(merged)
         if validate_only:
             return
-        topic.configs = merged
-        self._persist(topic)
-        self._reopen(topic)
+        async with self._admin_lock:
+            if self.topics.get(name) is not topic:
+                raise TopicError(3, f"topic {name!r} was deleted while the request waited")
+            previous, topic.configs = topic.configs, merged
+            try:
+                await trio.to_thread.run_sync(self._persist, topic)
+            except BaseException:
+                topic.configs = previous
+                raise
+            settings, flush_messages, flush_ms = self._log_settings(topic)
+            for part in topic.partitions:
+                part.log.reconfigure(config=settings)
+                part.flush_messages, part.flush_ms = flush_messages, flush_ms
         log.info("topic %s configs now %s", name, merged)
 
     async def delete(self, name: str) -> Topic:
-        """Unregisters the topic at once, then closes and removes its files in a worker thread."""
-        topic = self.topics.pop(name, None)
-        if topic is None:
-            raise TopicError(3, f"unknown topic {name!r}")
-        del self.by_id[topic.topic_id]
-
-        def remove() -> None:
-            os.remove(os.path.join(self.meta_dir, f"{name}.json"))
-            for part in topic.partitions:
-                part.log.close()
-                shutil.rmtree(part.log.path, ignore_errors=True)
-
-        await trio.to_thread.run_sync(remove)
+        """As Kafka: the topic is unregistered at once; appends in progress finish and later
+        ones are refused; then (in a worker thread) its metadata is removed and its partition
+        directories are closed and renamed to ``-delete`` names, which frees the name for a new
+        topic with fresh directories. The files are removed in the background."""
+        async with self._admin_lock:
+            topic = self.topics.pop(name, None)
+            if topic is None:
+                raise TopicError(3, f"unknown topic {name!r}")
+            del self.by_id[topic.topic_id]
+            self._deleting.add(name)
+            try:
+                for part in topic.partitions:
+                    await part.retire()
+                await trio.to_thread.run_sync(self._remove, topic)
+            finally:
+                self._deleting.discard(name)
+                self._purge_wanted.set()
         log.info("deleted topic %s", name)
         return topic
+
+    def _remove(self, topic: Topic) -> None:
+        """Removes the topic's metadata, then closes and moves aside its logs (blocking I/O).
+        A crash in between leaves directories without a topic, moved aside if the name is
+        used again."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.meta_dir, f"{topic.name}.json"))
+        for part in topic.partitions:
+            part.log.close()
+            self._move_aside(part.log.path)
 
     def partition(self, name: str, index: int) -> Partition | None:
         topic = self.topics.get(name)

@@ -154,6 +154,15 @@ class Log:
         _log_recovery(p, log.recovery_report)
         return log
 
+    def reconfigure(self, config: LogConfig | Mapping[str, Any] | None = None, **settings: Any) -> None:
+        """Applies new settings to the open log, as :meth:`open` takes them: size limits,
+        retention and the roll policy at once, index sizes from the next segment on."""
+        cfg = config if isinstance(config, LogConfig) else LogConfig.from_kafka(config or {})
+        if settings:
+            cfg = _merge(cfg, settings)
+        self._core.reconfigure(cfg.core_settings())
+        self.config = cfg
+
     def close(self) -> None:
         """Flushes everything and records a clean shutdown. Idempotent."""
         self._core.close()

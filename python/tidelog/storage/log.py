@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _sync_dir(directory: str) -> None:
+def sync_dir(directory: str) -> None:
     if os.name != "posix":
         return
     try:
@@ -67,7 +67,7 @@ def write_file_atomic(directory: str, name: str, contents: bytes) -> None:
         os.replace(tmp, dst)
     except OSError as e:
         raise storage_error("write", dst, e) from e
-    _sync_dir(directory)
+    sync_dir(directory)
 
 
 def _read_checkpoint(directory: str) -> tuple[int, int, bool] | None:
@@ -89,6 +89,15 @@ def _read_checkpoint(directory: str) -> tuple[int, int, bool] | None:
         return None
 
 
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    cfg = dict(DEFAULTS)
+    for k, v in config.items():
+        if k not in DEFAULTS:
+            raise ValueError(f"unknown log config field {k!r}")
+        cfg[k] = v
+    return cfg
+
+
 class Log:
     """The pure-Python engine's partition log; the same interface as ``tidelog._core.Log``.
 
@@ -96,12 +105,7 @@ class Log:
     """
 
     def __init__(self, path: str, config: dict[str, Any], now_ms: int) -> None:
-        cfg = dict(DEFAULTS)
-        for k, v in config.items():
-            if k not in DEFAULTS:
-                raise ValueError(f"unknown log config field {k!r}")
-            cfg[k] = v
-        self._cfg = cfg
+        self._cfg = _settings(config)
         self._mutex = threading.RLock()
         self._dir = os.fspath(path)
         try:
@@ -151,7 +155,7 @@ class Log:
             segments.append(
                 Segment(directory, log_start, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
             )
-            _sync_dir(directory)
+            sync_dir(directory)
         self._segments = segments
         self._start = max(log_start, segments[0].base_offset)
         self._unflushed = 0
@@ -326,7 +330,7 @@ class Log:
         self._segments.append(
             Segment(self._dir, base, cfg["index_interval_bytes"], cfg["segment_index_bytes"], now_ms)
         )
-        _sync_dir(self._dir)
+        sync_dir(self._dir)
 
     def roll(self, now_ms: int) -> None:
         self._locked(lambda: self._roll(now_ms))
@@ -525,6 +529,15 @@ class Log:
             self._segments.pop(0).delete()
             n += 1
         return n
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Applies changed settings at once (index sizes with the next segment)."""
+        cfg = _settings(config)
+
+        def go() -> None:
+            self._cfg = cfg
+
+        self._locked(go)
 
     def apply_retention(self, now_ms: int) -> int:
         return self._locked(lambda: self._apply_retention(now_ms))

@@ -162,7 +162,9 @@ class Coordinator:
                 for mb in g.members.values()
             ],
         )
-        self.store.append(g.group_id, [(self.store.group_key(g.group_id), self.store.group_value(value))])
+        self.store.append_nowait(
+            g.group_id, [(self.store.group_key(g.group_id), self.store.group_value(value))]
+        )
 
     # ---- membership ----
 
@@ -470,7 +472,9 @@ class Coordinator:
             old = [k for k, e in g.offsets.items() if now_ms - e.commit_timestamp > self.retention_ms]
             for topic, partition in old:
                 del g.offsets[(topic, partition)]
-            self.store.append(g.group_id, [(self.store.offset_key(g.group_id, t, p), None) for t, p in old])
+            self.store.append_nowait(
+                g.group_id, [(self.store.offset_key(g.group_id, t, p), None) for t, p in old]
+            )
             n += len(old)
         return n
 
@@ -499,14 +503,15 @@ class Coordinator:
         g.members[req.member_id].last_seen = trio.current_time()
         return NONE
 
-    def commit(self, group_id: str, entries: list[tuple[str, int, OffsetEntry]]) -> None:
-        g = self._group(group_id)
-        for topic, partition, entry in entries:
-            g.offsets[(topic, partition)] = entry
-        self.store.append(
+    async def commit(self, group_id: str, entries: list[tuple[str, int, OffsetEntry]]) -> None:
+        """Writes the commits, then makes them visible to OffsetFetch; raises if the write failed."""
+        await self.store.append(
             group_id,
             [(self.store.offset_key(group_id, t, p), self.store.offset_value(e)) for t, p, e in entries],
         )
+        g = self._group(group_id)
+        for topic, partition, entry in entries:
+            g.offsets[(topic, partition)] = entry
 
     def fetch(self, group_id: str) -> dict[tuple[str, int], OffsetEntry]:
         g = self.groups.get(group_id)
@@ -522,7 +527,7 @@ class Coordinator:
             (self.store.offset_key(group_id, t, p), None) for t, p in g.offsets
         ]
         records.append((self.store.group_key(group_id), None))
-        self.store.append(group_id, records)
+        self.store.append_nowait(group_id, records)
         del self.groups[group_id]
         return NONE
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16, Reader
 
@@ -44,13 +46,35 @@ def java_hash(s: str) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+class _Pending:
+    """Records queued for one ``__consumer_offsets`` partition, and who waits for them."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+        self.done = trio.Event()
+        self.error: TidelogError | None = None
+
+
 class OffsetsStore:
-    def __init__(self, topics: TopicManager, partitions: int, segment_bytes: int, compact_bytes: int) -> None:
+    """Writes go through one queue per partition, drained in order by a writer task: the
+    append (in a worker thread when it rolls a segment), the partition's flush policy, and
+    compaction (in a worker thread, with no other append running) all stay off the event loop."""
+
+    def __init__(
+        self,
+        topics: TopicManager,
+        partitions: int,
+        segment_bytes: int,
+        compact_bytes: int,
+        nursery_holder: Callable[[], trio.Nursery | None],
+    ) -> None:
         self.topics = topics
         self.partitions = partitions
         self.segment_bytes = segment_bytes
         self.compact_bytes = compact_bytes
         self._creating: trio.Event | None = None
+        self._nursery_holder = nursery_holder
+        self._queues: dict[int, _Pending] = {}  # partition -> records not yet taken by its writer
 
     def partition_of(self, group: str) -> int:
         """Where a group's records go: abs(hashCode(group)) % partitions, as Kafka."""
@@ -110,16 +134,49 @@ class OffsetsStore:
 
     # ---- writing ----
 
-    def append(self, group: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    async def append(self, group: str, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Queues ``records`` for the group's partition and waits until they are appended
+        (and flushed, if the flush policy says so); raises what the append raised."""
+        pending = self.append_nowait(group, records)
+        if pending is not None:
+            await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+
+    def append_nowait(self, group: str, records: list[tuple[bytes, bytes | None]]) -> _Pending | None:
+        """Queues ``records`` behind those already queued for the group's partition."""
         if not records:
-            return
-        part = self._partition(group)
-        part.log.append(records)
-        if part.log.size_bytes > self.compact_bytes:
-            self.compact(part)
+            return None
+        p = self._partition(group).index
+        pending = self._queues.get(p)
+        if pending is None:
+            pending = self._queues[p] = _Pending()
+            nursery = self._nursery_holder()
+            assert nursery is not None, "offsets are written only while the broker serves"
+            nursery.start_soon(self._write, p)
+        pending.records += records
+        return pending
+
+    async def _write(self, p: int) -> None:
+        part = self.topics.partition(TOPIC, p)
+        assert part is not None
+        while p in self._queues:
+            pending = self._queues.pop(p)
+            size = sum(len(k) + len(v or b"") + 32 for k, v in pending.records)
+            try:
+                await part.append_records(lambda part, recs: part.log.append(recs), pending.records, size)
+                if part.appended(len(pending.records)):
+                    await part.flush()
+                if part.log.size_bytes > self.compact_bytes:
+                    await part.run_exclusive(lambda _log: self.compact(part))
+            except TidelogError as e:
+                log.error("could not write %d record(s) to %s-%d: %s", len(pending.records), TOPIC, p, e)
+                pending.error = e
+            pending.done.set()
 
     def compact(self, part: Partition) -> None:
-        """Rewrites the partition's live entries at its end and drops everything before them."""
+        """Rewrites the partition's live entries at its end and drops everything before them
+        (blocking I/O; no other append may run meanwhile)."""
         offsets, groups = self._read_partition(part)
         live: list[tuple[bytes, bytes | None]] = []
         for (group, topic, p), entry in offsets.items():
