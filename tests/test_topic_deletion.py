@@ -14,56 +14,17 @@ import pytest
 
 from tidelog.protocol import _messages as m
 from tidelog.protocol import error_codes as ec
-from tidelog.protocol.primitives import as_view
 from tidelog.pytest_plugin import start_broker
-from tidelog.records import build_batch, decode_batches
 
 from .kafka_clients import consume, create_topic
-from .wire import Wire, fetch_request
+from .wire import Wire, produce_one, read_all
 
 TOPIC = "doomed"
-
-
-def produce_one(w: Wire, topic: str, value: bytes) -> tuple[int, int]:
-    """One acks=1 produce of one record: (error code, base offset)."""
-    P = m.ProduceRequest
-    batch = build_batch([(None, value)], now_ms=int(time.time() * 1000))
-    req = P(
-        transactional_id=None,
-        acks=1,
-        timeout_ms=10_000,
-        topic_data=[
-            P.TopicProduceData(
-                name=topic, partition_data=[P.TopicProduceData.PartitionProduceData(index=0, records=batch)]
-            )
-        ],
-    )
-    part = w.request(req, 8).responses[0].partition_responses[0]
-    return part.error_code, part.base_offset
 
 
 def delete_topic(w: Wire, topic: str) -> int:
     resp = w.request(m.DeleteTopicsRequest(topic_names=[topic], timeout_ms=10_000), 4)
     return int(resp.responses[0].error_code)
-
-
-def read_all(bootstrap: str, topic: str) -> dict[int, bytes]:
-    """Every record of partition 0 (offset -> value), fetched over the wire."""
-    w = Wire(bootstrap)
-    out: dict[int, bytes] = {}
-    offset = 0
-    try:
-        while True:
-            part = w.request(fetch_request(topic, 0, offset, 0), 11).responses[0].partitions[0]
-            assert part.error_code == ec.NONE, part.error_code
-            records = decode_batches(as_view(part.records or b""))
-            if not records:
-                return out
-            for rec in records:
-                out[rec.offset] = bytes(rec.value)
-            offset = records[-1].offset + 1
-    finally:
-        w.close()
 
 
 def partition_dirs(data: Path) -> list[str]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Any
 
 from tidelog.protocol import _messages as m
+from tidelog.protocol import error_codes as ec
 from tidelog.protocol.framing import encode_request, response_header_version
+from tidelog.protocol.primitives import as_view
+from tidelog.records import build_batch, decode_batches
 
 
 def fetch_request(topic: str, partition: int, offset: int, max_wait_ms: int) -> Any:
@@ -77,3 +81,41 @@ class Wire:
             return self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
+
+
+def produce_raw(w: Wire, topic: str, records: bytes, partition: int = 0) -> tuple[int, int]:
+    """One acks=1 produce of ready-made batches to one partition: (error code, base offset)."""
+    P = m.ProduceRequest
+    data = P.TopicProduceData.PartitionProduceData(index=partition, records=records)
+    req = P(
+        transactional_id=None,
+        acks=1,
+        timeout_ms=10_000,
+        topic_data=[P.TopicProduceData(name=topic, partition_data=[data])],
+    )
+    part = w.request(req, 8).responses[0].partition_responses[0]
+    return part.error_code, part.base_offset
+
+
+def produce_one(w: Wire, topic: str, value: bytes) -> tuple[int, int]:
+    """One acks=1 produce of one record to partition 0: (error code, base offset)."""
+    return produce_raw(w, topic, build_batch([(None, value)], now_ms=int(time.time() * 1000)))
+
+
+def read_all(bootstrap: str, topic: str) -> dict[int, bytes]:
+    """Every record of partition 0 (offset -> value), fetched over the wire."""
+    w = Wire(bootstrap)
+    out: dict[int, bytes] = {}
+    offset = 0
+    try:
+        while True:
+            part = w.request(fetch_request(topic, 0, offset, 0), 11).responses[0].partitions[0]
+            assert part.error_code == ec.NONE, part.error_code
+            records = decode_batches(as_view(part.records or b""))
+            if not records:
+                return out
+            for rec in records:
+                out[rec.offset] = bytes(rec.value)
+            offset = records[-1].offset + 1
+    finally:
+        w.close()

@@ -482,6 +482,15 @@ def decode_records(
     """
     section = bytes(memoryview(batch)[HEADER_LEN:])
     data = section if h.compression == 0 else decompress(h.compression, section)
+    return decode_section(data, h, min_offset, max_records)
+
+
+def decode_section(
+    data: bytes, h: BatchHeader, min_offset: int = 0, max_records: int = -1, strict: bool = False
+) -> list[Record]:
+    """Records of a batch's (decompressed) records section with offset >= ``min_offset``.
+    ``strict`` (validating a batch before it is appended) also requires offset deltas equal
+    to each record's index and nothing after the last record. Raises ValueError."""
     out: list[Record] = []
     pos = 0
     lat = h.is_log_append_time
@@ -517,6 +526,8 @@ def decode_records(
                     raise ValueError("header key is null or not UTF-8") from None
             if pos != end:
                 raise ValueError("length does not match its fields")
+            if strict and offset_delta != i:
+                raise ValueError(f"offset delta {offset_delta}, expected {i}")
         except ValueError as e:
             raise ValueError(f"record {i} of the batch: {e}") from None
         offset = h.base_offset + offset_delta
@@ -524,6 +535,8 @@ def decode_records(
             continue
         ts = h.max_timestamp if lat else h.base_timestamp + ts_delta
         out.append(Record(offset, ts, key, value, tuple(headers)))
+    if strict and len(out) == h.records_count and pos != len(data):
+        raise ValueError(f"{len(data) - pos} bytes after the last of its {h.records_count} records")
     return out
 
 

@@ -18,6 +18,13 @@ pub enum Location {
 pub enum Error {
     /// Bytes that are not a valid RecordBatch v2 (bad length, magic, CRC, counts, offsets).
     Corrupt { location: Location, reason: String },
+    /// A caller-supplied batch with a valid CRC whose records do not parse (framing, lengths,
+    /// offset deltas, trailing bytes): record `reason` names the record.
+    InvalidRecord {
+        batch_index: usize,
+        position: u64,
+        reason: String,
+    },
     /// A batch larger than `max.message.bytes`.
     RecordTooLarge { size: u64, max_size: u64 },
     /// A read outside `[log start offset, log end offset]`.
@@ -108,6 +115,16 @@ impl fmt::Display for Error {
                     f,
                     "corrupt record batch at byte {position} of {}: {reason}",
                     path.display()
+                )
+            }
+            Error::InvalidRecord {
+                batch_index,
+                position,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "invalid record in batch {batch_index} at byte {position} of the input: {reason}"
                 )
             }
             Error::RecordTooLarge { size, max_size } => {

@@ -73,6 +73,16 @@ fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
                 }
                 "CorruptRecordError"
             }
+            Error::InvalidRecord {
+                batch_index,
+                position,
+                reason,
+            } => {
+                kwargs.set_item("reason", reason)?;
+                kwargs.set_item("batch_index", batch_index)?;
+                kwargs.set_item("position", position)?;
+                "InvalidRecordError"
+            }
             Error::RecordTooLarge { size, max_size } => {
                 kwargs.set_item("size", size)?;
                 kwargs.set_item("max_size", max_size)?;

@@ -6,13 +6,22 @@ from __future__ import annotations
 import struct
 
 from tidelog._crc32c import crc32c
-from tidelog.errors import CorruptRecordError, InvalidAppendOffsetError, RecordTooLargeError
+from tidelog.errors import (
+    CorruptRecordError,
+    InvalidAppendOffsetError,
+    InvalidRecordError,
+    RecordTooLargeError,
+)
 from tidelog.records import (
     CRC_START,
+    HEADER_LEN,
     TIMESTAMP_TYPE_LOG_APPEND,
     BatchHeader,
+    Compression,
     Incomplete,
     check_batch,
+    decode_section,
+    decompress,
     parse_header,
 )
 
@@ -24,6 +33,28 @@ def _corrupt(index: int, pos: int, reason: str) -> CorruptRecordError:
         batch_index=index,
         position=pos,
     )
+
+
+def _check_records(batch: memoryview, h: BatchHeader, index: int) -> None:
+    """As Kafka's LogValidator: a known codec whose body decompresses (else CORRUPT_MESSAGE),
+    then records that parse, with offset deltas 0, 1, 2... and nothing after the last
+    (else INVALID_RECORD)."""
+    section = bytes(batch[HEADER_LEN:])
+    if h.compression > Compression.ZSTD:
+        raise _corrupt(index, h.position, f"unknown compression codec {h.compression}")
+    try:
+        data = section if h.compression == 0 else decompress(h.compression, section)
+    except ValueError as e:
+        raise _corrupt(index, h.position, str(e)) from None
+    try:
+        decode_section(data, h, min_offset=h.base_offset, strict=True)
+    except ValueError as e:
+        raise InvalidRecordError(
+            f"invalid record in batch {index} at byte {h.position} of the input: {e}",
+            reason=str(e),
+            batch_index=index,
+            position=h.position,
+        ) from None
 
 
 def validate_batches(
@@ -55,6 +86,7 @@ def validate_batches(
         problem = check_batch(memoryview(buf)[pos : pos + h.size], h)
         if problem:
             raise _corrupt(index, pos, problem)
+        _check_records(memoryview(buf)[pos : pos + h.size], h, index)
         if next_offset is None:
             if h.base_offset != 0:
                 raise _corrupt(
