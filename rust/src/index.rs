@@ -60,9 +60,17 @@ impl MappedEntries {
     fn resize(&mut self, bytes: usize) -> Result<()> {
         let bytes = bytes - bytes % self.entry_size;
         self.map = None;
-        self.file
-            .set_len(bytes as u64)
-            .map_err(|e| Error::io("resize index", &self.path, e))?;
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat index", &self.path, e))?
+            .len();
+        if bytes as u64 > len {
+            allocate(&self.file, len, bytes as u64 - len)
+        } else {
+            self.file.set_len(bytes as u64)
+        }
+        .map_err(|e| Error::io("resize index", &self.path, e))?;
         self.capacity = bytes / self.entry_size;
         self.entries = self.entries.min(self.capacity);
         if bytes > 0 {
@@ -140,6 +148,41 @@ impl MappedEntries {
             .sync_all()
             .map_err(|e| Error::io("fsync index", &self.path, e))
     }
+}
+
+/// Reserves disk blocks for `[offset, offset + len)`, growing the file, so that writes
+/// through the map cannot fail later: a full disk is this call's ENOSPC, never a SIGBUS at
+/// the first touch of a sparse page. `posix_fallocate` on Linux, else (or where the
+/// filesystem lacks it) zeros written.
+fn allocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(start), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        // SAFETY: posix_fallocate takes no pointers, only the descriptor, which `file` keeps
+        // open for the duration of the call. It returns the error number (errno is not set).
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), start, n) } {
+            0 => return Ok(()),
+            libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS => {}
+            errno => return Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
+    write_zeros(file, offset, len)
+}
+
+fn write_zeros(file: &File, mut offset: u64, len: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; len.min(1 << 16) as usize];
+    let end = offset + len;
+    while offset < end {
+        let n = (end - offset).min(zeros.len() as u64) as usize;
+        match crate::segment::write_at(file, &zeros[..n], offset)? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            written => offset += written as u64,
+        }
+    }
+    Ok(())
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {

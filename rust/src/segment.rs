@@ -22,11 +22,11 @@ pub fn file_name(base_offset: i64, suffix: &str) -> String {
 }
 
 #[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+pub(crate) fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
     std::os::unix::fs::FileExt::write_at(file, buf, pos)
 }
 #[cfg(windows)]
-fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+pub(crate) fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<usize> {
     std::os::windows::fs::FileExt::seek_write(file, buf, pos)
 }
 #[cfg(unix)]

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from tidelog._crc32c import crc32c
+from tidelog.errors import TidelogError
 from tidelog.protocol import error_codes as ec
 from tidelog.records import BatchHeader
 from tidelog.storage.log import write_file_atomic
@@ -185,7 +186,14 @@ class ProducerStateManager:
         return encode_snapshot(self.producers)
 
     def write_snapshot(self, offset: int, contents: bytes) -> None:
-        """Writes ``<offset>.snapshot`` durably and deletes all but the newest few."""
-        write_file_atomic(self.directory, snapshot_name(offset), contents)
-        for old in list_snapshots(self.directory)[:-SNAPSHOTS_KEPT]:
-            os.remove(os.path.join(self.directory, snapshot_name(old)))
+        """Writes ``<offset>.snapshot`` durably and deletes all but the newest few. A snapshot
+        only shortens the replay at the next start, so failing to write one (a full disk) is
+        logged and otherwise ignored: the older snapshot and the log still hold the state."""
+        try:
+            write_file_atomic(self.directory, snapshot_name(offset), contents)
+            for old in list_snapshots(self.directory)[:-SNAPSHOTS_KEPT]:
+                os.remove(os.path.join(self.directory, snapshot_name(old)))
+        except (TidelogError, OSError) as e:
+            log.warning(
+                "producer-state snapshot at offset %d in %s not written: %s", offset, self.directory, e
+            )

@@ -308,6 +308,11 @@ class TopicManager:
         }
 
     def close(self) -> None:
+        """Closes every partition cleanly; one that cannot be (a full or failed disk) is
+        logged and left for recovery at the next start, and the others still close."""
         for topic in self.topics.values():
             for part in topic.partitions:
-                part.close()
+                try:
+                    part.close()
+                except TidelogError as e:
+                    log.error("partition %s-%d not closed cleanly: %s", topic.name, part.index, e)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -24,6 +25,26 @@ def pwrite(fd: int, data: memoryview | bytes, pos: int) -> int:
     with _seek_lock:
         os.lseek(fd, pos, os.SEEK_SET)
         return os.write(fd, data)
+
+
+def allocate(fd: int, offset: int, length: int) -> None:
+    """Reserves disk blocks for ``[offset, offset + length)``, growing the file, so that later
+    writes through a memory map cannot fail (a full disk is then this call's ENOSPC, not a
+    SIGBUS at the first touch of a sparse page). posix_fallocate where the platform and the
+    filesystem have it, else zeros written."""
+    if length <= 0:
+        return
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, offset, length)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    zeros = bytes(min(length, 1 << 16))
+    end = offset + length
+    while offset < end:
+        offset += pwrite(fd, zeros[: end - offset], offset)
 
 
 def datasync(fd: int) -> None:

@@ -8,6 +8,7 @@ import os
 import struct
 
 from tidelog.errors import StorageError
+from tidelog.storage.fileio import allocate
 
 OFFSET_ENTRY = 8
 TIME_ENTRY = 12
@@ -46,7 +47,11 @@ class _MappedEntries:
             self.map.close()
             self.map = None
         try:
-            os.ftruncate(self.fd, nbytes)
+            length = os.fstat(self.fd).st_size
+            if nbytes > length:
+                allocate(self.fd, length, nbytes - length)
+            else:
+                os.ftruncate(self.fd, nbytes)
         except OSError as e:
             raise storage_error("resize index", self.path, e) from e
         self.capacity = nbytes // self.entry_size
