@@ -6,6 +6,7 @@ import argparse
 import itertools
 import sys
 import time
+import uuid
 from typing import Any, TextIO
 
 from tidelog.client.connection import BrokerError, Connection
@@ -163,7 +164,9 @@ def topics(args: argparse.Namespace, out: TextIO) -> int:
                 _check(r.error_code, f"alter {args.topic}", r.error_message)
             out.write(f"Altered topic {args.topic}.\n")
         elif args.action == "delete":
-            resp = conn.send(m.DeleteTopicsRequest(topic_names=[args.topic], timeout_ms=30000))
+            D = m.DeleteTopicsRequest
+            by_name = D.DeleteTopicState(name=args.topic, topic_id=uuid.UUID(int=0))  # v6+
+            resp = conn.send(D(topic_names=[args.topic], topics=[by_name], timeout_ms=30000))
             r = resp.responses[0]
             _check(r.error_code, f"delete {args.topic}", r.error_message)
             out.write(f"Deleted topic {args.topic}.\n")

@@ -18,7 +18,9 @@ pub const TIME_ENTRY: usize = 12;
 /// operations they share.
 pub struct MappedEntries {
     path: PathBuf,
-    file: File,
+    /// Open while the index can change size (the active segment's); closed once trimmed, so an
+    /// inactive segment's indexes cost no descriptor (the map stays valid without it).
+    file: Option<File>,
     map: Option<MmapMut>,
     entry_size: usize,
     entries: usize,
@@ -44,7 +46,7 @@ impl MappedEntries {
         let existing = len / entry_size;
         let mut me = MappedEntries {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             map: None,
             entry_size,
             entries: existing,
@@ -52,35 +54,56 @@ impl MappedEntries {
         };
         match preallocate {
             Some(bytes) => me.resize(bytes.max(len - len % entry_size))?,
-            None => me.resize(existing * entry_size)?,
+            None => {
+                me.resize(existing * entry_size)?;
+                me.file = None;
+            }
         }
         Ok((me, existing))
+    }
+
+    /// The index file, reopened if it was closed when the segment stopped being active.
+    fn file(&mut self) -> Result<&File> {
+        if self.file.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| Error::io("open index", &self.path, e))?;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_ref().expect("just opened"))
     }
 
     fn resize(&mut self, bytes: usize) -> Result<()> {
         let bytes = bytes - bytes % self.entry_size;
         self.map = None;
-        let len = self
-            .file
+        let path = self.path.clone();
+        let file = self.file()?;
+        let len = file
             .metadata()
-            .map_err(|e| Error::io("stat index", &self.path, e))?
+            .map_err(|e| Error::io("stat index", &path, e))?
             .len();
         if bytes as u64 > len {
-            allocate(&self.file, len, bytes as u64 - len)
+            allocate(file, len, bytes as u64 - len)
         } else {
-            self.file.set_len(bytes as u64)
+            file.set_len(bytes as u64)
         }
-        .map_err(|e| Error::io("resize index", &self.path, e))?;
-        self.capacity = bytes / self.entry_size;
-        self.entries = self.entries.min(self.capacity);
-        if bytes > 0 {
+        .map_err(|e| Error::io("resize index", &path, e))?;
+        let map = if bytes > 0 {
             // SAFETY: the file is opened read-write by this process only (the log directory is
             // locked with flock, so no other tidelog process maps or truncates it), its length was
             // just set to `bytes`, and the map is dropped before any later resize or truncation.
-            let map = unsafe { MmapOptions::new().len(bytes).map_mut(&self.file) }
-                .map_err(|e| Error::io("mmap index", &self.path, e))?;
-            self.map = Some(map);
-        }
+            // Closing the descriptor later (see `file`) leaves the mapping valid (POSIX mmap).
+            let map = unsafe { MmapOptions::new().len(bytes).map_mut(file) }
+                .map_err(|e| Error::io("mmap index", &path, e))?;
+            Some(map)
+        } else {
+            None
+        };
+        self.map = map;
+        self.capacity = bytes / self.entry_size;
+        self.entries = self.entries.min(self.capacity);
         Ok(())
     }
 
@@ -140,13 +163,17 @@ impl MappedEntries {
         Ok(())
     }
 
-    /// Cuts the file to its entries and makes it durable (when a segment stops being active).
+    /// Cuts the file to its entries and makes it durable (when a segment stops being active),
+    /// then closes it: the map serves lookups from now on.
     pub fn trim(&mut self) -> Result<()> {
         self.flush()?;
         self.resize(self.entries * self.entry_size)?;
-        self.file
+        let path = self.path.clone();
+        self.file()?
             .sync_all()
-            .map_err(|e| Error::io("fsync index", &self.path, e))
+            .map_err(|e| Error::io("fsync index", &path, e))?;
+        self.file = None;
+        Ok(())
     }
 }
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
+import shutil
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,23 +31,27 @@ Handler = Callable[["Broker", Any, Any, int], Awaitable[Any]]
 ADVERTISED: dict[int, tuple[int, int]] = {
     0: (0, 9),  # Produce
     1: (4, 12),  # Fetch
-    2: (1, 7),  # ListOffsets
+    2: (1, 9),  # ListOffsets
     3: (0, 12),  # Metadata
     18: (0, 4),  # ApiVersions
     19: (2, 7),  # CreateTopics
-    20: (1, 5),  # DeleteTopics
+    20: (1, 6),  # DeleteTopics
     21: (0, 2),  # DeleteRecords
     22: (0, 4),  # InitProducerId
     32: (0, 4),  # DescribeConfigs
+    33: (0, 2),  # AlterConfigs
+    35: (1, 4),  # DescribeLogDirs
     37: (0, 3),  # CreatePartitions
     44: (0, 1),  # IncrementalAlterConfigs
     60: (0, 1),  # DescribeCluster
+    61: (0, 0),  # DescribeProducers
 }
 SOFTWARE_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
 HANDLERS: dict[int, Handler] = {}
 TRANSACTIONS_UNSUPPORTED = "transactions are not supported by tidelog"
 #: The client address of the connection whose request is being handled (one task each).
 CURRENT_PEER: contextvars.ContextVar[str] = contextvars.ContextVar("peer", default="")
+ZERO_UUID = uuid.UUID(int=0)
 
 
 def handles(api_key: int) -> Callable[[Handler], Handler]:
@@ -85,13 +92,28 @@ def _broker_entry(broker: Broker, cls: Any) -> Any:
 async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
     R = m.MetadataResponse
     tm = broker.topics
+    # v10+: a topic given with a (non-zero) id is looked up by it, whatever its name says
+    # (the Java client sends "" or null), and never auto-created.
+    wanted: list[tuple[str | None, uuid.UUID | None]]
     if req.topics is None or (version == 0 and not req.topics):
-        names = sorted(tm.topics)
+        wanted = [(name, None) for name in sorted(tm.topics)]
     else:
-        names = [t.name for t in req.topics if t.name is not None]
+        wanted = [
+            (None, t.topic_id) if version >= 10 and t.topic_id != ZERO_UUID else (t.name, None)
+            for t in req.topics
+            if t.name is not None or (version >= 10 and t.topic_id != ZERO_UUID)
+        ]
     auto = broker.config.auto_create_topics_enable and (version < 4 or req.allow_auto_topic_creation)
     topics = []
-    for name in names:
+    for name, topic_id in wanted:
+        if name is None:
+            topic = tm.by_id.get(topic_id)  # type: ignore[arg-type]
+            if topic is None:
+                topics.append(
+                    R.MetadataResponseTopic(error_code=ec.UNKNOWN_TOPIC_ID, name=None, topic_id=topic_id)
+                )
+                continue
+            name = topic.name
         topic = tm.topics.get(name)
         code = ec.UNKNOWN_TOPIC_OR_PARTITION
         if topic is None and auto:
@@ -351,8 +373,10 @@ async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> A
                 continue
             res.leader_epoch = part.leader_epoch
             ts = p.timestamp
-            if ts == -2:
+            if ts in (-2, -4):  # earliest; earliest local (all of the log is local)
                 res.offset = part.log_start_offset
+            elif ts == -5:  # latest tiered: nothing is tiered
+                res.offset = -1
             elif ts == -1:
                 res.offset = part.high_watermark
             elif ts == -3:
@@ -413,13 +437,23 @@ async def delete_topics(broker: Broker, req: Any, header: Any, version: int) -> 
 
     R = m.DeleteTopicsResponse
     names = list(req.topic_names) if version < 6 else []
-    for t in req.topics if version >= 6 else []:
-        if t.name is not None:
-            names.append(t.name)
-        else:
-            topic = broker.topics.by_id.get(t.topic_id)
-            names.append(topic.name if topic else f"<unknown id {t.topic_id}>")
     results = []
+    for t in req.topics if version >= 6 else []:
+        if t.topic_id == ZERO_UUID and t.name is not None:
+            names.append(t.name)
+            continue
+        topic = broker.topics.by_id.get(t.topic_id)
+        if topic is not None:
+            names.append(topic.name)
+            continue
+        results.append(
+            R.DeletableTopicResult(
+                name=None,
+                topic_id=t.topic_id,
+                error_code=ec.UNKNOWN_TOPIC_ID,
+                error_message=f"no topic has id {t.topic_id}",
+            )
+        )
     for name in names:
         res = R.DeletableTopicResult(name=name, error_code=ec.NONE)
         try:
@@ -480,10 +514,13 @@ async def describe_configs(broker: Broker, req: Any, header: Any, version: int) 
                 out.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
                 continue
             values = broker.topics.effective_configs(topic)
-            explicit = topic.configs
-        elif res.resource_type == 4:  # broker
-            values = {**broker.config.settings, "node.id": str(broker.config.node_id)}
-            explicit = {}
+            sources = {name: 1 if name in topic.configs else 5 for name in values}  # DYNAMIC_TOPIC / DEFAULT
+            read_only = False
+        elif res.resource_type == 4:  # broker: every setting, configured (STATIC_BROKER) or default
+            described = broker.config.described(broker.port)
+            values = {name: value for name, (value, _) in described.items()}
+            sources = {name: 4 if configured else 5 for name, (_, configured) in described.items()}
+            read_only = True  # no dynamic broker configs: they change with a restart
         else:
             out.error_code = ec.INVALID_REQUEST
             continue
@@ -494,8 +531,8 @@ async def describe_configs(broker: Broker, req: Any, header: Any, version: int) 
                 R.DescribeConfigsResult.DescribeConfigsResourceResult(
                     name=name,
                     value=None if value is None else str(value),
-                    read_only=False,
-                    config_source=1 if name in explicit else 5,
+                    read_only=read_only,
+                    config_source=sources[name],
                     is_sensitive=False,
                     synonyms=[],
                 )
@@ -535,6 +572,96 @@ async def incremental_alter_configs(broker: Broker, req: Any, header: Any, versi
             out.error_code = e.code
             out.error_message = str(e)
     return R(throttle_time_ms=0, responses=responses)
+
+
+@handles(33)
+async def alter_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    """The non-incremental AlterConfigs: each resource's configs are replaced by those given
+    (one not given returns to its default), as Kafka's legacy API does."""
+    from tidelog.broker.topics import TopicError
+
+    R = m.AlterConfigsResponse
+    responses = []
+    for res in req.resources:
+        out = R.AlterConfigsResourceResponse(
+            error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name
+        )
+        responses.append(out)
+        if res.resource_type != 2:
+            out.error_code = ec.INVALID_REQUEST
+            out.error_message = "only topic configs can be altered"
+            continue
+        topic = broker.topics.topics.get(res.resource_name)
+        changes: dict[str, str | None] = dict.fromkeys(topic.configs) if topic else {}
+        changes.update({c.name: c.value for c in res.configs})
+        try:
+            await broker.topics.alter_configs(res.resource_name, changes, req.validate_only)
+        except TopicError as e:
+            out.error_code = e.code
+            out.error_message = str(e)
+    return R(throttle_time_ms=0, responses=responses)
+
+
+@handles(35)
+async def describe_log_dirs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    """The one log directory, its partitions' sizes and the disk's space; topics null means all."""
+    R = m.DescribeLogDirsResponse
+    D = R.DescribeLogDirsResult
+    tm = broker.topics
+    if req.topics is None:
+        wanted = [(name, [p.index for p in t.partitions]) for name, t in sorted(tm.topics.items())]
+    else:
+        wanted = [(t.topic, list(t.partitions)) for t in req.topics]
+    topics = []
+    for name, indexes in wanted:
+        parts = [
+            D.DescribeLogDirsTopic.DescribeLogDirsPartition(
+                partition_index=i, partition_size=part.log.size_bytes, offset_lag=0, is_future_key=False
+            )
+            for i in indexes
+            if (part := tm.partition(name, i)) is not None
+        ]
+        if parts:
+            topics.append(D.DescribeLogDirsTopic(name=name, partitions=parts))
+    usage = await trio.to_thread.run_sync(shutil.disk_usage, broker.config.data_dir)
+    result = D(
+        error_code=ec.NONE,
+        log_dir=os.path.abspath(broker.config.data_dir),
+        topics=topics,
+        total_bytes=usage.total,
+        usable_bytes=usage.free,
+    )
+    return R(throttle_time_ms=0, error_code=ec.NONE, results=[result])
+
+
+@handles(61)
+async def describe_producers(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    """The idempotent producers each partition remembers (none is transactional here)."""
+    R = m.DescribeProducersResponse
+    T = R.TopicResponse
+    topics = []
+    for t in req.topics:
+        parts = []
+        for i in t.partition_indexes:
+            res = T.PartitionResponse(partition_index=i, error_code=ec.NONE, active_producers=[])
+            parts.append(res)
+            part = broker.topics.partition(t.name, i)
+            if part is None:
+                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            res.active_producers = [
+                T.PartitionResponse.ProducerState(
+                    producer_id=pid,
+                    producer_epoch=entry.epoch,
+                    last_sequence=entry.last_sequence,
+                    last_timestamp=entry.last_timestamp,
+                    coordinator_epoch=-1,
+                    current_txn_start_offset=-1,
+                )
+                for pid, entry in sorted(part.producer_state.producers.items())
+            ]
+        topics.append(T(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
 
 
 @handles(60)

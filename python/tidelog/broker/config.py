@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +23,48 @@ TOPIC_DEFAULTS = {
     "log.index.interval.bytes": "index.interval.bytes",
     "log.index.size.max.bytes": "segment.index.bytes",
 }
+
+
+#: Broker settings tidelog honours that are not fields of BrokerConfig, with their defaults
+#: (Kafka's, where Kafka has the setting).
+OTHER_DEFAULTS = {
+    "offsets.topic.num.partitions": "50",
+    "offsets.topic.segment.bytes": str(100 << 20),
+    "offsets.retention.minutes": "10080",
+    "group.initial.rebalance.delay.ms": "3000",
+    "group.min.session.timeout.ms": "6000",
+    "group.max.session.timeout.ms": "1800000",
+    "tidelog.offsets.compact.bytes": str(64 << 20),
+}
+
+
+DESCRIPTORS_PER_PARTITION = 5  # lock, active .log/.index/.timeindex, one older segment
+RESERVED_DESCRIPTORS = 1024
+
+
+def open_files_limit() -> int:
+    """The process's soft RLIMIT_NOFILE (a large number where the platform has none)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 1 << 20
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def raise_open_files_limit() -> int:
+    """Raises the soft RLIMIT_NOFILE to the hard limit, as a broker holding many partitions
+    needs; returns the soft limit in force."""
+    try:
+        import resource
+    except ImportError:
+        return open_files_limit()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):  # macOS caps an unlimited hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return open_files_limit()
 
 
 @dataclasses.dataclass
@@ -45,6 +88,9 @@ class BrokerConfig:
     producer_id_expiration_ms: int = 86_400_000
     #: ``tidelog.fetch.zero.copy``: send fetched records with sendfile (false: copy them).
     fetch_zero_copy: bool = True
+    #: ``tidelog.max.partitions``: partitions this broker may host; None: what the open-files
+    #: limit allows (see ``partition_limit``).
+    max_partitions: int | None = None
     settings: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -74,6 +120,7 @@ class BrokerConfig:
             "log.retention.check.interval.ms": ("log_retention_check_interval_ms", int),
             "producer.id.expiration.ms": ("producer_id_expiration_ms", int),
             "tidelog.fetch.zero.copy": ("fetch_zero_copy", lambda v: v.lower() == "true"),
+            "tidelog.max.partitions": ("max_partitions", int),
         }
         for key, value in props.items():
             if key in simple:
@@ -94,6 +141,49 @@ class BrokerConfig:
             setattr(c, k, v)
         return c
 
+    def partition_limit(self) -> int:
+        """``max_partitions``, else as many partitions as the soft open-files limit leaves
+        room for: each holds a lock file, its active segment's log and two indexes
+        (``DESCRIPTORS_PER_PARTITION``) and one more descriptor per older segment, and
+        ``RESERVED_DESCRIPTORS`` stay for connections and the rest."""
+        if self.max_partitions is not None:
+            return self.max_partitions
+        return max(0, (open_files_limit() - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_PARTITION)
+
+    def setting(self, name: str) -> str:
+        """One of ``OTHER_DEFAULTS``' settings: as configured, else its default."""
+        return self.settings.get(name, OTHER_DEFAULTS[name])
+
+    def described(self, port: int) -> dict[str, tuple[str | None, bool]]:
+        """Every setting the broker honours: name -> (value in force, whether configured),
+        for DescribeConfigs of the broker (``port``: the one listened on)."""
+        advertised = f"PLAINTEXT://{self.advertised_host or self.host}:{self.advertised_port or port}"
+        values: dict[str, Any] = {
+            "node.id": self.node_id,
+            "broker.id": self.node_id,
+            "listeners": f"PLAINTEXT://{self.host}:{port}",
+            "advertised.listeners": advertised,
+            "log.dirs": self.data_dir,
+            "num.partitions": self.num_partitions,
+            "auto.create.topics.enable": self.auto_create_topics_enable,
+            "socket.request.max.bytes": self.socket_request_max_bytes,
+            "connections.max.idle.ms": self.connections_max_idle_ms,
+            "log.retention.check.interval.ms": self.log_retention_check_interval_ms,
+            "producer.id.expiration.ms": self.producer_id_expiration_ms,
+            "tidelog.fetch.zero.copy": self.fetch_zero_copy,
+            "tidelog.engine": self.engine or "auto",
+            "tidelog.max.partitions": self.partition_limit(),
+        }
+        topic = self.log_config({}).to_kafka()
+        values.update({broker: topic[key] for broker, key in TOPIC_DEFAULTS.items()})
+        values["log.retention.bytes"] = topic["retention.bytes"]
+        if values["log.flush.interval.messages"] is None:  # Kafka's default: Long.MAX_VALUE
+            values["log.flush.interval.messages"] = (1 << 63) - 1
+        values.update({name: self.setting(name) for name in OTHER_DEFAULTS})
+        aliases = {"broker.id": "node.id", "log.dir": "log.dirs", "log.retention.hours": "log.retention.ms"}
+        configured = set(self.settings) | {aliases[k] for k in self.settings if k in aliases}
+        return {name: (_as_setting(v), name in configured) for name, v in sorted(values.items())}
+
     def topic_defaults(self) -> dict[str, Any]:
         """Kafka topic-config defaults this broker applies to new topics."""
         out: dict[str, Any] = {"retention.ms": self.log_retention_ms}
@@ -106,3 +196,10 @@ class BrokerConfig:
         merged = {**self.topic_defaults(), **topic_configs}
         merged.pop("cleanup.policy", None)
         return LogConfig.from_kafka(merged)
+
+
+def _as_setting(v: Any) -> str | None:
+    """A value as Kafka writes it in configs (booleans in lower case)."""
+    if v is None:
+        return None
+    return str(v).lower() if isinstance(v, bool) else str(v)

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from tidelog.broker.apis import ADVERTISED, CURRENT_PEER, HANDLERS, RefusedWithoutResponse
-from tidelog.broker.config import BrokerConfig
+from tidelog.broker.config import BrokerConfig, raise_open_files_limit
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.topics import TopicManager
@@ -64,15 +64,14 @@ class Broker:
         self._quiet = trio.Event()  # set when _busy drops to 0
         self._accept_scopes: set[trio.CancelScope] = set()
         self._idle_scopes: set[trio.CancelScope] = set()
-        settings = self.config.settings
         store = OffsetsStore(
             self.topics,
-            partitions=int(settings.get("offsets.topic.num.partitions", "50")),
-            segment_bytes=int(settings.get("offsets.topic.segment.bytes", str(100 << 20))),
-            compact_bytes=int(settings.get("tidelog.offsets.compact.bytes", str(64 << 20))),
+            partitions=int(self.config.setting("offsets.topic.num.partitions")),
+            segment_bytes=int(self.config.setting("offsets.topic.segment.bytes")),
+            compact_bytes=int(self.config.setting("tidelog.offsets.compact.bytes")),
             nursery_holder=lambda: self._nursery,
         )
-        self.groups = Coordinator(store, settings, lambda: self._nursery)
+        self.groups = Coordinator(store, self.config, lambda: self._nursery)
         self._nursery_manager: Any = None
 
     @property
@@ -119,16 +118,19 @@ class Broker:
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serves until cancelled or ``shutdown()``; then stops accepting, lets in-flight
         requests finish (briefly), and closes every log cleanly."""
+        files = raise_open_files_limit()
         await trio.to_thread.run_sync(self._load_meta)
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info(
-            "broker %d listening on %s:%d (data in %s, engine %s)",
+            "broker %d listening on %s:%d (data in %s, engine %s, open-files limit %d, up to %d partitions)",
             self.config.node_id,
             self.config.host,
             self.port,
             self.config.data_dir,
             self.topics.config.engine or "auto",
+            files,
+            self.config.partition_limit(),
         )
         try:
             with trio.CancelScope() as self._cancel:

@@ -53,6 +53,7 @@ class TopicManager:
         self._deleting: set[str] = set()  # names whose logs are being closed and moved aside
         self._admin_lock = trio.Lock()  # one partition-count or config change at a time
         self._purge_wanted = trio.Event()
+        self._reserved = 0  # partitions being created, counted against the limit
 
     def load(self) -> None:
         os.makedirs(self.meta_dir, exist_ok=True)
@@ -69,7 +70,25 @@ class TopicManager:
             )
             self._open_partitions(topic, int(doc["partitions"]))
             self._register(topic)
-        log.info("loaded %d topics from %s", len(self.topics), self.config.data_dir)
+        self._log_recovery_summary()
+
+    def _log_recovery_summary(self) -> None:
+        """One line at start-up: what was loaded, and what recovery had to repair (each
+        repaired log also has its own WARN line from ``tidelog.storage``)."""
+        reports = [
+            (f"{t.name}-{p.index}", p.log.recovery_report) for t in self.topics.values() for p in t.partitions
+        ]
+        unclean = sum(1 for _, r in reports if not r.clean_shutdown)
+        repaired = [name for name, r in reports if r.truncations or r.next_offset_raised_to is not None]
+        cut = sum(r.bytes_truncated for _, r in reports)
+        summary = (
+            f"loaded {len(self.topics)} topics, {len(reports)} partitions from {self.config.data_dir}: "
+            f"{unclean} recovered after an unclean shutdown, {len(repaired)} repaired ({cut} bytes cut)"
+        )
+        if repaired:
+            log.warning("%s: %s", summary, ", ".join(repaired[:20]) + (" ..." if len(repaired) > 20 else ""))
+        else:
+            log.info("%s", summary)
 
     def _register(self, topic: Topic) -> None:
         self.topics[topic.name] = topic
@@ -112,10 +131,13 @@ class TopicManager:
                 )
         except BaseException:
             if fresh:
+                failed = self._partition_dir(topic.name, len(topic.partitions))
                 for part in topic.partitions[first:]:
                     part.log.close()
                     self._move_aside(part.log.path)
                 del topic.partitions[first:]
+                if os.path.exists(failed):  # the one whose opening failed, half made
+                    self._move_aside(failed)
             raise
 
     def _partition_dir(self, name: str, index: int) -> str:
@@ -162,13 +184,16 @@ class TopicManager:
         """Creates a topic: the logs are opened and the metadata written in a worker thread;
         the topic is registered (made visible) on the event loop."""
         topic = self._check_new(name, partitions, replication_factor, configs, internal)
+        self._check_limit(len(topic.partitions))
         if validate_only:
             return topic
         self._creating.add(name)
+        self._reserved += len(topic.partitions)
         try:
             await self._in_thread(self._build, topic)
         finally:
             self._creating.discard(name)
+            self._reserved -= len(topic.partitions)
         self._register(topic)
         return topic
 
@@ -181,6 +206,19 @@ class TopicManager:
             self._purge_wanted.set()
             log.error("could not create partitions: %s", e)
             raise TopicError(ec.KAFKA_STORAGE_ERROR, f"could not create the partitions' logs: {e}") from e
+
+    def _check_limit(self, adding: int) -> None:
+        """Refuses, before anything is created, partitions beyond ``tidelog.max.partitions``
+        (by default what the descriptor limit allows): running out of descriptors half-way
+        would leave a topic half made and starve new connections."""
+        limit = self.config.partition_limit()
+        hosted = sum(len(t.partitions) for t in self.topics.values()) + self._reserved
+        if hosted + adding > limit:
+            raise TopicError(
+                ec.POLICY_VIOLATION,
+                f"{adding} more partitions would make {hosted + adding}, above this broker's limit of "
+                f"{limit} (tidelog.max.partitions; by default set by the open-files limit, ulimit -n)",
+            )
 
     def _check_new(
         self, name: str, partitions: int, replication_factor: int, configs: dict[str, str], internal: bool
@@ -226,13 +264,20 @@ class TopicManager:
             raise TopicError(
                 37, f"topic {name!r} has {len(topic.partitions)} partitions; {count} is not more"
             )
+        self._check_limit(count - len(topic.partitions))
         if validate_only:
             return
         async with self._admin_lock:
             if self.topics.get(name) is not topic or count <= len(topic.partitions):
                 raise TopicError(37, f"topic {name!r} changed while the request waited")
+            added = count - len(topic.partitions)
+            self._check_limit(added)
             grown = Topic(topic.name, topic.topic_id, topic.configs, list(topic.partitions), topic.internal)
-            await self._in_thread(lambda: self._open_partitions(grown, count, fresh=True))
+            self._reserved += added
+            try:
+                await self._in_thread(lambda: self._open_partitions(grown, count, fresh=True))
+            finally:
+                self._reserved -= added
             topic.partitions = grown.partitions
             await trio.to_thread.run_sync(self._persist, topic)
 

@@ -28,9 +28,11 @@ class _MappedEntries:
     def __init__(self, path: str, entry_size: int, preallocate: int | None) -> None:
         self.path = path
         self.entry_size = entry_size
+        # Open while the index can change size (the active segment's); closed once trimmed,
+        # so an inactive segment's indexes cost no descriptor (the map stays valid).
+        self.fd: int | None = None
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            length = os.fstat(self.fd).st_size
+            length = os.fstat(self._fd()).st_size
         except OSError as e:
             raise storage_error("open index", path, e) from e
         self.entries = length // entry_size
@@ -40,6 +42,17 @@ class _MappedEntries:
             self.resize(max(preallocate, length - length % entry_size))
         else:
             self.resize(self.entries * entry_size)
+            self._close_fd()
+
+    def _fd(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self.fd
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def resize(self, nbytes: int) -> None:
         nbytes -= nbytes % self.entry_size
@@ -47,17 +60,18 @@ class _MappedEntries:
             self.map.close()
             self.map = None
         try:
-            length = os.fstat(self.fd).st_size
+            fd = self._fd()
+            length = os.fstat(fd).st_size
             if nbytes > length:
-                allocate(self.fd, length, nbytes - length)
+                allocate(fd, length, nbytes - length)
             else:
-                os.ftruncate(self.fd, nbytes)
+                os.ftruncate(fd, nbytes)
         except OSError as e:
             raise storage_error("resize index", self.path, e) from e
         self.capacity = nbytes // self.entry_size
         self.entries = min(self.entries, self.capacity)
         if nbytes > 0:
-            self.map = mmap.mmap(self.fd, nbytes)
+            self.map = mmap.mmap(fd, nbytes)
 
     def is_full(self) -> bool:
         return self.entries >= self.capacity
@@ -92,15 +106,16 @@ class _MappedEntries:
         self.flush()
         self.resize(self.entries * self.entry_size)
         try:
-            os.fsync(self.fd)
+            os.fsync(self._fd())
         except OSError as e:
             raise storage_error("fsync index", self.path, e) from e
+        self._close_fd()
 
     def close(self) -> None:
         if self.map is not None:
             self.map.close()
             self.map = None
-        os.close(self.fd)
+        self._close_fd()
 
 
 class _Index:

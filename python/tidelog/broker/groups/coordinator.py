@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from tidelog.broker.config import BrokerConfig
 from tidelog.broker.groups.store import OffsetEntry, OffsetsStore
 from tidelog.protocol import _messages as m
 
@@ -93,13 +94,13 @@ class Group:
 
 
 class Coordinator:
-    def __init__(self, store: OffsetsStore, settings: dict[str, str], nursery_holder: Any) -> None:
+    def __init__(self, store: OffsetsStore, config: BrokerConfig, nursery_holder: Any) -> None:
         self.store = store
         self.groups: dict[str, Group] = {}
-        self.initial_delay = int(settings.get("group.initial.rebalance.delay.ms", "3000")) / 1000
-        self.min_session = int(settings.get("group.min.session.timeout.ms", "6000"))
-        self.max_session = int(settings.get("group.max.session.timeout.ms", "1800000"))
-        self.retention_ms = int(settings.get("offsets.retention.minutes", "10080")) * 60_000
+        self.initial_delay = int(config.setting("group.initial.rebalance.delay.ms")) / 1000
+        self.min_session = int(config.setting("group.min.session.timeout.ms"))
+        self.max_session = int(config.setting("group.max.session.timeout.ms"))
+        self.retention_ms = int(config.setting("offsets.retention.minutes")) * 60_000
         self._nursery_holder = nursery_holder
 
     # ---- state ----
