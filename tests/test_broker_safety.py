@@ -125,3 +125,44 @@ def test_kafka_python_transactions_fail_at_once(tidelog_broker):
         assert "TransactionalIdAuthorizationFailed" in type(e.value).__name__ or "53" in str(e.value), e.value
     finally:
         p.close(timeout=5)
+
+
+def test_concurrent_init_producer_ids_get_distinct_ids_across_restarts(tmp_path):
+    """Many producers starting at once, when the reserved block of ids is used up: one
+    reservation is written at a time (two used to race on the same temporary file), every
+    producer gets its own id, and ids are never reused after a restart."""
+    import threading
+
+    def init_ids(bootstrap: str, n: int) -> list[tuple[int, int]]:
+        wires = [Wire(bootstrap) for _ in range(n)]
+        out: list[tuple[int, int]] = []
+        go = threading.Barrier(n)
+
+        def one(w: Wire) -> None:
+            go.wait()
+            r = w.request(m.InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000), 4)
+            out.append((r.error_code, r.producer_id))
+
+        threads = [threading.Thread(target=one, args=(w,)) for w in wires]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for w in wires:
+            w.close()
+        return out
+
+    broker = start_broker(tmp_path / "b")
+    try:
+        first = init_ids(broker.bootstrap, 24)
+    finally:
+        broker.stop()
+    broker = start_broker(tmp_path / "b")
+    try:
+        second = init_ids(broker.bootstrap, 24)
+    finally:
+        broker.stop()
+    assert {code for code, _ in first + second} == {ec.NONE}
+    ids = [pid for _, pid in first + second]
+    assert len(set(ids)) == 48
+    assert min(pid for _, pid in second) > max(pid for _, pid in first)

@@ -57,6 +57,7 @@ class Broker:
         self.cluster_id = ""
         self._next_producer_id = 0
         self._producer_id_limit = 0
+        self._producer_id_lock = trio.Lock()
         self._cancel: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._draining = False
@@ -105,15 +106,17 @@ class Broker:
         self.topics.load()
 
     async def next_producer_id(self) -> int:
-        """Producer ids survive restarts: blocks of ids are reserved on disk before use."""
-        if self._next_producer_id >= self._producer_id_limit:
-            limit = self._next_producer_id + PRODUCER_ID_BLOCK
-            meta = os.path.join(self.config.data_dir, "meta")
-            await trio.to_thread.run_sync(write_file_atomic, meta, "producer-ids", str(limit).encode())
-            self._producer_id_limit = limit
-        pid = self._next_producer_id
-        self._next_producer_id += 1
-        return pid
+        """Producer ids survive restarts: blocks of ids are reserved on disk before use, one
+        reservation at a time (concurrent InitProducerIds wait for it)."""
+        async with self._producer_id_lock:
+            if self._next_producer_id >= self._producer_id_limit:
+                limit = self._next_producer_id + PRODUCER_ID_BLOCK
+                meta = os.path.join(self.config.data_dir, "meta")
+                await trio.to_thread.run_sync(write_file_atomic, meta, "producer-ids", str(limit).encode())
+                self._producer_id_limit = limit
+            pid = self._next_producer_id
+            self._next_producer_id += 1
+            return pid
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serves until cancelled or ``shutdown()``; then stops accepting, lets in-flight
