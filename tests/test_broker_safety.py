@@ -166,3 +166,51 @@ def test_concurrent_init_producer_ids_get_distinct_ids_across_restarts(tmp_path)
     ids = [pid for _, pid in first + second]
     assert len(set(ids)) == 48
     assert min(pid for _, pid in second) > max(pid for _, pid in first)
+
+
+def test_a_huge_request_does_not_stop_other_clients(tidelog_broker):
+    """A Metadata request naming 60,000 topics is answered in full, and while the broker
+    decodes, handles and encodes it, another connection keeps getting answers (before, the
+    event loop did all of it and every other client waited)."""
+    import threading
+
+    from tidelog.protocol.framing import encode_request
+
+    M = m.MetadataRequest
+    names = [f"absent-{i:08d}" for i in range(60_000)]
+    big = M(
+        topics=[M.MetadataRequestTopic(name=n) for n in names],
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
+    small = M(topics=[], allow_auto_topic_creation=False, include_topic_authorized_operations=False)
+    header = m.RequestHeader(request_api_key=3, request_api_version=12, correlation_id=1, client_id="big")
+    frame = encode_request(header, big, 12)
+    hog, healthy = Wire(tidelog_broker.bootstrap, timeout=120), Wire(tidelog_broker.bootstrap)
+    in_flight = threading.Event()
+    done = threading.Event()
+    answered_meanwhile = [0]
+
+    def keep_asking() -> None:
+        while not done.is_set():
+            healthy.request(small, 12)
+            if in_flight.is_set() and not done.is_set():
+                answered_meanwhile[0] += 1
+
+    t = threading.Thread(target=keep_asking)
+    t.start()
+    try:
+        in_flight.set()
+        hog.send_raw(frame)
+        response = hog.read_frame()
+        done.set()
+    finally:
+        done.set()
+        t.join(60)
+    assert response is not None
+    body = m.MetadataResponse.decode(response[5:], 12)
+    assert [t.name for t in body.topics] == names
+    assert {t.error_code for t in body.topics} == {ec.UNKNOWN_TOPIC_OR_PARTITION}
+    assert answered_meanwhile[0] >= 20, answered_meanwhile[0]
+    hog.close()
+    healthy.close()

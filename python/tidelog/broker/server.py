@@ -33,6 +33,8 @@ PRODUCER_ID_BLOCK = 1000
 RECEIVE_CHUNK = 256 * 1024
 #: Seconds that requests in flight get to finish at shutdown.
 SHUTDOWN_GRACE = 10.0
+LARGE_REQUEST_BYTES = 256 << 10  # decoded and answered off the event loop above this
+PRODUCE_KEY = 0
 REQUEST_PREFIX = struct.Struct(">hhi")  # api key, api version, correlation id
 
 
@@ -296,8 +298,15 @@ class Broker:
             header, reader = decode_request_header(frame)
         except DecodeError as e:
             raise ConnectionClosed(f"unparseable request header: {e}") from None
+        # A large request (thousands of names) is decoded, and its response encoded, in a worker
+        # thread: the interpreter lock passes to the event loop every few ms meanwhile, so
+        # other connections are served. Produce is exempt: its records are not parsed here.
+        offload = len(frame) > LARGE_REQUEST_BYTES and key != PRODUCE_KEY
         try:
-            request = m.REQUESTS[key].decode(reader, version)
+            if offload:
+                request = await trio.to_thread.run_sync(m.REQUESTS[key].decode, reader, version)
+            else:
+                request = m.REQUESTS[key].decode(reader, version)
         except DecodeError as e:
             raise ConnectionClosed(f"unparseable {m.REQUESTS[key].__name__} v{version}: {e}") from None
         try:
@@ -309,6 +318,10 @@ class Broker:
             raise ConnectionClosed("internal error while handling the request") from None
         if response is None:
             return None
+        if offload:
+            return await trio.to_thread.run_sync(
+                encode_response, key, version, header.correlation_id, response
+            )
         return encode_response(key, version, header.correlation_id, response)
 
     async def _send(self, stream: trio.SocketStream, chunks: list[Any]) -> None:
