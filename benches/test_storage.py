@@ -221,6 +221,18 @@ def test_index_lookup(benchmark, prepared_log, impl):
         benchmark(run)
 
 
+# 7. decoding is linear in the batch size: one 16,000-record batch (10 B values) read as
+# Records; compare with "read as Records (100 B)" (1000-record batches)
+@pytest.mark.benchmark(group="read as Records, one 16,000-record batch")
+@pytest.mark.parametrize("impl", ["rust", "python"])
+def test_read_one_huge_batch(benchmark, prepared_log, impl):
+    records = size(16_000, 2_000)
+    paths = prepared_log(f"huge-{records}", batch_of(records, 10), 1)
+    with tidelog.Log.open(paths[impl], engine=impl) as log:
+        units(benchmark, records, "records")
+        benchmark(lambda: log.read(0, max_bytes=1 << 22))
+
+
 # 5. sendfile of a segment to a local socket; limit: os.sendfile of the same file
 @pytest.mark.benchmark(group="sendfile to a socket")
 @pytest.mark.parametrize("impl", IMPLS)
