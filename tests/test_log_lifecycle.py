@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import tidelog
@@ -185,3 +187,28 @@ def test_reconfigure_applies_to_the_open_log(open_log, tmp_path):
         log.reconfigure(segment_bytes=1)
     assert log.config.segment_bytes == 600
     assert [r.offset for r in log.records(0)] == list(range(11))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_descriptors_do_not_grow_with_segments(open_log, tmp_path):
+    """Older segments hold no descriptor: their files are opened for each read (as Kafka
+    loads old segments' indexes lazily), so thousands of partitions stay within the
+    open-files limit whatever their segment counts."""
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    log = open_log(segment_bytes=500)
+    log.append([(b"k", b"v" * 100)] * 2)
+    log.append([(b"k", b"v" * 100)] * 2)
+    few = open_fds() - before
+    for _ in range(60):
+        log.append([(b"k", b"v" * 100)] * 2)
+    assert len(log.segments) > 40
+    assert open_fds() - before == few
+    assert [r.offset for r in log.records(0)] == list(range(124))
+    slices = [log.slice(o, 300) for o in (0, 50, 100)]
+    assert all(s.length > 0 for s in slices)
+    del slices
+    assert open_fds() - before == few

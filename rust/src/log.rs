@@ -262,6 +262,9 @@ impl Log {
                     seg.make_inactive()?;
                 }
             }
+            if i != last {
+                seg.release_file();
+            }
             // A damaged segment loses only its own invalid tail: later segments are kept, each
             // checked on its own, and reads step over the gap (as over a compacted range).
             segments.push(seg);
@@ -599,7 +602,7 @@ impl Log {
     /// `flushed`, lets a caller fsync without holding the log's lock.
     pub fn flush_target(&self) -> Result<(Arc<File>, i64)> {
         self.check_open()?;
-        Ok((self.active().file(), self.end_offset()))
+        Ok((self.active().file()?, self.end_offset()))
     }
 
     /// Records the outcome of syncing `flush_target`: the recovery point advances to `end`

@@ -274,7 +274,10 @@ fn valid_batches(buf: &[u8], path: &Path, file_position: u64) -> Result<Vec<Batc
 pub struct Segment {
     base_offset: i64,
     log_path: PathBuf,
-    log: Arc<File>,
+    /// Held open while the segment is active (or being recovered); an inactive segment holds
+    /// no descriptor and its file is opened read-only for each use (`log_file`), so the
+    /// descriptors a partition needs do not grow with its segments.
+    log: Option<Arc<File>>,
     size: u64,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
@@ -341,7 +344,7 @@ impl Segment {
         let segment = Segment {
             base_offset,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             size,
             offset_index,
             time_index,
@@ -388,9 +391,33 @@ impl Segment {
         }
     }
 
-    /// The open `.log` file, shared (for syncing or sending outside the log's lock).
-    pub fn file(&self) -> Arc<File> {
-        Arc::clone(&self.log)
+    /// The `.log` file, shared (for reading, syncing or sending outside the log's lock): the
+    /// one held open, or (inactive segment) a new read-only descriptor for this use.
+    pub fn file(&self) -> Result<Arc<File>> {
+        match &self.log {
+            Some(file) => Ok(Arc::clone(file)),
+            None => File::open(&self.log_path)
+                .map(Arc::new)
+                .map_err(|e| Error::io("open segment", &self.log_path, e)),
+        }
+    }
+
+    /// The file for changing it (append, truncation), opened read-write again if released.
+    fn writable(&mut self) -> Result<Arc<File>> {
+        if self.log.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.log_path)
+                .map_err(|e| Error::io("open segment", &self.log_path, e))?;
+            self.log = Some(Arc::new(file));
+        }
+        self.file()
+    }
+
+    /// Closes the held descriptor of an inactive segment (its data is durable by now).
+    pub fn release_file(&mut self) {
+        self.log = None;
     }
 
     pub fn log_path(&self) -> &Path {
@@ -414,7 +441,8 @@ impl Segment {
         };
         self.next_offset = self.base_offset;
         self.bytes_since_last_index_entry = 0;
-        let mut scan = BatchScan::headers(&self.log, &self.log_path, start, self.size);
+        let log = self.file()?;
+        let mut scan = BatchScan::headers(&log, &self.log_path, start, self.size);
         let mut first = true;
         loop {
             match scan.next()? {
@@ -453,7 +481,7 @@ impl Segment {
         self.next_offset = self.base_offset;
         let mut valid_end = 0u64;
         let mut expected: Option<i64> = None;
-        let (log, path) = (Arc::clone(&self.log), self.log_path.clone());
+        let (log, path) = (self.file()?, self.log_path.clone());
         let mut scan = BatchScan::new(&log, &path, 0, self.size);
         let mut infos = Vec::new();
         let reason = loop {
@@ -492,7 +520,7 @@ impl Segment {
         if truncated == 0 {
             return Ok(None);
         }
-        self.log
+        self.writable()?
             .set_len(valid_end)
             .map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
         self.size = valid_end;
@@ -553,9 +581,10 @@ impl Segment {
     pub fn append(&mut self, parts: &mut [IoSlice<'_>], infos: &[BatchInfo]) -> Result<()> {
         let at = self.size;
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        if let Err(e) = write_all_vectored_at(&self.log, parts, at) {
+        let log = self.writable()?;
+        if let Err(e) = write_all_vectored_at(&log, parts, at) {
             let err = Error::io("append to segment", &self.log_path, e);
-            return match self.log.set_len(at) {
+            return match log.set_len(at) {
                 Ok(()) => Err(err),
                 Err(e2) => Err(Error::Closed {
                     reason: format!("{err}; cutting the partial write back also failed: {e2}"),
@@ -575,7 +604,8 @@ impl Segment {
     /// Position of the first batch whose last offset is >= `target`, or None if no batch is.
     pub fn find_batch(&self, target: i64) -> Result<Option<BatchInfo>> {
         let (_, start) = self.index_lookup(target);
-        let mut scan = BatchScan::headers(&self.log, &self.log_path, u64::from(start), self.size);
+        let log = self.file()?;
+        let mut scan = BatchScan::headers(&log, &self.log_path, u64::from(start), self.size);
         loop {
             match scan.next()? {
                 Scanned::Batch(info, _) if info.last_offset() >= target => return Ok(Some(info)),
@@ -601,7 +631,8 @@ impl Segment {
             return Ok(boundary - position);
         }
         let mut end = position;
-        let mut scan = BatchScan::headers(&self.log, &self.log_path, position, self.size);
+        let log = self.file()?;
+        let mut scan = BatchScan::headers(&log, &self.log_path, position, self.size);
         loop {
             match scan.next()? {
                 Scanned::Batch(info, _) => {
@@ -622,7 +653,7 @@ impl Segment {
     pub fn batch_range(&self, position: u64, max_bytes: u64) -> Result<FileSlice> {
         let length = self.whole_batches_len(position, max_bytes)?;
         Ok(FileSlice {
-            file: Arc::clone(&self.log),
+            file: self.file()?,
             path: self.log_path.clone(),
             position,
             length,
@@ -632,7 +663,7 @@ impl Segment {
     /// The file range for a fetch from `position`: up to `max_bytes`, but at least the first
     /// whole batch. Like Kafka, the range may end inside a batch (clients drop a partial tail).
     pub fn slice(&self, position: u64, max_bytes: u64) -> Result<FileSlice> {
-        let head = read_exact_at(&self.log, &self.log_path, position, LOG_OVERHEAD)?;
+        let head = read_exact_at(&*self.file()?, &self.log_path, position, LOG_OVERHEAD)?;
         if head.len() < LOG_OVERHEAD {
             return Err(Error::corrupt_segment(
                 &self.log_path,
@@ -644,7 +675,7 @@ impl Segment {
             + LOG_OVERHEAD as u64;
         let length = max_bytes.max(first).min(self.size - position);
         Ok(FileSlice {
-            file: Arc::clone(&self.log),
+            file: self.file()?,
             path: self.log_path.clone(),
             position,
             length,
@@ -660,7 +691,8 @@ impl Segment {
         let Some(first) = self.find_batch(from_offset.max(min_offset))? else {
             return Ok(None);
         };
-        let mut scan = BatchScan::new(&self.log, &self.log_path, first.position, self.size);
+        let log = self.file()?;
+        let mut scan = BatchScan::new(&log, &self.log_path, first.position, self.size);
         loop {
             match scan.next()? {
                 Scanned::Batch(info, bytes) if info.max_timestamp >= timestamp => {
@@ -694,7 +726,7 @@ impl Segment {
         let cut = info.position;
         self.offset_index.truncate_to(info.base_offset);
         self.time_index.truncate_to(info.base_offset);
-        self.log
+        self.writable()?
             .set_len(cut)
             .map_err(|e| Error::io("truncate segment", &self.log_path, e))?;
         let removed = self.size - cut;
@@ -717,11 +749,14 @@ impl Segment {
         self.seal_time_index();
         self.flush()?;
         self.offset_index.trim()?;
-        self.time_index.trim()
+        self.time_index.trim()?;
+        self.release_file();
+        Ok(())
     }
 
     /// Grows the indexes back to full size when this segment becomes the active one again.
     pub fn make_active(&mut self, index_bytes: usize) -> Result<()> {
+        self.writable()?;
         self.offset_index.preallocate(index_bytes)?;
         self.time_index.preallocate(index_bytes)
     }
@@ -729,9 +764,12 @@ impl Segment {
     /// fsyncs the log data. The indexes are not synced here: recovery rebuilds an active
     /// segment's indexes from its data, and `make_inactive` makes them durable (via `trim`).
     pub fn flush(&self) -> Result<()> {
-        self.log
-            .sync_data()
-            .map_err(|e| Error::io("fsync segment", &self.log_path, e))
+        match &self.log {
+            Some(log) => log
+                .sync_data()
+                .map_err(|e| Error::io("fsync segment", &self.log_path, e)),
+            None => Ok(()), // released only once durable
+        }
     }
 
     /// Deletes the three files (the log first, so a crash leaves at most orphan indexes).

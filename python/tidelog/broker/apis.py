@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from tidelog.broker.partition import OfflinePartition, Partition
 from tidelog.errors import CorruptRecordError, OffsetOutOfRangeError, TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol import error_codes as ec
@@ -123,18 +124,7 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
         if topic is None:
             topics.append(R.MetadataResponseTopic(error_code=code, name=name))
             continue
-        parts = [
-            R.MetadataResponseTopic.MetadataResponsePartition(
-                error_code=ec.NONE,
-                partition_index=p.index,
-                leader_id=broker.config.node_id,
-                leader_epoch=p.leader_epoch,
-                replica_nodes=[broker.config.node_id],
-                isr_nodes=[broker.config.node_id],
-                offline_replicas=[],
-            )
-            for p in topic.partitions
-        ]
+        parts = [_partition_metadata(broker, p) for p in topic.partitions]
         topics.append(
             R.MetadataResponseTopic(
                 error_code=ec.NONE,
@@ -149,6 +139,21 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
         cluster_id=broker.cluster_id,
         controller_id=broker.config.node_id,
         topics=topics,
+    )
+
+
+def _partition_metadata(broker: Broker, p: Partition | OfflinePartition) -> Any:
+    """One partition in a Metadata response; an offline one has no leader, as in Kafka."""
+    me = broker.config.node_id
+    offline = isinstance(p, OfflinePartition)
+    return m.MetadataResponse.MetadataResponseTopic.MetadataResponsePartition(
+        error_code=ec.KAFKA_STORAGE_ERROR if offline else ec.NONE,
+        partition_index=p.index,
+        leader_id=-1 if offline else me,
+        leader_epoch=p.leader_epoch,
+        replica_nodes=[me],
+        isr_nodes=[] if offline else [me],
+        offline_replicas=[me] if offline else [],
     )
 
 
@@ -197,7 +202,7 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
             )
             parts.append(res)
             part = broker.topics.partition(t.name, p.index)
-            code = ec.UNKNOWN_TOPIC_OR_PARTITION
+            code = broker.topics.missing_code(t.name, p.index)
             if (
                 part is None
                 and broker.config.auto_create_topics_enable
@@ -322,7 +327,7 @@ def _fetch_once(broker: Broker, req: Any, version: int) -> tuple[Any, int, list[
             parts.append(res)
             part = broker.topics.partition(name, p.partition)
             if part is None:
-                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                res.error_code = broker.topics.missing_code(name, p.partition)
                 continue
             hw = part.high_watermark
             res.high_watermark = res.last_stable_offset = hw
@@ -371,7 +376,7 @@ async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> A
             parts.append(res)
             part = broker.topics.partition(t.name, p.partition_index)
             if part is None:
-                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                res.error_code = broker.topics.missing_code(t.name, p.partition_index)
                 continue
             res.leader_epoch = part.leader_epoch
             ts = p.timestamp
@@ -649,7 +654,7 @@ async def describe_producers(broker: Broker, req: Any, header: Any, version: int
             parts.append(res)
             part = broker.topics.partition(t.name, i)
             if part is None:
-                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                res.error_code = broker.topics.missing_code(t.name, i)
                 continue
             res.active_producers = [
                 T.PartitionResponse.ProducerState(
@@ -691,7 +696,7 @@ async def delete_records(broker: Broker, req: Any, header: Any, version: int) ->
             parts.append(res)
             part = broker.topics.partition(t.name, p.partition_index)
             if part is None:
-                res.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
+                res.error_code = broker.topics.missing_code(t.name, p.partition_index)
                 continue
             target = part.high_watermark if p.offset == -1 else p.offset
             try:

@@ -38,7 +38,9 @@ OTHER_DEFAULTS = {
 }
 
 
-DESCRIPTORS_PER_PARTITION = 5  # lock, active .log/.index/.timeindex, one older segment
+# Lock file, the active segment's .log/.index/.timeindex, and (pure-Python engine) the two
+# index maps' own descriptors; older segments hold none.
+DESCRIPTORS_PER_PARTITION = 6
 RESERVED_DESCRIPTORS = 1024
 
 
@@ -143,9 +145,8 @@ class BrokerConfig:
 
     def partition_limit(self) -> int:
         """``max_partitions``, else as many partitions as the soft open-files limit leaves
-        room for: each holds a lock file, its active segment's log and two indexes
-        (``DESCRIPTORS_PER_PARTITION``) and one more descriptor per older segment, and
-        ``RESERVED_DESCRIPTORS`` stay for connections and the rest."""
+        room for, at ``DESCRIPTORS_PER_PARTITION`` each, with ``RESERVED_DESCRIPTORS`` kept
+        for connections and the rest."""
         if self.max_partitions is not None:
             return self.max_partitions
         return max(0, (open_files_limit() - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_PARTITION)

@@ -20,6 +20,19 @@ T = TypeVar("T")
 logger = logging.getLogger("tidelog.broker")
 
 
+class OfflinePartition:
+    """A partition whose log could not be opened at start (a failed or damaged disk): it has
+    no leader, clients asking for it are told KAFKA_STORAGE_ERROR, and every other partition
+    is served. It comes back when the cause is fixed and the broker restarted."""
+
+    def __init__(self, topic: str, index: int, path: str, reason: str) -> None:
+        self.topic = topic
+        self.index = index
+        self.path = path
+        self.reason = reason
+        self.leader_epoch = 0
+
+
 class Partition:
     """A partition led by this broker. With one replica the high watermark is the log end
     offset; the cluster work will make it the ISR minimum."""

@@ -195,7 +195,7 @@ class Broker:
         while True:
             await trio.sleep(self.config.log_retention_check_interval_ms / 1000)
             for topic in list(self.topics.topics.values()):
-                for part in topic.partitions:
+                for part in self.topics.online(topic):
                     deleted = await part.run_exclusive(lambda plog: plog.apply_retention())
                     if deleted:
                         log.info("retention deleted %d segment(s) of %s-%d", deleted, topic.name, part.index)

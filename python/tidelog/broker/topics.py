@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from tidelog.broker.config import BrokerConfig
-from tidelog.broker.partition import Partition
+from tidelog.broker.partition import OfflinePartition, Partition
 from tidelog.errors import TidelogError
 from tidelog.protocol import error_codes as ec
 from tidelog.storage import Log
@@ -39,7 +39,7 @@ class Topic:
     name: str
     topic_id: uuid.UUID
     configs: dict[str, str]
-    partitions: list[Partition] = field(default_factory=list)
+    partitions: list[Partition | OfflinePartition] = field(default_factory=list)
     internal: bool = False
 
 
@@ -76,16 +76,20 @@ class TopicManager:
         """One line at start-up: what was loaded, and what recovery had to repair (each
         repaired log also has its own WARN line from ``tidelog.storage``)."""
         reports = [
-            (f"{t.name}-{p.index}", p.log.recovery_report) for t in self.topics.values() for p in t.partitions
+            (f"{t.name}-{p.index}", p.log.recovery_report)
+            for t in self.topics.values()
+            for p in self.online(t)
         ]
         unclean = sum(1 for _, r in reports if not r.clean_shutdown)
         repaired = [name for name, r in reports if r.truncations or r.next_offset_raised_to is not None]
         cut = sum(r.bytes_truncated for _, r in reports)
+        offline = sum(len(t.partitions) for t in self.topics.values()) - len(reports)
         summary = (
             f"loaded {len(self.topics)} topics, {len(reports)} partitions from {self.config.data_dir}: "
-            f"{unclean} recovered after an unclean shutdown, {len(repaired)} repaired ({cut} bytes cut)"
+            f"{unclean} recovered after an unclean shutdown, {len(repaired)} repaired ({cut} bytes cut), "
+            f"{offline} offline"
         )
-        if repaired:
+        if repaired or offline:
             log.warning("%s: %s", summary, ", ".join(repaired[:20]) + (" ..." if len(repaired) > 20 else ""))
         else:
             log.info("%s", summary)
@@ -123,7 +127,15 @@ class TopicManager:
                 if fresh and os.path.exists(path):
                     log.warning("%s exists without a topic: moved aside for deletion", path)
                     self._move_aside(path)
-                plog = Log.open(path, engine=self.config.engine, config=settings)
+                try:
+                    plog = Log.open(path, engine=self.config.engine, config=settings)
+                except (TidelogError, OSError) as e:
+                    if fresh:
+                        raise
+                    # One partition's failed disk or files never keep the broker down.
+                    log.error("partition %s-%d is offline: its log could not be opened: %s", topic.name, p, e)
+                    topic.partitions.append(OfflinePartition(topic.name, p, path, str(e)))
+                    continue
                 topic.partitions.append(
                     Partition(
                         topic.name, p, plog, flush_messages, flush_ms, self.config.producer_id_expiration_ms
@@ -133,6 +145,7 @@ class TopicManager:
             if fresh:
                 failed = self._partition_dir(topic.name, len(topic.partitions))
                 for part in topic.partitions[first:]:
+                    assert isinstance(part, Partition)  # fresh ones are never offline
                     part.log.close()
                     self._move_aside(part.log.path)
                 del topic.partitions[first:]
@@ -303,7 +316,7 @@ class TopicManager:
                 topic.configs = previous
                 raise
             settings, flush_messages, flush_ms = self._log_settings(topic)
-            for part in topic.partitions:
+            for part in self.online(topic):
                 part.log.reconfigure(config=settings)
                 part.flush_messages, part.flush_ms = flush_messages, flush_ms
         log.info("topic %s configs now %s", name, merged)
@@ -320,7 +333,7 @@ class TopicManager:
             del self.by_id[topic.topic_id]
             self._deleting.add(name)
             try:
-                for part in topic.partitions:
+                for part in self.online(topic):
                     await part.retire()
                 await trio.to_thread.run_sync(self._remove, topic)
             finally:
@@ -336,14 +349,29 @@ class TopicManager:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(self.meta_dir, f"{topic.name}.json"))
         for part in topic.partitions:
-            part.log.close()
-            self._move_aside(part.log.path)
+            if isinstance(part, Partition):
+                part.log.close()
+            self._move_aside(part.log.path if isinstance(part, Partition) else part.path)
 
     def partition(self, name: str, index: int) -> Partition | None:
+        """The partition, if this broker has it online."""
         topic = self.topics.get(name)
         if topic is None or not 0 <= index < len(topic.partitions):
             return None
-        return topic.partitions[index]
+        part = topic.partitions[index]
+        return part if isinstance(part, Partition) else None
+
+    def missing_code(self, name: str, index: int) -> int:
+        """Why ``partition(name, index)`` is None: an offline partition's KAFKA_STORAGE_ERROR,
+        else UNKNOWN_TOPIC_OR_PARTITION."""
+        topic = self.topics.get(name)
+        offline = topic is not None and 0 <= index < len(topic.partitions)
+        if offline and isinstance(topic.partitions[index], OfflinePartition):  # type: ignore[union-attr]
+            return ec.KAFKA_STORAGE_ERROR
+        return ec.UNKNOWN_TOPIC_OR_PARTITION
+
+    def online(self, topic: Topic) -> list[Partition]:
+        return [p for p in topic.partitions if isinstance(p, Partition)]
 
     def effective_configs(self, topic: Topic) -> dict[str, Any]:
         return {
@@ -356,7 +384,7 @@ class TopicManager:
         """Closes every partition cleanly; one that cannot be (a full or failed disk) is
         logged and left for recovery at the next start, and the others still close."""
         for topic in self.topics.values():
-            for part in topic.partitions:
+            for part in self.online(topic):
                 try:
                     part.close()
                 except TidelogError as e:

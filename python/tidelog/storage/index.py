@@ -37,12 +37,12 @@ class _MappedEntries:
             raise storage_error("open index", path, e) from e
         self.entries = length // entry_size
         self.capacity = self.entries
-        self.map: mmap.mmap | None = None
+        self.map: mmap.mmap | bytes | None = None
         if preallocate is not None:
             self.resize(max(preallocate, length - length % entry_size))
         else:
             self.resize(self.entries * entry_size)
-            self._close_fd()
+            self._detach()
 
     def _fd(self) -> int:
         if self.fd is None:
@@ -54,11 +54,23 @@ class _MappedEntries:
             os.close(self.fd)
             self.fd = None
 
+    def _detach(self) -> None:
+        """For an index that no longer changes: its entries are kept as bytes and the file is
+        closed (CPython's mmap would hold a descriptor of its own)."""
+        if isinstance(self.map, mmap.mmap):
+            data = bytes(self.map)
+            self.map.close()
+            self.map = data
+        self._close_fd()
+
+    def _unmap(self) -> None:
+        if isinstance(self.map, mmap.mmap):
+            self.map.close()
+        self.map = None
+
     def resize(self, nbytes: int) -> None:
         nbytes -= nbytes % self.entry_size
-        if self.map is not None:
-            self.map.close()
-            self.map = None
+        self._unmap()
         try:
             fd = self._fd()
             length = os.fstat(fd).st_size
@@ -91,12 +103,12 @@ class _MappedEntries:
 
     def push(self, entry: bytes) -> None:
         at = self.entries * self.entry_size
-        assert self.map is not None
+        assert isinstance(self.map, mmap.mmap), "push into an inactive index"
         self.map[at : at + self.entry_size] = entry
         self.entries += 1
 
     def flush(self) -> None:
-        if self.map is not None:
+        if isinstance(self.map, mmap.mmap):
             try:
                 self.map.flush()
             except OSError as e:
@@ -109,12 +121,10 @@ class _MappedEntries:
             os.fsync(self._fd())
         except OSError as e:
             raise storage_error("fsync index", self.path, e) from e
-        self._close_fd()
+        self._detach()
 
     def close(self) -> None:
-        if self.map is not None:
-            self.map.close()
-            self.map = None
+        self._unmap()
         self._close_fd()
 
 

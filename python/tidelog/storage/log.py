@@ -149,6 +149,8 @@ class Log:
                     self._truncations.append(cut)
                 if i != last:
                     seg.make_inactive()
+            if i != last:
+                seg.release_file()
             # A damaged segment loses only its own invalid tail: later segments are kept.
             segments.append(seg)
         if not segments:
@@ -356,7 +358,9 @@ class Log:
         """fsyncs without holding the lock, so appends and reads go on meanwhile."""
 
         def target() -> tuple[int, int]:
-            return os.dup(self._segments[-1].fd), self.end_offset
+            fd = self._segments[-1].fd
+            assert fd is not None, "the active segment holds its file open"
+            return os.dup(fd), self.end_offset
 
         fd, end = self._locked(target)
         try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -62,11 +63,15 @@ class BatchScan:
     """Walks the batches of a file range with buffered positional reads. A header-only scan
     reads just enough to see each batch's header and yields no bodies."""
 
-    def __init__(self, fd: int, path: str, start: int, end: int, header_only: bool = False) -> None:
+    def __init__(
+        self, fd: int, path: str, start: int, end: int, header_only: bool = False, owned: bool = False
+    ) -> None:
         self.fd, self.path, self.pos, self.end = fd, path, start, end
         self.buf = b""
         self.buf_pos = start
         self.header_only = header_only
+        if owned:  # a descriptor opened for this scan alone
+            weakref.finalize(self, os.close, fd)
 
     def next(self) -> Scanned:
         if self.pos >= self.end:
@@ -170,11 +175,11 @@ class Segment:
         index_path = os.path.join(directory, file_name(base_offset, ".index"))
         time_path = os.path.join(directory, file_name(base_offset, ".timeindex"))
         self.indexes_suspect = not (os.path.exists(index_path) and os.path.exists(time_path))
-        try:
-            self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
-            self.size = os.fstat(self.fd).st_size
-        except OSError as e:
-            raise storage_error("open segment", self.log_path, e) from e
+        # Held open while the segment is active (or being recovered); an inactive segment
+        # holds no descriptor and opens its file read-only for each use, so the descriptors
+        # a partition needs do not grow with its segments.
+        self.fd: int | None = None
+        self.size = os.fstat(self._writable()).st_size
         self.offset_index = OffsetIndex(index_path, base_offset, preallocate)
         self.time_index = TimeIndex(time_path, base_offset, preallocate)
         self.index_interval_bytes = index_interval_bytes
@@ -184,8 +189,43 @@ class Segment:
         self.offset_of_max_timestamp = base_offset
         self.created_ms = now_ms
 
+    def _writable(self) -> int:
+        """The descriptor for changing the file, opened read-write again if released."""
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise storage_error("open segment", self.log_path, e) from e
+        return self.fd
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[int]:
+        """A descriptor to read with: the one held, or one opened for this use."""
+        if self.fd is not None:
+            yield self.fd
+            return
+        fd = self._open_read_only()
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_read_only(self) -> int:
+        try:
+            return os.open(self.log_path, os.O_RDONLY)
+        except OSError as e:
+            raise storage_error("open segment", self.log_path, e) from e
+
+    def release_file(self) -> None:
+        """Closes the held descriptor of an inactive segment (its data is durable by now)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
     def _scan(self, start: int, header_only: bool = False) -> BatchScan:
-        return BatchScan(self.fd, self.log_path, start, self.size, header_only)
+        if self.fd is not None:
+            return BatchScan(self.fd, self.log_path, start, self.size, header_only)
+        return BatchScan(self._open_read_only(), self.log_path, start, self.size, header_only, owned=True)
 
     def _scan_error(self, kind: str, pos: int, reason: str) -> CorruptRecordError:
         """The error for a scan that stopped on a torn ("torn") or invalid batch."""
@@ -255,7 +295,7 @@ class Segment:
         if truncated == 0:
             return None
         try:
-            os.ftruncate(self.fd, valid_end)
+            os.ftruncate(self._writable(), valid_end)
         except OSError as e:
             raise storage_error("truncate segment", self.log_path, e) from e
         self.size = valid_end
@@ -299,15 +339,16 @@ class Segment:
     def append(self, buf: bytes | bytearray, headers: list[BatchHeader]) -> None:
         """Writes validated batches at the end in one write; on failure cuts the file back."""
         at = self.size
+        fd = self._writable()
         try:
             view = memoryview(buf)
             done = 0
             while done < len(view):
-                done += pwrite(self.fd, view[done:], at + done)
+                done += pwrite(fd, view[done:], at + done)
         except OSError as e:
             err = storage_error("append to segment", self.log_path, e)
             try:
-                os.ftruncate(self.fd, at)
+                os.ftruncate(fd, at)
             except OSError as e2:
                 from tidelog.errors import LogClosedError
 
@@ -354,15 +395,18 @@ class Segment:
         return end - position
 
     def batch_range(self, position: int, max_bytes: int) -> FileSlice:
-        return FileSlice(self.fd, self.log_path, position, self.whole_batches_len(position, max_bytes))
+        length = self.whole_batches_len(position, max_bytes)
+        with self._reading() as fd:
+            return FileSlice(fd, self.log_path, position, length)
 
     def slice(self, position: int, max_bytes: int) -> FileSlice:
-        head = pread_exact(self.fd, self.log_path, position, LOG_OVERHEAD)
-        if len(head) < LOG_OVERHEAD:
-            raise corrupt_segment(self.log_path, position, "batch header past the end of the segment")
-        first = _I32.unpack_from(head, 8)[0] + LOG_OVERHEAD
-        length = min(max(max_bytes, first), self.size - position)
-        return FileSlice(self.fd, self.log_path, position, length)
+        with self._reading() as fd:
+            head = pread_exact(fd, self.log_path, position, LOG_OVERHEAD)
+            if len(head) < LOG_OVERHEAD:
+                raise corrupt_segment(self.log_path, position, "batch header past the end of the segment")
+            first = _I32.unpack_from(head, 8)[0] + LOG_OVERHEAD
+            length = min(max(max_bytes, first), self.size - position)
+            return FileSlice(fd, self.log_path, position, length)
 
     def offset_for_time(self, timestamp: int, min_offset: int) -> tuple[int, int] | None:
         if self.max_timestamp < timestamp:
@@ -399,7 +443,7 @@ class Segment:
         self.offset_index.truncate_to(h.base_offset)
         self.time_index.truncate_to(h.base_offset)
         try:
-            os.ftruncate(self.fd, cut)
+            os.ftruncate(self._writable(), cut)
         except OSError as e:
             raise storage_error("truncate segment", self.log_path, e) from e
         removed = self.size - cut
@@ -416,14 +460,18 @@ class Segment:
         self.flush()
         self.offset_index.trim()
         self.time_index.trim()
+        self.release_file()
 
     def make_active(self, index_bytes: int) -> None:
+        self._writable()
         self.offset_index.preallocate(index_bytes)
         self.time_index.preallocate(index_bytes)
 
     def flush(self) -> None:
         """fsyncs the log data; indexes become durable in make_inactive (recovery rebuilds an
         active segment's indexes)."""
+        if self.fd is None:
+            return  # released only once durable
         try:
             datasync(self.fd)
         except OSError as e:
@@ -432,7 +480,7 @@ class Segment:
     def close(self) -> None:
         self.offset_index.close()
         self.time_index.close()
-        os.close(self.fd)
+        self.release_file()
 
     def delete(self) -> None:
         """Deletes the files, the log first (a crash leaves at most orphan indexes)."""

@@ -196,7 +196,7 @@ class OffsetsStore:
         offsets: dict[tuple[str, str, int], OffsetEntry] = {}
         groups: dict[str, Any] = {}
         topic = self.topics.topics.get(TOPIC)
-        for part in topic.partitions if topic else []:
+        for part in self.topics.online(topic) if topic else []:
             o, g = self._read_partition(part)
             offsets.update(o)
             groups.update(g)
