@@ -43,9 +43,12 @@ def api_versions_answered(port: int) -> bool:
 
 
 @contextmanager
-def broker(engine: str, *settings: str) -> Iterator[tuple[subprocess.Popen[str], int, float]]:
-    """A `tidelog serve` process; yields (process, port, seconds to the first ApiVersions answer)."""
-    data = tempfile.mkdtemp(prefix="tidelog-bench-")
+def broker(
+    engine: str, *settings: str, data: str | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int, float]]:
+    """A `tidelog serve` process on ``data`` (default: a new directory); yields (process,
+    port, seconds to the first ApiVersions answer)."""
+    data = data or tempfile.mkdtemp(prefix="tidelog-bench-")
     sets = [x for s in settings for x in ("--set", s)]
     start = time.perf_counter()
     proc, port = serve_process(data, "--engine", engine, "--log-level", "warning", *sets)
@@ -160,10 +163,14 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
         out["consume 100 B, sendfile (msg/s)"] = consume(port, "p-100-1", 4, n)
         if shutil.which("kcat"):
             out["consume 100 B with kcat, sendfile (msg/s)"] = consume_kcat(port, "p-100-1", n)
-    with broker(engine, "tidelog.fetch.zero.copy=false") as (proc, port, _):
+    data = tempfile.mkdtemp(prefix="tidelog-bench-")
+    with broker(engine, "tidelog.fetch.zero.copy=false", data=data) as (proc, port, _):
         create(port, "c", 4)
         produce(port, "c", n, 100, "1", proc.pid)
         out["consume 100 B, copying (msg/s)"] = consume(port, "c", 4, n)
+    # After a restart the records on disk are CRC-checked as they are first fetched.
+    with broker(engine, data=data) as (proc, port, _):
+        out["consume 100 B after a restart, checked (msg/s)"] = consume(port, "c", 4, n)
     return out
 
 

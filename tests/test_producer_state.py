@@ -16,10 +16,11 @@ import pytest
 from tidelog._crc32c import crc32c
 from tidelog.protocol import _messages as m
 from tidelog.protocol import error_codes as ec
+from tidelog.protocol.primitives import as_view
 from tidelog.pytest_plugin import serve_process
-from tidelog.records import build_batch
+from tidelog.records import build_batch, decode_batches
 
-from .wire import Wire
+from .wire import Wire, fetch_request
 
 TOPIC = "idem"
 
@@ -212,4 +213,17 @@ def test_a_damaged_active_segment_never_stops_the_broker(engine, server_factory,
     # With no snapshot, the replay finds the damaged batch (offset 5) and cuts the log there,
     # as recovery after an unclean stop would; with one, nothing is replayed at start.
     assert produce(w, idem_batch(1234, 0, 1)) == (ec.NONE, 5 if snapshot == "deleted" else 6)
+
+    # Either way the damaged batch is never served: data from before the restart is
+    # CRC-checked when fetched (the valid batches before it are), data since is sent as is.
+    def fetch(offset: int) -> tuple[int, list[int]]:
+        part = w.request(fetch_request(TOPIC, 0, offset, 0), 11).responses[0].partitions[0]
+        return part.error_code, [r.offset for r in decode_batches(as_view(part.records or b""))]
+
+    if snapshot == "deleted":  # cut at 5, where the new record went
+        assert fetch(0) == (ec.NONE, [0, 1, 2, 3, 4, 5])
+    else:
+        assert fetch(0) == (ec.NONE, [0, 1, 2, 3, 4])
+        assert fetch(5) == (ec.CORRUPT_MESSAGE, [])
+        assert fetch(6) == (ec.NONE, [6])
     w.close()

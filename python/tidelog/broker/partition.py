@@ -59,6 +59,12 @@ class Partition:
         self._append_lock = trio.Lock()
         self.retired = False  # its topic is being deleted: no more appends
         self._load_producer_state()
+        # What was on disk when the log was opened has not been CRC-checked since (a clean
+        # shutdown skips recovery's scan, and a bit can rot after one): fetches of
+        # [verified_to, opened_end) go through read_raw, which checks every batch and never
+        # returns a damaged one; everything else, checked when appended, is sent zero-copy.
+        self.opened_end = log.end_offset
+        self.verified_to = log.start_offset
 
     @property
     def high_watermark(self) -> int:
@@ -113,6 +119,15 @@ class Partition:
     def _active_segment(self) -> int:
         """The active segment's base offset (an index lookup: no list of every segment)."""
         return self.log.index_lookup(self.log.end_offset).segment
+
+    def unverified(self, offset: int) -> bool:
+        """Whether a fetch at ``offset`` must be CRC-checked before it is sent."""
+        return self.verified_to <= offset < self.opened_end
+
+    def verified(self, offset: int, next_offset: int) -> None:
+        """Batches from ``offset`` up to ``next_offset`` were read whole and checked."""
+        if offset <= self.verified_to < next_offset:
+            self.verified_to = next_offset
 
     def wait_for_data(self) -> trio.Event:
         """An event set by the next append."""
