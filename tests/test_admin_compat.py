@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
 from tidelog.pytest_plugin import start_broker
 
 from .kafka_clients import create_topic

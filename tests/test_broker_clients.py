@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidelog.client.partitioner import partition_for_key
+from tidelog.partitioning import partition_for_key
 from tidelog.pytest_plugin import start_broker
 
 from .kafka_clients import CLIENTS, CODECS, consume, create_topic, produce

@@ -9,8 +9,8 @@ import logging
 import pytest
 
 import tidelog
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
 from tidelog.pytest_plugin import start_broker
 from tidelog.records import build_batch
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tidelog.protocol import error_codes as ec
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.pytest_plugin import serve_process
 
 from .wire import Wire, produce_one, read_all

@@ -7,8 +7,8 @@ import os
 import pytest
 
 import tidelog
-from tidelog.client.partitioner import murmur2
 from tidelog.errors import OffsetOutOfRangeError
+from tidelog.partitioning import murmur2
 
 
 def fill(log, batches, size=100, ts0=0):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
 from tidelog.pytest_plugin import serve_process
 
 from .kafka_clients import consume, create_topic, produce

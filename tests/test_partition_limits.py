@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tidelog.broker.config import DESCRIPTORS_PER_PARTITION, RESERVED_DESCRIPTORS
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
 from tidelog.pytest_plugin import serve_process
 
 from .wire import Wire

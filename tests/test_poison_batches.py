@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from tidelog._crc32c import crc32c
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import CorruptRecordError, InvalidRecordError
-from tidelog.protocol import error_codes as ec
 from tidelog.pytest_plugin import start_broker
 from tidelog.records import HEADER_LEN, Compression, build_batch
 

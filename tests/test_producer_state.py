@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tidelog._crc32c import crc32c
+from tidelog.buffers import as_view
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
-from tidelog.protocol.primitives import as_view
 from tidelog.pytest_plugin import serve_process
 from tidelog.records import build_batch, decode_batches
 

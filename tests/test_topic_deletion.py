@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
 from tidelog.pytest_plugin import start_broker
 
 from .kafka_clients import consume, create_topic

@@ -7,10 +7,10 @@ import struct
 import time
 from typing import Any
 
+from tidelog.buffers import as_view
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
 from tidelog.protocol.framing import encode_request, response_header_version
-from tidelog.protocol.primitives import as_view
 from tidelog.records import build_batch, decode_batches
 
 

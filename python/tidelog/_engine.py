@@ -7,8 +7,13 @@ The ``TIDELOG_ENGINE`` environment variable sets the default.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidelog._core import Log as _RustLog
+    from tidelog.storage.core import CoreLog
 
 ENGINES = ("rust", "python")
 
@@ -44,11 +49,13 @@ def engine() -> str:
     return resolve(None)
 
 
-def core_log_class(name: str) -> Any:
-    """The partition-log class of a resolved engine."""
+def core_log_class(name: str) -> Callable[[str, dict[str, Any], int], CoreLog]:
+    """The partition-log class of a resolved engine (mypy checks that both engines'
+    classes implement ``CoreLog``)."""
     if name == "rust":
         assert _rust_core is not None
-        return _rust_core.Log
+        rust: type[_RustLog] = _rust_core.Log
+        return rust
     from tidelog.storage.log import Log
 
     return Log

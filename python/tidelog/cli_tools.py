@@ -9,14 +9,13 @@ import time
 import uuid
 from typing import Any, TextIO
 
+from tidelog.buffers import as_view
 from tidelog.client.connection import BrokerError, Connection
 from tidelog.client.group import GroupMember, commit_offsets
-from tidelog.client.partitioner import partition_for_key
+from tidelog.partitioning import partition_for_key
 from tidelog.protocol import _messages as m
-from tidelog.protocol.primitives import as_view
+from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType
 from tidelog.records import build_batch, complete_batches, decode_batches
-
-TOPIC_RESOURCE = 2
 
 
 def _check(code: int, what: str, message: str | None = None) -> None:
@@ -108,7 +107,9 @@ def topics(args: argparse.Namespace, out: TextIO) -> int:
                     m.DescribeConfigsRequest(
                         resources=[
                             m.DescribeConfigsRequest.DescribeConfigsResource(
-                                resource_type=TOPIC_RESOURCE, resource_name=t.name, configuration_keys=None
+                                resource_type=ConfigResourceType.TOPIC,
+                                resource_name=t.name,
+                                configuration_keys=None,
                             )
                         ]
                     )
@@ -140,8 +141,10 @@ def topics(args: argparse.Namespace, out: TextIO) -> int:
                     )
                 )
                 _check(resp.results[0].error_code, f"alter {args.topic}", resp.results[0].error_message)
-            changes: list[tuple[str, str | None, int]] = [(k, v, 0) for k, v in _configs(args.config).items()]
-            changes += [(k, None, 1) for k in args.delete_config]
+            changes: list[tuple[str, str | None, int]] = [
+                (k, v, AlterConfigOp.SET) for k, v in _configs(args.config).items()
+            ]
+            changes += [(k, None, AlterConfigOp.DELETE) for k in args.delete_config]
             if changes:
                 IA = m.IncrementalAlterConfigsRequest
                 R = IA.AlterConfigsResource
@@ -150,7 +153,7 @@ def topics(args: argparse.Namespace, out: TextIO) -> int:
                         validate_only=False,
                         resources=[
                             R(
-                                resource_type=TOPIC_RESOURCE,
+                                resource_type=ConfigResourceType.TOPIC,
                                 resource_name=args.topic,
                                 configs=[
                                     R.AlterableConfig(name=k, config_operation=op, value=v)

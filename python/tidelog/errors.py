@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 
+from tidelog.error_codes import ErrorCode
+
 
 class TidelogError(Exception):
     """Base class of tidelog's errors."""
 
-    #: Kafka protocol error code for this error (-1 = UNKNOWN_SERVER_ERROR).
-    error_code: int = -1
+    #: Kafka protocol error code for this error.
+    error_code: int = ErrorCode.UNKNOWN_SERVER_ERROR
 
 
 class CorruptRecordError(TidelogError):
@@ -24,7 +26,7 @@ class CorruptRecordError(TidelogError):
     ``position`` the byte offset in the segment. Corrupt stored data is never returned.
     """
 
-    error_code = 2  # CORRUPT_MESSAGE
+    error_code = ErrorCode.CORRUPT_MESSAGE
 
     def __init__(
         self,
@@ -51,7 +53,7 @@ class InvalidRecordError(TidelogError):
     framing or lengths, offset deltas out of order, bytes after the last record. ``reason``
     names the record; ``batch_index`` and ``position`` locate the batch in the input."""
 
-    error_code = 87  # INVALID_RECORD
+    error_code = ErrorCode.INVALID_RECORD
 
     def __init__(self, message: str, *, reason: str, batch_index: int, position: int) -> None:
         super().__init__(message)
@@ -63,7 +65,7 @@ class InvalidRecordError(TidelogError):
 class RecordTooLargeError(TidelogError):
     """A batch larger than ``max.message.bytes``."""
 
-    error_code = 10  # MESSAGE_TOO_LARGE
+    error_code = ErrorCode.MESSAGE_TOO_LARGE
 
     def __init__(self, message: str, *, size: int, max_size: int) -> None:
         super().__init__(message)
@@ -74,7 +76,7 @@ class RecordTooLargeError(TidelogError):
 class OffsetOutOfRangeError(TidelogError):
     """An offset outside ``[start_offset, end_offset]`` of the log."""
 
-    error_code = 1  # OFFSET_OUT_OF_RANGE
+    error_code = ErrorCode.OFFSET_OUT_OF_RANGE
 
     def __init__(self, message: str, *, offset: int, start_offset: int, end_offset: int) -> None:
         super().__init__(message)
@@ -86,7 +88,7 @@ class OffsetOutOfRangeError(TidelogError):
 class InvalidAppendOffsetError(TidelogError):
     """Batches appended with their own offsets that do not continue the log end offset."""
 
-    error_code = 87  # INVALID_RECORD
+    error_code = ErrorCode.INVALID_RECORD
 
     def __init__(self, message: str, *, expected: int, actual: int) -> None:
         super().__init__(message)
@@ -97,7 +99,7 @@ class InvalidAppendOffsetError(TidelogError):
 class UnsupportedCompressionError(TidelogError):
     """A batch compressed with a codec that cannot be decoded here."""
 
-    error_code = 76  # UNSUPPORTED_COMPRESSION_TYPE
+    error_code = ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
 
     def __init__(self, message: str, *, codec: int) -> None:
         super().__init__(message)
@@ -107,13 +109,13 @@ class UnsupportedCompressionError(TidelogError):
 class LogClosedError(TidelogError):
     """The log was closed, or a failed write or fsync left it unusable until reopened."""
 
-    error_code = 56  # KAFKA_STORAGE_ERROR
+    error_code = ErrorCode.KAFKA_STORAGE_ERROR
 
 
 class LogLockedError(TidelogError):
     """Another process has the log directory open."""
 
-    error_code = 56  # KAFKA_STORAGE_ERROR
+    error_code = ErrorCode.KAFKA_STORAGE_ERROR
 
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
@@ -124,7 +126,7 @@ class UnknownTopicOrPartitionError(TidelogError):
     """The partition does not exist here (any more): its topic was deleted while the request
     waited. Retriable: a producer that retries finds the topic re-created, or learns it is gone."""
 
-    error_code = 3  # UNKNOWN_TOPIC_OR_PARTITION
+    error_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
 
     def __init__(self, message: str, *, topic: str, partition: int) -> None:
         super().__init__(message)
@@ -138,7 +140,7 @@ class StorageError(TidelogError):
     A failed append is never partly visible; data flushed before it stays readable.
     """
 
-    error_code = 56  # KAFKA_STORAGE_ERROR
+    error_code = ErrorCode.KAFKA_STORAGE_ERROR
 
     def __init__(self, message: str, *, operation: str, path: str, errno: int | None) -> None:
         super().__init__(message)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from tidelog.broker.partition import OfflinePartition, Partition
+from tidelog.buffers import as_view
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import CorruptRecordError, OffsetOutOfRangeError, TidelogError
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
-from tidelog.protocol.primitives import as_view
+from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType, ConfigSource, OffsetSpec
 from tidelog.records import iter_batches
 from tidelog.storage.api import wall_clock_ms
 
@@ -118,7 +119,7 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
                 continue
             name = topic.name
         topic = tm.topics.get(name)
-        code = ec.UNKNOWN_TOPIC_OR_PARTITION
+        code: int = ec.UNKNOWN_TOPIC_OR_PARTITION
         if topic is None and auto:
             topic, code = await _auto_create(broker, name)
         if topic is None:
@@ -173,7 +174,7 @@ async def _auto_create(broker: Broker, name: str) -> tuple[Any, int]:
 async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
     R = m.ProduceResponse
     if version < 3:
-        code = ec.UNSUPPORTED_VERSION
+        code: int = ec.UNSUPPORTED_VERSION
         return R(
             responses=[
                 R.TopicProduceResponse(
@@ -394,13 +395,13 @@ async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> A
                 continue
             res.leader_epoch = part.leader_epoch
             ts = p.timestamp
-            if ts in (-2, -4):  # earliest; earliest local (all of the log is local)
+            if ts in (OffsetSpec.EARLIEST, OffsetSpec.EARLIEST_LOCAL):  # all of the log is local
                 res.offset = part.log_start_offset
-            elif ts == -5:  # latest tiered: nothing is tiered
+            elif ts == OffsetSpec.LATEST_TIERED:  # nothing is tiered
                 res.offset = -1
-            elif ts == -1:
+            elif ts == OffsetSpec.LATEST:
                 res.offset = part.high_watermark
-            elif ts == -3:
+            elif ts == OffsetSpec.MAX_TIMESTAMP:
                 best = _max_timestamp(part)
                 if best is not None:
                     res.offset, res.timestamp = best
@@ -442,7 +443,11 @@ async def create_topics(broker: Broker, req: Any, header: Any, version: int) -> 
             res.replication_factor = 1
             res.configs = [
                 R.CreatableTopicResult.CreatableTopicConfigs(
-                    name=k, value=str(v), read_only=False, config_source=5, is_sensitive=False
+                    name=k,
+                    value=str(v),
+                    read_only=False,
+                    config_source=ConfigSource.DEFAULT_CONFIG,
+                    is_sensitive=False,
                 )
                 for k, v in sorted(broker.topics.effective_configs(topic).items())
             ]
@@ -529,18 +534,20 @@ async def describe_configs(broker: Broker, req: Any, header: Any, version: int) 
             error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name, configs=[]
         )
         results.append(out)
-        if res.resource_type == 2:  # topic
+        if res.resource_type == ConfigResourceType.TOPIC:
             topic = broker.topics.topics.get(res.resource_name)
             if topic is None:
                 out.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
                 continue
             values = broker.topics.effective_configs(topic)
-            sources = {name: 1 if name in topic.configs else 5 for name in values}  # DYNAMIC_TOPIC / DEFAULT
+            topic_set, default = ConfigSource.DYNAMIC_TOPIC_CONFIG, ConfigSource.DEFAULT_CONFIG
+            sources = {name: topic_set if name in topic.configs else default for name in values}
             read_only = False
-        elif res.resource_type == 4:  # broker: every setting, configured (STATIC_BROKER) or default
+        elif res.resource_type == ConfigResourceType.BROKER:  # every setting, configured or default
             described = broker.config.described(broker.port)
             values = {name: value for name, (value, _) in described.items()}
-            sources = {name: 4 if configured else 5 for name, (_, configured) in described.items()}
+            static, default = ConfigSource.STATIC_BROKER_CONFIG, ConfigSource.DEFAULT_CONFIG
+            sources = {name: static if configured else default for name, (_, configured) in described.items()}
             read_only = True  # no dynamic broker configs: they change with a restart
         else:
             out.error_code = ec.INVALID_REQUEST
@@ -572,15 +579,15 @@ async def incremental_alter_configs(broker: Broker, req: Any, header: Any, versi
             error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name
         )
         responses.append(out)
-        if res.resource_type != 2:
+        if res.resource_type != ConfigResourceType.TOPIC:
             out.error_code = ec.INVALID_REQUEST
             out.error_message = "only topic configs can be altered"
             continue
         changes: dict[str, str | None] = {}
         for c in res.configs:
-            if c.config_operation == 0:  # SET
+            if c.config_operation == AlterConfigOp.SET:
                 changes[c.name] = c.value
-            elif c.config_operation == 1:  # DELETE
+            elif c.config_operation == AlterConfigOp.DELETE:
                 changes[c.name] = None
             else:
                 out.error_code = ec.INVALID_REQUEST
@@ -608,7 +615,7 @@ async def alter_configs(broker: Broker, req: Any, header: Any, version: int) -> 
             error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name
         )
         responses.append(out)
-        if res.resource_type != 2:
+        if res.resource_type != ConfigResourceType.TOPIC:
             out.error_code = ec.INVALID_REQUEST
             out.error_message = "only topic configs can be altered"
             continue
@@ -712,7 +719,7 @@ async def delete_records(broker: Broker, req: Any, header: Any, version: int) ->
             if part is None:
                 res.error_code = broker.topics.missing_code(t.name, p.partition_index)
                 continue
-            target = part.high_watermark if p.offset == -1 else p.offset
+            target = part.high_watermark if p.offset == -1 else p.offset  # -1: all there is
             try:
                 await trio.to_thread.run_sync(part.log.delete_records_before, target)
                 res.low_watermark = part.log_start_offset
@@ -957,13 +964,13 @@ async def offset_delete(broker: Broker, req: Any, header: Any, version: int) -> 
     R = m.OffsetDeleteResponse
     g = broker.groups.groups.get(req.group_id)
     if g is None:
-        return R(error_code=69, topics=[])  # GROUP_ID_NOT_FOUND
+        return R(error_code=ec.GROUP_ID_NOT_FOUND, topics=[])
     subscribed = broker.groups.subscribed_topics(g)
     topics = []
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            code = 86 if t.name in subscribed else ec.NONE  # GROUP_SUBSCRIBED_TO_TOPIC
+            code = ec.GROUP_SUBSCRIBED_TO_TOPIC if t.name in subscribed else ec.NONE
             if not code and (t.name, p.partition_index) in g.offsets:
                 del g.offsets[(t.name, p.partition_index)]
                 broker.groups.store.append_nowait(

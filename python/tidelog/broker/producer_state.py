@@ -27,10 +27,10 @@ from collections import deque
 from collections.abc import Iterable
 
 from tidelog._crc32c import crc32c
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
-from tidelog.protocol import error_codes as ec
 from tidelog.records import BatchHeader
-from tidelog.storage.log import write_file_atomic
+from tidelog.storage.fileio import write_file_atomic
 
 log = logging.getLogger("tidelog.broker")
 

@@ -22,11 +22,11 @@ from tidelog.broker.config import BrokerConfig, raise_open_files_limit
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.topics import TopicManager
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol import error_codes as ec
 from tidelog.protocol.framing import API_VERSIONS_KEY, decode_request_header, encode_response
 from tidelog.protocol.primitives import INT32, DecodeError
-from tidelog.storage.log import write_file_atomic
+from tidelog.storage.fileio import write_file_atomic
 
 log = logging.getLogger("tidelog.broker")
 PRODUCER_ID_BLOCK = 1000

@@ -18,10 +18,10 @@ import trio
 
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.partition import OfflinePartition, Partition
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
-from tidelog.protocol import error_codes as ec
 from tidelog.storage import Log
-from tidelog.storage.log import sync_dir, write_file_atomic
+from tidelog.storage.fileio import sync_dir, write_file_atomic
 
 log = logging.getLogger("tidelog.broker")
 LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -179,11 +179,11 @@ class TopicManager:
     def validate_configs(self, configs: dict[str, str]) -> None:
         policy = configs.get("cleanup.policy", "delete")
         if policy != "delete":
-            raise TopicError(40, f"cleanup.policy={policy} is not supported (only delete)")
+            raise TopicError(ec.INVALID_CONFIG, f"cleanup.policy={policy} is not supported (only delete)")
         try:
             self.config.log_config(configs)
         except ValueError as e:
-            raise TopicError(40, str(e)) from None
+            raise TopicError(ec.INVALID_CONFIG, str(e)) from None
 
     async def create_async(
         self,
@@ -238,15 +238,17 @@ class TopicManager:
     ) -> Topic:
         """Validates a new topic; returns it with placeholder partitions (not yet opened)."""
         if not LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
-            raise TopicError(17, f"illegal topic name {name!r}")
+            raise TopicError(ec.INVALID_TOPIC_EXCEPTION, f"illegal topic name {name!r}")
         if name in self.topics or name in self._creating:
-            raise TopicError(36, f"topic {name!r} already exists")
+            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
         if name in self._deleting:
-            raise TopicError(36, f"topic {name!r} is marked for deletion")
+            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} is marked for deletion")
         if partitions == -1:
             partitions = self.config.num_partitions
         if partitions < 1:
-            raise TopicError(37, f"number of partitions must be positive, not {partitions}")
+            raise TopicError(
+                ec.INVALID_PARTITIONS, f"number of partitions must be positive, not {partitions}"
+            )
         if replication_factor not in (-1, 1):
             raise TopicError(
                 38, f"replication factor {replication_factor} is larger than the 1 broker available"
@@ -272,7 +274,7 @@ class TopicManager:
         """Grows a topic: the new logs open in a worker thread, then join the topic."""
         topic = self.topics.get(name)
         if topic is None:
-            raise TopicError(3, f"unknown topic {name!r}")
+            raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
         if count <= len(topic.partitions):
             raise TopicError(
                 37, f"topic {name!r} has {len(topic.partitions)} partitions; {count} is not more"
@@ -282,7 +284,7 @@ class TopicManager:
             return
         async with self._admin_lock:
             if self.topics.get(name) is not topic or count <= len(topic.partitions):
-                raise TopicError(37, f"topic {name!r} changed while the request waited")
+                raise TopicError(ec.INVALID_PARTITIONS, f"topic {name!r} changed while the request waited")
             added = count - len(topic.partitions)
             self._check_limit(added)
             grown = Topic(topic.name, topic.topic_id, topic.configs, list(topic.partitions), topic.internal)
@@ -301,14 +303,16 @@ class TopicManager:
         to its open logs in place."""
         topic = self.topics.get(name)
         if topic is None:
-            raise TopicError(3, f"unknown topic {name!r}")
+            raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
         merged = {k: v for k, v in {**topic.configs, **configs}.items() if v is not None}
         self.validate_configs(merged)
         if validate_only:
             return
         async with self._admin_lock:
             if self.topics.get(name) is not topic:
-                raise TopicError(3, f"topic {name!r} was deleted while the request waited")
+                raise TopicError(
+                    ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} was deleted while the request waited"
+                )
             previous, topic.configs = topic.configs, merged
             try:
                 await trio.to_thread.run_sync(self._persist, topic)
@@ -329,7 +333,7 @@ class TopicManager:
         async with self._admin_lock:
             topic = self.topics.pop(name, None)
             if topic is None:
-                raise TopicError(3, f"unknown topic {name!r}")
+                raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
             del self.by_id[topic.topic_id]
             self._deleting.add(name)
             try:

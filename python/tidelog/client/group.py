@@ -5,11 +5,10 @@ assignor when it leads), heartbeats, committed offsets, leaving. Used by ``tidel
 from __future__ import annotations
 
 from tidelog.client.connection import BrokerError, Connection
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16
 
-MEMBER_ID_REQUIRED = 79
-REBALANCE_IN_PROGRESS = 27
 PROTOCOL = "range"
 
 
@@ -105,7 +104,7 @@ class GroupMember:
                 )
             )
             self.member_id = resp.member_id
-            if resp.error_code == MEMBER_ID_REQUIRED:
+            if resp.error_code == ec.MEMBER_ID_REQUIRED:
                 continue
             if resp.error_code:
                 raise BrokerError(f"joining group {self.group}: error {resp.error_code}", resp.error_code)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, NamedTuple
 
-from tidelog.protocol.primitives import FIXED, INT8, DecodeError, Reader, RecordsSlice, Writer, as_view
+from tidelog.buffers import RecordsSlice, as_view
+from tidelog.protocol.primitives import FIXED, INT8, DecodeError, Reader, Writer
 
 ZERO_UUID = uuid.UUID(int=0)
 #: Default-value markers in FIELDS: a fresh empty list, a fresh default struct.

@@ -13,12 +13,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from tidelog import _engine
-from tidelog.client.partitioner import partition_for_key
+from tidelog.buffers import RecordsSlice
 from tidelog.errors import OffsetOutOfRangeError
-from tidelog.protocol.primitives import RecordsSlice
+from tidelog.partitioning import partition_for_key
 from tidelog.records import Record, as_bytes
 from tidelog.storage.config import LogConfig
-from tidelog.storage.log import write_file_atomic
+from tidelog.storage.core import CoreLog
+from tidelog.storage.fileio import write_file_atomic
 
 _logger = logging.getLogger("tidelog.storage")
 POSITIONS_DIR = "positions"
@@ -122,7 +123,7 @@ class Log:
     another process has open raises :class:`~tidelog.errors.LogLockedError`.
     """
 
-    def __init__(self, core: Any, path: str, engine: str, config: LogConfig) -> None:
+    def __init__(self, core: CoreLog, path: str, engine: str, config: LogConfig) -> None:
         self._core = core
         self.path = path
         self.engine = engine

@@ -8,6 +8,8 @@ import os
 import sys
 import threading
 
+from tidelog.errors import StorageError
+
 _seek_lock = threading.Lock()
 
 
@@ -71,3 +73,37 @@ def try_lock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def storage_error(operation: str, path: str, e: OSError) -> StorageError:
+    return StorageError(
+        f"{operation} {path} failed: {e.strerror or e}", operation=operation, path=path, errno=e.errno
+    )
+
+
+def sync_dir(directory: str) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise storage_error("fsync directory", directory, e) from e
+
+
+def write_file_atomic(directory: str, name: str, contents: bytes) -> None:
+    """Writes ``directory/name`` atomically and durably: temp file, fsync, rename, fsync dir."""
+    tmp = os.path.join(directory, name + ".tmp")
+    dst = os.path.join(directory, name)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(contents)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except OSError as e:
+        raise storage_error("write", dst, e) from e
+    sync_dir(directory)

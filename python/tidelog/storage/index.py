@@ -7,19 +7,12 @@ import mmap
 import os
 import struct
 
-from tidelog.errors import StorageError
-from tidelog.storage.fileio import allocate
+from tidelog.storage.fileio import allocate, storage_error
 
 OFFSET_ENTRY = 8
 TIME_ENTRY = 12
 _OFF = struct.Struct(">II")
 _TIME = struct.Struct(">qI")
-
-
-def storage_error(operation: str, path: str, e: OSError) -> StorageError:
-    return StorageError(
-        f"{operation} {path} failed: {e.strerror or e}", operation=operation, path=path, errno=e.errno
-    )
 
 
 class _MappedEntries:

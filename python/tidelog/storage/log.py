@@ -19,8 +19,8 @@ from tidelog.errors import (
 )
 from tidelog.records import BatchHeader, Record, build_batch, decode_records, parse_header
 from tidelog.storage.batch import assign_offsets, validate_batches
-from tidelog.storage.fileio import datasync, try_lock
-from tidelog.storage.index import storage_error
+from tidelog.storage.config import LogConfig
+from tidelog.storage.fileio import datasync, storage_error, sync_dir, try_lock, write_file_atomic
 from tidelog.storage.segment import FileSlice, Segment, corrupt_segment, file_name
 
 CHECKPOINT_FILE = "partition.checkpoint"
@@ -28,46 +28,7 @@ LOCK_FILE = ".lock"
 _CHECKPOINT_HEADER = "tidelog-partition-checkpoint 1"
 T = TypeVar("T")
 
-DEFAULTS: dict[str, Any] = {
-    "segment_bytes": 1 << 30,
-    "segment_ms": 7 * 24 * 3600 * 1000,
-    "segment_index_bytes": 10 << 20,
-    "index_interval_bytes": 4096,
-    "flush_messages": None,
-    "flush_ms": None,
-    "retention_bytes": -1,
-    "retention_ms": -1,
-    "max_message_bytes": 1_048_588,
-    "log_append_time": False,
-}
-
-
-def sync_dir(directory: str) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise storage_error("fsync directory", directory, e) from e
-
-
-def write_file_atomic(directory: str, name: str, contents: bytes) -> None:
-    """Writes ``directory/name`` atomically and durably: temp file, fsync, rename, fsync dir."""
-    tmp = os.path.join(directory, name + ".tmp")
-    dst = os.path.join(directory, name)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(contents)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except OSError as e:
-        raise storage_error("write", dst, e) from e
-    sync_dir(directory)
+DEFAULTS: dict[str, Any] = LogConfig().core_settings()  # one place for the defaults
 
 
 def _read_checkpoint(directory: str) -> tuple[int, int, bool] | None:

@@ -20,8 +20,8 @@ from tidelog.records import (
     decode_records,
     parse_header,
 )
-from tidelog.storage.fileio import datasync, pread, pwrite
-from tidelog.storage.index import OffsetIndex, TimeIndex, storage_error
+from tidelog.storage.fileio import datasync, pread, pwrite, storage_error
+from tidelog.storage.index import OffsetIndex, TimeIndex
 
 SCAN_CHUNK = 64 * 1024
 HEADER_SCAN_CHUNK = 8 * 1024

@@ -18,23 +18,11 @@ import trio
 
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.groups.store import OffsetEntry, OffsetsStore
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 
 log = logging.getLogger("tidelog.broker.groups")
 
-NONE = 0
-COORDINATOR_NOT_AVAILABLE = 15
-ILLEGAL_GENERATION = 22
-INCONSISTENT_GROUP_PROTOCOL = 23
-INVALID_GROUP_ID = 24
-UNKNOWN_MEMBER_ID = 25
-INVALID_SESSION_TIMEOUT = 26
-REBALANCE_IN_PROGRESS = 27
-NON_EMPTY_GROUP = 68
-GROUP_ID_NOT_FOUND = 69
-MEMBER_ID_REQUIRED = 79
-FENCED_INSTANCE_ID = 82
-GROUP_SUBSCRIBED_TO_TOPIC = 86
 
 EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
     "Empty",
@@ -186,7 +174,7 @@ class Coordinator:
         log.info("group %s: rebalance (generation %d) because %s", g.group_id, g.generation, why)
         for mb in g.members.values():
             if mb.sync is not None:
-                mb.sync.set(REBALANCE_IN_PROGRESS)
+                mb.sync.set(ec.REBALANCE_IN_PROGRESS)
                 mb.sync = None
         first = g.state == EMPTY
         g.state = PREPARING
@@ -212,7 +200,9 @@ class Coordinator:
                 with trio.move_on_at(g.rebalance_deadline if all_in is False else not_before):
                     await g.joined.wait()
             for member_id in [mid for mid, mb in g.members.items() if mb.join is None]:
-                self._remove(g, member_id, UNKNOWN_MEMBER_ID, "did not rejoin within the rebalance timeout")
+                self._remove(
+                    g, member_id, ec.UNKNOWN_MEMBER_ID, "did not rejoin within the rebalance timeout"
+                )
             g.pending.clear()
             self._finish_join(g)
         finally:
@@ -232,7 +222,7 @@ class Coordinator:
         g.state = COMPLETING
         for mb in g.members.values():
             assert mb.join is not None
-            mb.join.set(NONE)
+            mb.join.set(ec.NONE)
             mb.join = None
         log.info(
             "group %s: generation %d with %d members, protocol %s, leader %s",
@@ -243,7 +233,7 @@ class Coordinator:
             g.leader,
         )
 
-    def join_response(self, g: Group, member_id: str, version: int, error: int = NONE) -> Any:
+    def join_response(self, g: Group, member_id: str, version: int, error: int = ec.NONE) -> Any:
         R = m.JoinGroupResponse
         if error:
             return R(
@@ -265,7 +255,7 @@ class Coordinator:
                 for mb in g.members.values()
             ]
         return R(
-            error_code=NONE,
+            error_code=ec.NONE,
             generation_id=g.generation,
             protocol_type=g.protocol_type,
             protocol_name=g.protocol_name,
@@ -280,12 +270,12 @@ class Coordinator:
         rebalance = req.rebalance_timeout_ms if version >= 1 and req.rebalance_timeout_ms > 0 else session
         instance = req.group_instance_id if version >= 5 else None
         if not group_id:
-            return m.JoinGroupResponse(error_code=INVALID_GROUP_ID, member_id=req.member_id)
+            return m.JoinGroupResponse(error_code=ec.INVALID_GROUP_ID, member_id=req.member_id)
         if not self.min_session <= session <= self.max_session:
-            return m.JoinGroupResponse(error_code=INVALID_SESSION_TIMEOUT, member_id=req.member_id)
+            return m.JoinGroupResponse(error_code=ec.INVALID_SESSION_TIMEOUT, member_id=req.member_id)
         g = self._group(group_id)
         if g.state == DEAD:
-            return m.JoinGroupResponse(error_code=COORDINATOR_NOT_AVAILABLE, member_id=req.member_id)
+            return m.JoinGroupResponse(error_code=ec.COORDINATOR_NOT_AVAILABLE, member_id=req.member_id)
         protocols = [(p.name, bytes(p.metadata)) for p in req.protocols]
         if not protocols or (
             g.members
@@ -296,13 +286,13 @@ class Coordinator:
                 )
             )
         ):
-            return m.JoinGroupResponse(error_code=INCONSISTENT_GROUP_PROTOCOL, member_id=req.member_id)
+            return m.JoinGroupResponse(error_code=ec.INCONSISTENT_GROUP_PROTOCOL, member_id=req.member_id)
         member_id = req.member_id
         now = trio.current_time()
         if instance is not None:
             known = g.static.get(instance)
             if known is not None and member_id and member_id != known:
-                return self.join_response(g, member_id, version, FENCED_INSTANCE_ID)
+                return self.join_response(g, member_id, version, ec.FENCED_INSTANCE_ID)
             if known is not None:
                 # A static member rejoining: a new member id takes over the old assignment.
                 old = g.members.pop(known)
@@ -310,7 +300,7 @@ class Coordinator:
                 old.member_id, old.protocols, old.last_seen = member_id, protocols, now
                 for reply in (old.join, old.sync):
                     if reply is not None:
-                        reply.set(FENCED_INSTANCE_ID)
+                        reply.set(ec.FENCED_INSTANCE_ID)
                 old.join = old.sync = None
                 g.members[member_id] = old
                 g.static[instance] = member_id
@@ -326,12 +316,12 @@ class Coordinator:
         else:
             mb = g.members.get(member_id) if member_id else None
             if member_id and mb is None and member_id not in g.pending:
-                return self.join_response(g, member_id, version, UNKNOWN_MEMBER_ID)
+                return self.join_response(g, member_id, version, ec.UNKNOWN_MEMBER_ID)
             if not member_id:
                 member_id = f"{client_id or 'member'}-{uuid.uuid4()}"
                 if version >= 4:
                     g.pending[member_id] = now + session / 1000
-                    return self.join_response(g, member_id, version, MEMBER_ID_REQUIRED)
+                    return self.join_response(g, member_id, version, ec.MEMBER_ID_REQUIRED)
         g.pending.pop(member_id, None)
         if mb is None:
             mb = Member(
@@ -358,7 +348,7 @@ class Coordinator:
         g.joined.set()
         with trio.move_on_after(rebalance / 1000 + 5):
             await reply.event.wait()
-        error = reply.value if reply.event.is_set() else REBALANCE_IN_PROGRESS
+        error = reply.value if reply.event.is_set() else ec.REBALANCE_IN_PROGRESS
         return self.join_response(g, member_id, version, error)
 
     async def sync(self, req: Any, version: int) -> Any:
@@ -366,11 +356,11 @@ class Coordinator:
         g = self.groups.get(req.group_id)
         mb = g.members.get(req.member_id) if g else None
         if g is None or mb is None:
-            return R(error_code=UNKNOWN_MEMBER_ID, assignment=b"")
+            return R(error_code=ec.UNKNOWN_MEMBER_ID, assignment=b"")
         if req.generation_id != g.generation:
-            return R(error_code=ILLEGAL_GENERATION, assignment=b"")
+            return R(error_code=ec.ILLEGAL_GENERATION, assignment=b"")
         if g.state == PREPARING:
-            return R(error_code=REBALANCE_IN_PROGRESS, assignment=b"")
+            return R(error_code=ec.REBALANCE_IN_PROGRESS, assignment=b"")
         mb.last_seen = trio.current_time()
         if g.state == COMPLETING:
             if req.member_id == g.leader:
@@ -381,18 +371,18 @@ class Coordinator:
                 self._persist_group(g)
                 for other in g.members.values():
                     if other.sync is not None:
-                        other.sync.set(NONE)
+                        other.sync.set(ec.NONE)
                         other.sync = None
             else:
                 mb.sync = Reply()
                 reply = mb.sync
                 with trio.move_on_after(mb.rebalance_timeout_ms / 1000 + 5):
                     await reply.event.wait()
-                error = reply.value if reply.event.is_set() else REBALANCE_IN_PROGRESS
+                error = reply.value if reply.event.is_set() else ec.REBALANCE_IN_PROGRESS
                 if error:
                     return R(error_code=error, assignment=b"")
         return R(
-            error_code=NONE,
+            error_code=ec.NONE,
             protocol_type=g.protocol_type,
             protocol_name=g.protocol_name,
             assignment=mb.assignment,
@@ -402,31 +392,31 @@ class Coordinator:
         g = self.groups.get(req.group_id)
         mb = g.members.get(req.member_id) if g else None
         if g is None or mb is None:
-            return UNKNOWN_MEMBER_ID
+            return ec.UNKNOWN_MEMBER_ID
         if req.generation_id != g.generation:
-            return ILLEGAL_GENERATION
+            return ec.ILLEGAL_GENERATION
         mb.last_seen = trio.current_time()
-        return REBALANCE_IN_PROGRESS if g.state == PREPARING else NONE
+        return ec.REBALANCE_IN_PROGRESS if g.state == PREPARING else ec.NONE
 
     def leave(self, group_id: str, members: list[tuple[str, str | None]]) -> list[int]:
         g = self.groups.get(group_id)
-        codes = []
+        codes: list[int] = []
         for member_id, instance in members:
             if g is None:
-                codes.append(UNKNOWN_MEMBER_ID)
+                codes.append(ec.UNKNOWN_MEMBER_ID)
                 continue
             if instance is not None:
                 known = g.static.get(instance)
                 if known is None or (member_id and member_id != known):
-                    codes.append(UNKNOWN_MEMBER_ID if known is None else FENCED_INSTANCE_ID)
+                    codes.append(ec.UNKNOWN_MEMBER_ID if known is None else ec.FENCED_INSTANCE_ID)
                     continue
                 member_id = known
             if member_id not in g.members:
-                codes.append(UNKNOWN_MEMBER_ID)
+                codes.append(ec.UNKNOWN_MEMBER_ID)
                 continue
-            self._remove(g, member_id, UNKNOWN_MEMBER_ID, "it left the group")
-            codes.append(NONE)
-        if g is not None and any(c == NONE for c in codes):
+            self._remove(g, member_id, ec.UNKNOWN_MEMBER_ID, "it left the group")
+            codes.append(ec.NONE)
+        if g is not None and any(c == ec.NONE for c in codes):
             self._members_left(g, "a member left")
         return codes
 
@@ -458,7 +448,7 @@ class Coordinator:
                     if mb.join is None and now - mb.last_seen > mb.session_timeout_ms / 1000
                 ]
                 for mid in expired:
-                    self._remove(g, mid, UNKNOWN_MEMBER_ID, "its session timed out")
+                    self._remove(g, mid, ec.UNKNOWN_MEMBER_ID, "its session timed out")
                 if expired:
                     self._members_left(g, "a member's session timed out")
             if now - last_retention > 60:
@@ -485,24 +475,24 @@ class Coordinator:
         g = self.groups.get(req.group_id)
         generation = req.generation_id_or_member_epoch if version >= 1 else -1
         if not req.group_id:
-            return INVALID_GROUP_ID
+            return ec.INVALID_GROUP_ID
         if g is None or not g.members:
             if generation >= 0 and req.member_id:
-                return UNKNOWN_MEMBER_ID if g is None or generation != g.generation else NONE
-            return NONE
+                return ec.UNKNOWN_MEMBER_ID if g is None or generation != g.generation else ec.NONE
+            return ec.NONE
         instance = req.group_instance_id if version >= 7 else None
         if instance is not None and g.static.get(instance) not in (None, req.member_id):
-            return FENCED_INSTANCE_ID
+            return ec.FENCED_INSTANCE_ID
         if req.member_id not in g.members:
-            return UNKNOWN_MEMBER_ID
+            return ec.UNKNOWN_MEMBER_ID
         if generation != g.generation:
-            return ILLEGAL_GENERATION
+            return ec.ILLEGAL_GENERATION
         if g.state == COMPLETING:
             # Commits stay allowed while preparing a rebalance (members commit before giving
             # partitions up), as in Kafka; between join and sync they are refused.
-            return REBALANCE_IN_PROGRESS
+            return ec.REBALANCE_IN_PROGRESS
         g.members[req.member_id].last_seen = trio.current_time()
-        return NONE
+        return ec.NONE
 
     async def commit(self, group_id: str, entries: list[tuple[str, int, OffsetEntry]]) -> None:
         """Writes the commits, then makes them visible to OffsetFetch; raises if the write failed."""
@@ -521,16 +511,16 @@ class Coordinator:
     def delete_group(self, group_id: str) -> int:
         g = self.groups.get(group_id)
         if g is None:
-            return GROUP_ID_NOT_FOUND
+            return ec.GROUP_ID_NOT_FOUND
         if g.members or g.state not in (EMPTY, DEAD):
-            return NON_EMPTY_GROUP
+            return ec.NON_EMPTY_GROUP
         records: list[tuple[bytes, bytes | None]] = [
             (self.store.offset_key(group_id, t, p), None) for t, p in g.offsets
         ]
         records.append((self.store.group_key(group_id), None))
         self.store.append_nowait(group_id, records)
         del self.groups[group_id]
-        return NONE
+        return ec.NONE
 
     def subscribed_topics(self, g: Group) -> set[str]:
         topics: set[str] = set()
