@@ -1,0 +1,77 @@
+"""``tidelog serve``: the broker, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Runs the broker until SIGINT/SIGTERM."""
+    from tidelog.broker import BrokerConfig
+    from tidelog.broker.server import run
+
+    handler = logging.StreamHandler()
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
+    overrides: dict[str, object] = {}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.engine:
+        overrides["engine"] = args.engine
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        overrides.update(host=host or "127.0.0.1", port=int(port))
+    settings = dict(kv.split("=", 1) for kv in args.set)
+    if args.config:
+        config = BrokerConfig.from_properties(args.config, **overrides)
+        config = BrokerConfig.from_settings({**config.settings, **settings}, **overrides)
+    else:
+        config = BrokerConfig.from_settings(settings, **overrides)
+
+    def ready(broker: object) -> None:
+        port = getattr(broker, "port", 0)
+        sys.stdout.write(f"tidelog broker listening on {config.host}:{port}\n")
+        sys.stdout.flush()
+
+    run(config, on_ready=ready)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the Kafka-compatible broker")
+    serve.add_argument("--listen", default="127.0.0.1:9092", help="host:port (port 0: any free port)")
+    serve.add_argument("--data-dir", default="./tidelog-data")
+    serve.add_argument("--engine", choices=["auto", "rust", "python"], default=None)
+    serve.add_argument("--config", help="a Kafka-style server.properties file")
+    serve.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Kafka-named broker setting, e.g. log.flush.interval.messages=1",
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-format", choices=["text", "json"], default="text")
+    serve.set_defaults(func=_serve)
