@@ -330,3 +330,15 @@ def test_every_advertised_api_answers_its_lowest_and_highest_version(tidelog_bro
                 assert w.request(body, version) is not None, (key, version)
             finally:
                 w.close()
+
+
+def test_handlers_register_once_and_the_advertised_table_is_theirs():
+    """ApiVersions is derived from the handlers' own registrations: every handled key is
+    advertised with its range, nothing else is, and a key cannot be registered twice."""
+    from tidelog.broker.apis import ADVERTISED, HANDLERS
+    from tidelog.broker.apis._registry import handles
+
+    assert set(ADVERTISED) == set(HANDLERS)
+    assert all(lo <= hi for lo, hi in ADVERTISED.values())
+    with pytest.raises(RuntimeError, match="already handled"):
+        handles(3, 0, 12)(HANDLERS[3])

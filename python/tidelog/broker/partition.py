@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import trio
 
 from tidelog.broker.producer_state import ProducerStateManager
+from tidelog.buffers import as_view
 from tidelog.errors import CorruptRecordError, LogClosedError, UnknownTopicOrPartitionError
 from tidelog.records import BatchHeader, iter_batches
 from tidelog.storage import Log
@@ -18,6 +19,14 @@ from tidelog.storage.api import wall_clock_ms
 
 T = TypeVar("T")
 logger = logging.getLogger("tidelog.broker")
+
+
+class OutOfOrder(Exception):
+    """An idempotent batch whose sequence number does not follow its producer's last one."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"error {code}")
+        self.code = code
 
 
 class OfflinePartition:
@@ -74,27 +83,59 @@ class Partition:
     def log_start_offset(self) -> int:
         return self.log.start_offset
 
-    async def append_records(
-        self, append: Callable[[Partition, Any], T], records: Any, size: int | None = None
-    ) -> T:
-        """Runs ``append(self, records)`` (sequence checks + the log append) one at a time per
-        partition. When the append will roll the segment (``size``: its bytes, by default
-        ``len(records)``), which fsyncs the old one, it runs in a worker thread so the event
-        loop never waits for the disk. After a roll the producer state is snapshotted (at the
-        log end offset), also off the loop."""
+    async def append_as_leader(self, records: Any) -> tuple[int, int, int]:
+        """A produce request's batches, appended by the partition's leader: (base offset, log
+        append time, records appended). Idempotent batches are sequence-checked (a retried
+        duplicate is acknowledged with its original offset and not appended again; a gap
+        raises OutOfOrder), the producers' state is updated, then the flush policy applies."""
+        result = await self._locked_append(self._leader_append, records, len(records) if records else 0)
+        if result[2] and self.appended(result[2]):
+            await self.flush()
+        return result
+
+    async def append_own(self, records: list[tuple[bytes, bytes | None]], size: int) -> None:
+        """Records the broker itself writes (``__consumer_offsets``): the same lock, roll
+        handling and flush policy as produced records. ``size``: about how many bytes."""
+        await self._locked_append(lambda recs: self.log.append(recs), records, size)
+        if self.appended(len(records)):
+            await self.flush()
+
+    async def _locked_append(self, append: Callable[[Any], T], records: Any, size: int) -> T:
+        """Runs ``append(records)`` one at a time per partition. When the append will roll the
+        segment, which fsyncs the old one, it runs in a worker thread so the event loop never
+        waits for the disk. After a roll the producer state is snapshotted (at the log end
+        offset), also off the loop."""
         async with self._append_lock:
             self._check_live()
-            if size is None:
-                size = len(records) if records is not None else 0
             active = self._active_segment()
             if self.log.active_segment_bytes + size > self.log.config.segment_bytes:
-                result = await trio.to_thread.run_sync(append, self, records)
+                result = await trio.to_thread.run_sync(append, records)
             else:
-                result = append(self, records)
+                result = append(records)
             if self._active_segment() != active:
                 offset, contents = self.log.end_offset, self.producer_state.snapshot()
                 await trio.to_thread.run_sync(self.producer_state.write_snapshot, offset, contents)
             return result
+
+    def _leader_append(self, records: Any) -> tuple[int, int, int]:
+        if records is None or len(records) == 0:
+            raise CorruptRecordError("produce request without records", reason="no records")
+        headers = [h for h, _ in iter_batches(as_view(records))]
+        for h in headers:
+            if h.producer_id >= 0:
+                verdict, value = self.producer_state.check_sequence(h)
+                if verdict == "duplicate":
+                    return value, -1, 0
+                if verdict == "error":
+                    raise OutOfOrder(value)
+        res = self.log.append_batches(records)
+        offset = res.first_offset
+        now = wall_clock_ms()
+        for h in headers:
+            if h.producer_id >= 0:
+                self.producer_state.record_batch(h, offset, now)
+            offset += h.last_offset_delta + 1
+        return res.first_offset, res.log_append_time, res.record_count
 
     async def run_exclusive(self, fn: Callable[[Log], T]) -> T | None:
         """Runs ``fn(log)`` in a worker thread with no append running, unless the partition was

@@ -164,9 +164,7 @@ class OffsetsStore:
             pending = self._queues.pop(p)
             size = sum(len(k) + len(v or b"") + 32 for k, v in pending.records)
             try:
-                await part.append_records(lambda part, recs: part.log.append(recs), pending.records, size)
-                if part.appended(len(pending.records)):
-                    await part.flush()
+                await part.append_own(pending.records, size)
                 if part.log.size_bytes > self.compact_bytes:
                     await part.run_exclusive(lambda _log: self.compact(part))
             except TidelogError as e:

@@ -1,0 +1,16 @@
+"""Request handlers by API family, one module each; importing this package registers them
+all (see ``_registry``)."""
+
+from tidelog.broker.apis import (  # noqa: F401  (each registers its handlers)
+    cluster,
+    configs,
+    fetch,
+    groups,
+    offsets,
+    produce,
+    producer_ids,
+    topics,
+)
+from tidelog.broker.apis._registry import ADVERTISED, CURRENT_PEER, HANDLERS, RefusedWithoutResponse
+
+__all__ = ["ADVERTISED", "CURRENT_PEER", "HANDLERS", "RefusedWithoutResponse"]

@@ -1,0 +1,162 @@
+"""ApiVersions (derived from the registry), Metadata (v10+ also by topic id; an offline
+partition has no leader), DescribeCluster and DescribeLogDirs: what the cluster, this one
+broker, looks like."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from tidelog.broker.apis._registry import (
+    ADVERTISED,
+    ZERO_UUID,
+    handles,
+)
+from tidelog.broker.apis.topics import auto_create
+from tidelog.broker.partition import OfflinePartition, Partition
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.protocol import _messages as m
+
+if TYPE_CHECKING:
+    from tidelog.broker.server import Broker
+
+SOFTWARE_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
+
+
+@handles(18, 0, 4)
+async def api_versions(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ApiVersionsResponse
+    if version >= 3 and not (
+        SOFTWARE_NAME.fullmatch(req.client_software_name or "")
+        and SOFTWARE_NAME.fullmatch(req.client_software_version or "")
+    ):
+        return R(error_code=ec.INVALID_REQUEST)
+    keys = [
+        R.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in sorted(ADVERTISED.items())
+    ]
+    return R(error_code=ec.NONE, api_keys=keys)
+
+
+def _broker_entry(broker: Broker, cls: Any) -> Any:
+    """This broker as a Metadata or DescribeCluster broker entry (node_id / broker_id)."""
+    id_field = "node_id" if "node_id" in cls.__slots__ else "broker_id"
+    entry = cls(host=broker.advertised_host, port=broker.advertised_port, rack=None)
+    setattr(entry, id_field, broker.config.node_id)
+    return entry
+
+
+@handles(3, 0, 12)
+async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.MetadataResponse
+    tm = broker.topics
+    # v10+: a topic given with a (non-zero) id is looked up by it, whatever its name says
+    # (the Java client sends "" or null), and never auto-created.
+    wanted: list[tuple[str | None, uuid.UUID | None]]
+    if req.topics is None or (version == 0 and not req.topics):
+        wanted = [(name, None) for name in sorted(tm.topics)]
+    else:
+        wanted = [
+            (None, t.topic_id) if version >= 10 and t.topic_id != ZERO_UUID else (t.name, None)
+            for t in req.topics
+            if t.name is not None or (version >= 10 and t.topic_id != ZERO_UUID)
+        ]
+    auto = broker.config.auto_create_topics_enable and (version < 4 or req.allow_auto_topic_creation)
+    topics = []
+    for i, (name, topic_id) in enumerate(wanted):
+        if i % 1000 == 999:  # a request naming many topics lets other connections in
+            await trio.lowlevel.checkpoint()
+        if name is None:
+            topic = tm.by_id.get(topic_id)  # type: ignore[arg-type]
+            if topic is None:
+                topics.append(
+                    R.MetadataResponseTopic(error_code=ec.UNKNOWN_TOPIC_ID, name=None, topic_id=topic_id)
+                )
+                continue
+            name = topic.name
+        topic = tm.topics.get(name)
+        code: int = ec.UNKNOWN_TOPIC_OR_PARTITION
+        if topic is None and auto:
+            topic, code = await auto_create(broker, name)
+        if topic is None:
+            topics.append(R.MetadataResponseTopic(error_code=code, name=name))
+            continue
+        parts = [_partition_metadata(broker, p) for p in topic.partitions]
+        topics.append(
+            R.MetadataResponseTopic(
+                error_code=ec.NONE,
+                name=name,
+                topic_id=topic.topic_id,
+                is_internal=topic.internal,
+                partitions=parts,
+            )
+        )
+    return R(
+        brokers=[_broker_entry(broker, R.MetadataResponseBroker)],
+        cluster_id=broker.cluster_id,
+        controller_id=broker.config.node_id,
+        topics=topics,
+    )
+
+
+def _partition_metadata(broker: Broker, p: Partition | OfflinePartition) -> Any:
+    """One partition in a Metadata response; an offline one has no leader, as in Kafka."""
+    me = broker.config.node_id
+    offline = isinstance(p, OfflinePartition)
+    return m.MetadataResponse.MetadataResponseTopic.MetadataResponsePartition(
+        error_code=ec.KAFKA_STORAGE_ERROR if offline else ec.NONE,
+        partition_index=p.index,
+        leader_id=-1 if offline else me,
+        leader_epoch=p.leader_epoch,
+        replica_nodes=[me],
+        isr_nodes=[] if offline else [me],
+        offline_replicas=[me] if offline else [],
+    )
+
+
+@handles(60, 0, 1)
+async def describe_cluster(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DescribeClusterResponse
+    return R(
+        throttle_time_ms=0,
+        error_code=ec.NONE,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.config.node_id,
+        brokers=[_broker_entry(broker, R.DescribeClusterBroker)],
+    )
+
+
+@handles(35, 1, 4)
+async def describe_log_dirs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    """The one log directory, its partitions' sizes and the disk's space; topics null means all."""
+    R = m.DescribeLogDirsResponse
+    D = R.DescribeLogDirsResult
+    tm = broker.topics
+    if req.topics is None:
+        wanted = [(name, [p.index for p in t.partitions]) for name, t in sorted(tm.topics.items())]
+    else:
+        wanted = [(t.topic, list(t.partitions)) for t in req.topics]
+    topics = []
+    for name, indexes in wanted:
+        parts = [
+            D.DescribeLogDirsTopic.DescribeLogDirsPartition(
+                partition_index=i, partition_size=part.log.size_bytes, offset_lag=0, is_future_key=False
+            )
+            for i in indexes
+            if (part := tm.partition(name, i)) is not None
+        ]
+        if parts:
+            topics.append(D.DescribeLogDirsTopic(name=name, partitions=parts))
+    usage = await trio.to_thread.run_sync(shutil.disk_usage, broker.config.data_dir)
+    result = D(
+        error_code=ec.NONE,
+        log_dir=os.path.abspath(broker.config.data_dir),
+        topics=topics,
+        total_bytes=usage.total,
+        usable_bytes=usage.free,
+    )
+    return R(throttle_time_ms=0, error_code=ec.NONE, results=[result])

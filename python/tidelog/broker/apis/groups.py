@@ -1,0 +1,260 @@
+"""The classic consumer-group protocol: FindCoordinator (groups only),
+Join/Sync/Heartbeat/Leave, offsets commit/fetch/delete, Describe/List/DeleteGroups; the
+state machine is in broker/groups."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tidelog.broker.apis._registry import (
+    CURRENT_PEER,
+    TRANSACTIONS_UNSUPPORTED,
+    handles,
+    log,
+)
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.errors import TidelogError
+from tidelog.protocol import _messages as m
+from tidelog.storage.api import wall_clock_ms
+
+if TYPE_CHECKING:
+    from tidelog.broker.server import Broker
+
+
+@handles(10, 0, 4)
+async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
+    R = m.FindCoordinatorResponse
+    keys = req.coordinator_keys if version >= 4 else [req.key]
+
+    def answer(key: str) -> tuple[int, str | None]:
+        if req.key_type != 0:
+            # Not COORDINATOR_NOT_AVAILABLE: clients retry that until they time out. This
+            # error is fatal in every client, so a transactional producer fails at once.
+            log.info("refused a transaction coordinator for %r: transactions are not supported", key)
+            return ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED
+        return ec.NONE, None
+
+    if version < 4:
+        code, message = answer(req.key)
+        return R(
+            error_code=code,
+            error_message=message,
+            node_id=broker.config.node_id,
+            host=broker.advertised_host,
+            port=broker.advertised_port,
+        )
+    coordinators = []
+    for key in keys:
+        code, message = answer(key)
+        coordinators.append(
+            R.Coordinator(
+                key=key,
+                node_id=broker.config.node_id,
+                host=broker.advertised_host,
+                port=broker.advertised_port,
+                error_code=code,
+                error_message=message,
+            )
+        )
+    return R(coordinators=coordinators)
+
+
+@handles(11, 0, 7)
+async def join_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
+    return await broker.groups.join(req, version, header.client_id or "", CURRENT_PEER.get())
+
+
+@handles(14, 0, 5)
+async def sync_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
+    return await broker.groups.sync(req, version)
+
+
+@handles(12, 0, 4)
+async def heartbeat(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    return m.HeartbeatResponse(error_code=broker.groups.heartbeat(req))
+
+
+@handles(13, 0, 4)
+async def leave_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
+    R = m.LeaveGroupResponse
+    if version < 3:
+        (code,) = broker.groups.leave(req.group_id, [(req.member_id, None)])
+        return R(error_code=code)
+    members = [(mi.member_id, mi.group_instance_id) for mi in req.members]
+    codes = broker.groups.leave(req.group_id, members)
+    return R(
+        error_code=ec.NONE,
+        members=[
+            R.MemberResponse(member_id=mid, group_instance_id=inst, error_code=code)
+            for (mid, inst), code in zip(members, codes, strict=True)
+        ],
+    )
+
+
+@handles(8, 2, 8)
+async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
+    from tidelog.broker.groups.store import OffsetEntry
+
+    R = m.OffsetCommitResponse
+    code = broker.groups.commit_check(req, version)
+    now = wall_clock_ms()
+    entries = []
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            pcode = code
+            if not pcode and broker.topics.partition(t.name, p.partition_index) is None:
+                pcode = ec.UNKNOWN_TOPIC_OR_PARTITION
+            if not pcode:
+                entries.append(
+                    (
+                        t.name,
+                        p.partition_index,
+                        OffsetEntry(p.committed_offset, p.committed_leader_epoch, p.committed_metadata, now),
+                    )
+                )
+            parts.append(
+                R.OffsetCommitResponseTopic.OffsetCommitResponsePartition(
+                    partition_index=p.partition_index, error_code=pcode
+                )
+            )
+        topics.append(R.OffsetCommitResponseTopic(name=t.name, partitions=parts))
+    if entries:
+        try:
+            await broker.groups.commit(req.group_id, entries)
+        except TidelogError as e:
+            for rt in topics:
+                for rp in rt.partitions:
+                    rp.error_code = rp.error_code or e.error_code
+    return R(throttle_time_ms=0, topics=topics)
+
+
+@handles(9, 1, 7)
+async def offset_fetch(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.OffsetFetchResponse
+    offsets = broker.groups.fetch(req.group_id)
+    if req.topics is None:
+        wanted: dict[str, list[int]] = {}
+        for topic, partition in sorted(offsets):
+            wanted.setdefault(topic, []).append(partition)
+    else:
+        wanted = {t.name: list(t.partition_indexes) for t in req.topics}
+    topics = []
+    for name, partitions in wanted.items():
+        parts = []
+        for p in partitions:
+            e = offsets.get((name, p))
+            parts.append(
+                R.OffsetFetchResponseTopic.OffsetFetchResponsePartition(
+                    partition_index=p,
+                    committed_offset=e.offset if e else -1,
+                    committed_leader_epoch=e.leader_epoch if e else -1,
+                    metadata=e.metadata if e else "",
+                    error_code=ec.NONE,
+                )
+            )
+        topics.append(R.OffsetFetchResponseTopic(name=name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics, error_code=ec.NONE)
+
+
+@handles(15, 0, 5)
+async def describe_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DescribeGroupsResponse
+    out = []
+    for group_id in req.groups:
+        g = broker.groups.groups.get(group_id)
+        if g is None:
+            out.append(
+                R.DescribedGroup(
+                    error_code=ec.NONE,
+                    group_id=group_id,
+                    group_state="Dead",
+                    protocol_type="",
+                    protocol_data="",
+                    members=[],
+                )
+            )
+            continue
+        members = [
+            R.DescribedGroup.DescribedGroupMember(
+                member_id=mb.member_id,
+                group_instance_id=mb.group_instance_id,
+                client_id=mb.client_id,
+                client_host=mb.client_host,
+                member_metadata=mb.metadata_for(g.protocol_name),
+                member_assignment=mb.assignment,
+            )
+            for mb in g.members.values()
+        ]
+        out.append(
+            R.DescribedGroup(
+                error_code=ec.NONE,
+                group_id=group_id,
+                group_state=g.state,
+                protocol_type=g.protocol_type or "",
+                protocol_data=g.protocol_name or "",
+                members=members,
+            )
+        )
+    return R(throttle_time_ms=0, groups=out)
+
+
+@handles(16, 0, 4)
+async def list_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ListGroupsResponse
+    states = set(req.states_filter) if version >= 4 and req.states_filter else None
+    return R(
+        error_code=ec.NONE,
+        groups=[
+            R.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type or "", group_state=g.state)
+            for g in broker.groups.groups.values()
+            if states is None or g.state in states
+        ],
+    )
+
+
+@handles(42, 0, 2)
+async def delete_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
+    R = m.DeleteGroupsResponse
+    return R(
+        throttle_time_ms=0,
+        results=[
+            R.DeletableGroupResult(group_id=g, error_code=broker.groups.delete_group(g))
+            for g in req.groups_names
+        ],
+    )
+
+
+@handles(47, 0, 0)
+async def offset_delete(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    await broker.groups.store.ensure_topic()
+    R = m.OffsetDeleteResponse
+    g = broker.groups.groups.get(req.group_id)
+    if g is None:
+        return R(error_code=ec.GROUP_ID_NOT_FOUND, topics=[])
+    subscribed = broker.groups.subscribed_topics(g)
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            code = ec.GROUP_SUBSCRIBED_TO_TOPIC if t.name in subscribed else ec.NONE
+            if not code and (t.name, p.partition_index) in g.offsets:
+                del g.offsets[(t.name, p.partition_index)]
+                broker.groups.store.append_nowait(
+                    g.group_id,
+                    [(broker.groups.store.offset_key(g.group_id, t.name, p.partition_index), None)],
+                )
+            parts.append(
+                R.OffsetDeleteResponseTopic.OffsetDeleteResponsePartition(
+                    partition_index=p.partition_index, error_code=code
+                )
+            )
+        topics.append(R.OffsetDeleteResponseTopic(name=t.name, partitions=parts))
+    return R(error_code=ec.NONE, throttle_time_ms=0, topics=topics)

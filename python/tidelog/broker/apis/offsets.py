@@ -1,0 +1,92 @@
+"""ListOffsets (earliest, latest, max timestamp, v8-9 earliest-local and latest-tiered, by
+time) and DeleteRecords."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from tidelog.broker.apis._registry import (
+    error_code_of,
+    handles,
+)
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.errors import TidelogError
+from tidelog.protocol import _messages as m
+from tidelog.protocol.constants import OffsetSpec
+
+if TYPE_CHECKING:
+    from tidelog.broker.server import Broker
+
+
+@handles(2, 1, 9)
+async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ListOffsetsResponse
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            LP = R.ListOffsetsTopicResponse.ListOffsetsPartitionResponse
+            res = LP(
+                partition_index=p.partition_index,
+                error_code=ec.NONE,
+                timestamp=-1,
+                offset=-1,
+                leader_epoch=-1,
+            )
+            parts.append(res)
+            part = broker.topics.partition(t.name, p.partition_index)
+            if part is None:
+                res.error_code = broker.topics.missing_code(t.name, p.partition_index)
+                continue
+            res.leader_epoch = part.leader_epoch
+            ts = p.timestamp
+            if ts in (OffsetSpec.EARLIEST, OffsetSpec.EARLIEST_LOCAL):  # all of the log is local
+                res.offset = part.log_start_offset
+            elif ts == OffsetSpec.LATEST_TIERED:  # nothing is tiered
+                res.offset = -1
+            elif ts == OffsetSpec.LATEST:
+                res.offset = part.high_watermark
+            elif ts == OffsetSpec.MAX_TIMESTAMP:
+                best = _max_timestamp(part)
+                if best is not None:
+                    res.offset, res.timestamp = best
+            else:
+                found = part.log.offset_for_time(ts)
+                if found is not None:
+                    res.offset, res.timestamp = found
+        topics.append(R.ListOffsetsTopicResponse(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+def _max_timestamp(part: Any) -> tuple[int, int] | None:
+    """(offset, timestamp) of the first record with the largest timestamp: the segments know
+    their largest timestamps, and the time index finds the record."""
+    ts = part.log.max_timestamp
+    return None if ts < 0 else part.log.offset_for_time(ts)
+
+
+@handles(21, 0, 2)
+async def delete_records(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.DeleteRecordsResponse
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            res = R.DeleteRecordsTopicResult.DeleteRecordsPartitionResult(
+                partition_index=p.partition_index, low_watermark=-1, error_code=ec.NONE
+            )
+            parts.append(res)
+            part = broker.topics.partition(t.name, p.partition_index)
+            if part is None:
+                res.error_code = broker.topics.missing_code(t.name, p.partition_index)
+                continue
+            target = part.high_watermark if p.offset == -1 else p.offset  # -1: all there is
+            try:
+                await trio.to_thread.run_sync(part.log.delete_records_before, target)
+                res.low_watermark = part.log_start_offset
+            except TidelogError as e:
+                res.error_code = error_code_of(e)
+        topics.append(R.DeleteRecordsTopicResult(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)

@@ -1,0 +1,94 @@
+"""Produce: v3+ (0-2 are advertised for old clients and answered UNSUPPORTED_VERSION), acks
+0/1/all, idempotent batches sequence-checked per producer, internal topics refused; acks=0
+failures close the connection, as Kafka."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tidelog.broker.apis._registry import (
+    RefusedWithoutResponse,
+    handles,
+    log,
+)
+from tidelog.broker.apis.topics import auto_create
+from tidelog.broker.partition import OutOfOrder
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.errors import TidelogError
+from tidelog.protocol import _messages as m
+
+if TYPE_CHECKING:
+    from tidelog.broker.server import Broker
+
+
+@handles(0, 0, 9)
+async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.ProduceResponse
+    if version < 3:
+        code: int = ec.UNSUPPORTED_VERSION
+        return R(
+            responses=[
+                R.TopicProduceResponse(
+                    name=t.name,
+                    partition_responses=[
+                        R.TopicProduceResponse.PartitionProduceResponse(
+                            index=p.index, error_code=code, base_offset=-1
+                        )
+                        for p in t.partition_data
+                    ],
+                )
+                for t in req.topic_data
+            ]
+        )
+    if req.transactional_id is not None:
+        log.info("refused transactional produce from %s", header.client_id)
+    acks = req.acks
+    out = []
+    for t in req.topic_data:
+        parts = []
+        for p in t.partition_data:
+            PR = R.TopicProduceResponse.PartitionProduceResponse
+            res = PR(
+                index=p.index, error_code=ec.NONE, base_offset=-1, log_append_time_ms=-1, log_start_offset=-1
+            )
+            parts.append(res)
+            part = broker.topics.partition(t.name, p.index)
+            code = broker.topics.missing_code(t.name, p.index)
+            if (
+                part is None
+                and broker.config.auto_create_topics_enable
+                and t.name not in broker.topics.topics
+            ):
+                topic, code = await auto_create(broker, t.name)
+                part = broker.topics.partition(t.name, p.index) if topic else None
+            if part is None:
+                res.error_code = code
+                continue
+            if acks not in (0, 1, -1):
+                res.error_code = ec.INVALID_REQUIRED_ACKS
+                continue
+            if broker.topics.topics[t.name].internal:
+                # As Kafka's ReplicaManager: only the broker itself writes internal topics.
+                res.error_code = ec.INVALID_TOPIC_EXCEPTION
+                res.error_message = f"cannot append to internal topic {t.name}" if version >= 8 else None
+                continue
+            if req.transactional_id is not None:
+                res.error_code = ec.INVALID_REQUEST
+                continue
+            try:
+                res.base_offset, res.log_append_time_ms, _ = await part.append_as_leader(p.records)
+                res.log_start_offset = part.log_start_offset
+            except OutOfOrder as e:
+                res.error_code = e.code
+            except TidelogError as e:
+                res.error_code = e.error_code
+                res.error_message = str(e) if version >= 8 else None
+                log.info("produce to %s-%d refused: %s", t.name, p.index, e)
+        out.append(R.TopicProduceResponse(name=t.name, partition_responses=parts))
+    if acks == 0:
+        failed = [(t.name, p.index, p.error_code) for t in out for p in t.partition_responses if p.error_code]
+        if failed:
+            # No response exists to carry the error: Kafka closes the connection instead.
+            raise RefusedWithoutResponse(f"acks=0 produce failed: {failed[:3]}")
+        return None
+    return R(responses=out, throttle_time_ms=0)

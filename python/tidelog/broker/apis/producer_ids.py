@@ -1,0 +1,62 @@
+"""InitProducerId (idempotent producers; transactional ids are refused with
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and DescribeProducers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tidelog.broker.apis._registry import (
+    handles,
+    log,
+)
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.protocol import _messages as m
+
+if TYPE_CHECKING:
+    from tidelog.broker.server import Broker
+
+
+@handles(22, 0, 4)
+async def init_producer_id(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    R = m.InitProducerIdResponse
+    if req.transactional_id is not None:
+        log.info(
+            "refused InitProducerId for transactional id %r: transactions are not supported",
+            req.transactional_id,
+        )
+        return R(error_code=ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, producer_id=-1, producer_epoch=-1)
+    if version >= 3 and req.producer_id >= 0:
+        return R(
+            error_code=ec.NONE, producer_id=req.producer_id, producer_epoch=(req.producer_epoch + 1) & 0x7FFF
+        )
+    return R(error_code=ec.NONE, producer_id=await broker.next_producer_id(), producer_epoch=0)
+
+
+@handles(61, 0, 0)
+async def describe_producers(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    """The idempotent producers each partition remembers (none is transactional here)."""
+    R = m.DescribeProducersResponse
+    T = R.TopicResponse
+    topics = []
+    for t in req.topics:
+        parts = []
+        for i in t.partition_indexes:
+            res = T.PartitionResponse(partition_index=i, error_code=ec.NONE, active_producers=[])
+            parts.append(res)
+            part = broker.topics.partition(t.name, i)
+            if part is None:
+                res.error_code = broker.topics.missing_code(t.name, i)
+                continue
+            res.active_producers = [
+                T.PartitionResponse.ProducerState(
+                    producer_id=pid,
+                    producer_epoch=entry.epoch,
+                    last_sequence=entry.last_sequence,
+                    last_timestamp=entry.last_timestamp,
+                    coordinator_epoch=-1,
+                    current_txn_start_offset=-1,
+                )
+                for pid, entry in sorted(part.producer_state.producers.items())
+            ]
+        topics.append(T(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
