@@ -206,3 +206,36 @@ def test_broker_configs_say_which_are_configured(tmp_path):
         assert all(e.is_read_only for e in entries.values())
     finally:
         broker.stop()
+
+
+def test_config_changes_refused_as_a_whole(tidelog_broker):
+    """An APPEND (list configs only) or a broker resource is refused with INVALID_REQUEST and
+    changes nothing, for each API."""
+    create_topic("confluent-kafka", tidelog_broker.bootstrap, "refusals", 1)
+    IAC = m.IncrementalAlterConfigsRequest
+    w = Wire(tidelog_broker.bootstrap)
+    try:
+        configs = [
+            IAC.AlterConfigsResource.AlterableConfig(name="retention.ms", config_operation=0, value="5000"),
+            IAC.AlterConfigsResource.AlterableConfig(
+                name="cleanup.policy", config_operation=2, value="delete"
+            ),
+        ]
+        req = IAC(
+            resources=[IAC.AlterConfigsResource(resource_type=2, resource_name="refusals", configs=configs)]
+        )
+        out = w.request(req, 1).responses[0]
+        assert out.error_code == ec.INVALID_REQUEST and "APPEND" in out.error_message
+        assert describe(tidelog_broker.bootstrap, "refusals")["retention.ms"][1] is False
+        assert alter_legacy(w, "refusals", {"retention.ms": "5000"}) == ec.NONE
+        A = m.AlterConfigsRequest
+        broker_res = A.AlterConfigsResource(
+            resource_type=4,
+            resource_name="0",
+            configs=[A.AlterConfigsResource.AlterableConfig(name="x", value="1")],
+        )
+        assert w.request(A(resources=[broker_res], validate_only=False), 2).responses[0].error_code == (
+            ec.INVALID_REQUEST
+        )
+    finally:
+        w.close()

@@ -12,9 +12,10 @@ from pathlib import Path
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import serve_process
+from tidelog.records import build_batch
 
 from .kafka_clients import consume, create_topic, produce
-from .wire import Wire, fetch_request, produce_one
+from .wire import Wire, fetch_request, produce_one, produce_raw
 
 
 def stop(proc) -> None:  # type: ignore[no-untyped-def]
@@ -50,23 +51,7 @@ def test_one_unopenable_partition_goes_offline_and_the_rest_is_served(tmp_path: 
         assert (by_index[1].error_code, by_index[1].leader_id) == (ec.KAFKA_STORAGE_ERROR, -1)
         fetched = w.request(fetch_request("t", 1, 0, 0), 11).responses[0].partitions[0]
         assert fetched.error_code == ec.KAFKA_STORAGE_ERROR
-        P = m.ProduceRequest
-        from tidelog.records import build_batch
-
-        req = P(
-            transactional_id=None,
-            acks=1,
-            timeout_ms=5000,
-            topic_data=[
-                P.TopicProduceData(
-                    name="t",
-                    partition_data=[
-                        P.TopicProduceData.PartitionProduceData(index=1, records=build_batch([(None, b"x")]))
-                    ],
-                )
-            ],
-        )
-        assert w.request(req, 8).responses[0].partition_responses[0].error_code == ec.KAFKA_STORAGE_ERROR
+        assert produce_raw(w, "t", build_batch([(None, b"x")]), partition=1)[0] == ec.KAFKA_STORAGE_ERROR
         w.close()
         on_zero = [
             (o, v) for p, o, _, v in consume("confluent-kafka", bootstrap, "t", 1, expected=1000, timeout=5)

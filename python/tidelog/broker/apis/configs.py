@@ -3,6 +3,7 @@ the set) and IncrementalAlterConfigs (SET and DELETE)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tidelog.broker.apis._registry import (
@@ -59,63 +60,67 @@ async def describe_configs(broker: Broker, req: Any, header: Any, version: int) 
     return R(throttle_time_ms=0, results=results)
 
 
-@handles(44, 0, 1)
-async def incremental_alter_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+class _Refused(Exception):
+    """A resource's change refused before it reaches the topic manager."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def _alter_each(
+    broker: Broker, req: Any, response: Any, changes_of: Callable[[Any], dict[str, str | None]]
+) -> Any:
+    """What both AlterConfigs APIs do per resource: topics only, the changes that
+    ``changes_of(resource)`` makes (None: back to the default), one result each."""
     from tidelog.broker.topics import TopicError
 
-    R = m.IncrementalAlterConfigsResponse
-    responses = []
+    results = []
     for res in req.resources:
-        out = R.AlterConfigsResourceResponse(
+        out = response.AlterConfigsResourceResponse(
             error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name
         )
-        responses.append(out)
-        if res.resource_type != ConfigResourceType.TOPIC:
-            out.error_code = ec.INVALID_REQUEST
-            out.error_message = "only topic configs can be altered"
-            continue
-        changes: dict[str, str | None] = {}
-        for c in res.configs:
-            if c.config_operation == AlterConfigOp.SET:
-                changes[c.name] = c.value
-            elif c.config_operation == AlterConfigOp.DELETE:
-                changes[c.name] = None
-            else:
-                out.error_code = ec.INVALID_REQUEST
-                out.error_message = "APPEND and SUBTRACT apply to list configs, which topics here do not have"
-        if out.error_code:
-            continue
+        results.append(out)
         try:
-            await broker.topics.alter_configs(res.resource_name, changes, req.validate_only)
-        except TopicError as e:
+            if res.resource_type != ConfigResourceType.TOPIC:
+                raise _Refused(ec.INVALID_REQUEST, "only topic configs can be altered")
+            await broker.topics.alter_configs(res.resource_name, changes_of(res), req.validate_only)
+        except (TopicError, _Refused) as e:
             out.error_code = e.code
             out.error_message = str(e)
-    return R(throttle_time_ms=0, responses=responses)
+    return response(throttle_time_ms=0, responses=results)
+
+
+@handles(44, 0, 1)
+async def incremental_alter_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+    """SET and DELETE; APPEND and SUBTRACT apply to list configs, which topics here lack."""
+
+    def changes(res: Any) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for c in res.configs:
+            if c.config_operation == AlterConfigOp.SET:
+                out[c.name] = c.value
+            elif c.config_operation == AlterConfigOp.DELETE:
+                out[c.name] = None
+            else:
+                raise _Refused(
+                    ec.INVALID_REQUEST,
+                    "APPEND and SUBTRACT apply to list configs, which topics here do not have",
+                )
+        return out
+
+    return await _alter_each(broker, req, m.IncrementalAlterConfigsResponse, changes)
 
 
 @handles(33, 0, 2)
 async def alter_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
     """The non-incremental AlterConfigs: each resource's configs are replaced by those given
     (one not given returns to its default), as Kafka's legacy API does."""
-    from tidelog.broker.topics import TopicError
 
-    R = m.AlterConfigsResponse
-    responses = []
-    for res in req.resources:
-        out = R.AlterConfigsResourceResponse(
-            error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name
-        )
-        responses.append(out)
-        if res.resource_type != ConfigResourceType.TOPIC:
-            out.error_code = ec.INVALID_REQUEST
-            out.error_message = "only topic configs can be altered"
-            continue
+    def changes(res: Any) -> dict[str, str | None]:
         topic = broker.topics.topics.get(res.resource_name)
-        changes: dict[str, str | None] = dict.fromkeys(topic.configs) if topic else {}
-        changes.update({c.name: c.value for c in res.configs})
-        try:
-            await broker.topics.alter_configs(res.resource_name, changes, req.validate_only)
-        except TopicError as e:
-            out.error_code = e.code
-            out.error_message = str(e)
-    return R(throttle_time_ms=0, responses=responses)
+        out: dict[str, str | None] = dict.fromkeys(topic.configs) if topic else {}
+        out.update({c.name: c.value for c in res.configs})
+        return out
+
+    return await _alter_each(broker, req, m.AlterConfigsResponse, changes)
