@@ -10,31 +10,128 @@ from typing import Any
 
 from tidelog.storage.config import LogConfig
 
-#: Kafka broker setting -> topic-level setting it supplies the default of.
-TOPIC_DEFAULTS = {
-    "log.segment.bytes": "segment.bytes",
-    "log.roll.ms": "segment.ms",
-    "log.retention.ms": "retention.ms",
-    "log.retention.bytes": "retention.bytes",
-    "log.flush.interval.messages": "flush.messages",
-    "log.flush.interval.ms": "flush.ms",
-    "message.max.bytes": "max.message.bytes",
-    "log.message.timestamp.type": "message.timestamp.type",
-    "log.index.interval.bytes": "index.interval.bytes",
-    "log.index.size.max.bytes": "segment.index.bytes",
-}
+
+def _bool(v: str) -> bool:
+    if v.lower() not in ("true", "false"):
+        raise ValueError(f"{v!r} is not true or false")
+    return v.lower() == "true"
 
 
-#: Broker settings tidelog honours that are not fields of BrokerConfig, with their defaults
-#: (Kafka's, where Kafka has the setting).
-OTHER_DEFAULTS = {
-    "offsets.topic.num.partitions": "50",
-    "offsets.topic.segment.bytes": str(100 << 20),
-    "offsets.retention.minutes": "10080",
-    "group.initial.rebalance.delay.ms": "3000",
-    "group.min.session.timeout.ms": "6000",
-    "group.max.session.timeout.ms": "1800000",
-    "tidelog.offsets.compact.bytes": str(64 << 20),
+def _listener(v: str) -> tuple[str, int]:
+    """``[NAME://]host:port`` (the first of a comma-separated list) as (host, port)."""
+    host, _, port = v.split(",")[0].split("://")[-1].rpartition(":")
+    return host, int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One broker setting, declared once, as Kafka's ``ConfigDef`` declares its settings:
+    its Kafka name, a one-line doc, how its text value is parsed (raising ValueError when it
+    is invalid), and where it goes. It goes to a ``BrokerConfig`` field (``field``; the
+    default is the field's), or it is the default of a topic config (``topic``; the default is
+    ``LogConfig``'s), or it is read where it is used (``BrokerConfig.setting``; ``default``)."""
+
+    name: str
+    doc: str
+    parse: Callable[[str], Any] = str
+    field: str | None = None
+    topic: str | None = None
+    default: str | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("node.id", "this broker's id", int, field="node_id"),
+    Setting("listeners", "where to listen: [PLAINTEXT://]host:port (port 0: any free port)", _listener),
+    Setting("advertised.listeners", "the address clients are told to use, if not the listener's", _listener),
+    Setting("log.dirs", "the data directory", field="data_dir"),
+    Setting("num.partitions", "partitions of an auto-created topic", int, field="num_partitions"),
+    Setting(
+        "auto.create.topics.enable", "create topics on first use", _bool, field="auto_create_topics_enable"
+    ),
+    Setting("socket.request.max.bytes", "largest request accepted", int, field="socket_request_max_bytes"),
+    Setting(
+        "connections.max.idle.ms",
+        "idle connections are closed after this",
+        int,
+        field="connections_max_idle_ms",
+    ),
+    Setting("log.retention.ms", "default retention.ms of topics", int, field="log_retention_ms"),
+    Setting(
+        "log.retention.check.interval.ms",
+        "how often retention runs",
+        int,
+        field="log_retention_check_interval_ms",
+    ),
+    Setting("log.segment.bytes", "default segment.bytes of topics", int, topic="segment.bytes"),
+    Setting("log.roll.ms", "default segment.ms of topics", int, topic="segment.ms"),
+    Setting("log.retention.bytes", "default retention.bytes of topics", int, topic="retention.bytes"),
+    Setting("log.flush.interval.messages", "default flush.messages of topics", int, topic="flush.messages"),
+    Setting("log.flush.interval.ms", "default flush.ms of topics", int, topic="flush.ms"),
+    Setting("message.max.bytes", "default max.message.bytes of topics", int, topic="max.message.bytes"),
+    Setting(
+        "log.message.timestamp.type",
+        "default message.timestamp.type of topics",
+        topic="message.timestamp.type",
+    ),
+    Setting(
+        "log.index.interval.bytes",
+        "default index.interval.bytes of topics",
+        int,
+        topic="index.interval.bytes",
+    ),
+    Setting(
+        "log.index.size.max.bytes", "default segment.index.bytes of topics", int, topic="segment.index.bytes"
+    ),
+    Setting(
+        "producer.id.expiration.ms",
+        "idle idempotent producers are forgotten after this",
+        int,
+        field="producer_id_expiration_ms",
+    ),
+    Setting("offsets.topic.num.partitions", "partitions of __consumer_offsets", int, default="50"),
+    Setting(
+        "offsets.topic.segment.bytes", "segment.bytes of __consumer_offsets", int, default=str(100 << 20)
+    ),
+    Setting(
+        "offsets.retention.minutes",
+        "committed offsets of empty groups expire after this",
+        int,
+        default="10080",
+    ),
+    Setting(
+        "group.initial.rebalance.delay.ms",
+        "wait for more members before a new group's first rebalance",
+        int,
+        default="3000",
+    ),
+    Setting("group.min.session.timeout.ms", "shortest session a member may ask for", int, default="6000"),
+    Setting("group.max.session.timeout.ms", "longest session a member may ask for", int, default="1800000"),
+    Setting(
+        "tidelog.fetch.zero.copy",
+        "send fetched records with sendfile (false: copy them)",
+        _bool,
+        field="fetch_zero_copy",
+    ),
+    Setting(
+        "tidelog.max.partitions",
+        "partitions this broker may host (default: what the open-files limit allows)",
+        int,
+        field="max_partitions",
+    ),
+    Setting(
+        "tidelog.offsets.compact.bytes",
+        "__consumer_offsets partitions are compacted past this size",
+        int,
+        default=str(64 << 20),
+    ),
+    Setting("tidelog.engine", "storage engine: auto, rust or python", field="engine"),
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+#: Other names Kafka accepts for a setting, and the factor to its unit.
+ALIASES = {
+    "broker.id": ("node.id", 1),
+    "log.dir": ("log.dirs", 1),
+    "log.retention.hours": ("log.retention.ms", 3_600_000),
 }
 
 
@@ -94,6 +191,8 @@ class BrokerConfig:
     #: limit allows (see ``partition_limit``).
     max_partitions: int | None = None
     settings: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Names given in ``settings`` that tidelog does not know (warned about at start).
+    unknown: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_properties(cls, path: str | Path, **overrides: Any) -> BrokerConfig:
@@ -108,37 +207,27 @@ class BrokerConfig:
 
     @classmethod
     def from_settings(cls, props: Mapping[str, str], **overrides: Any) -> BrokerConfig:
+        """A config from Kafka-named settings (``SETTINGS``; the names in ``ALIASES`` too).
+        A name tidelog does not know is kept in ``unknown`` for the broker to warn about."""
         c = cls(settings=dict(props))
-        simple: dict[str, tuple[str, Callable[[str], Any]]] = {
-            "node.id": ("node_id", int),
-            "broker.id": ("node_id", int),
-            "log.dirs": ("data_dir", str),
-            "log.dir": ("data_dir", str),
-            "num.partitions": ("num_partitions", int),
-            "auto.create.topics.enable": ("auto_create_topics_enable", lambda v: v.lower() == "true"),
-            "socket.request.max.bytes": ("socket_request_max_bytes", int),
-            "connections.max.idle.ms": ("connections_max_idle_ms", int),
-            "log.retention.ms": ("log_retention_ms", int),
-            "log.retention.check.interval.ms": ("log_retention_check_interval_ms", int),
-            "producer.id.expiration.ms": ("producer_id_expiration_ms", int),
-            "tidelog.fetch.zero.copy": ("fetch_zero_copy", lambda v: v.lower() == "true"),
-            "tidelog.max.partitions": ("max_partitions", int),
-        }
         for key, value in props.items():
-            if key in simple:
-                attr, conv = simple[key]
-                try:
-                    setattr(c, attr, conv(value))
-                except ValueError:
-                    raise ValueError(f"invalid broker config {key}={value!r}") from None
-            elif key == "log.retention.hours":
-                c.log_retention_ms = int(value) * 3600 * 1000
-            elif key == "listeners":
-                host, _, port = value.split("://")[-1].rpartition(":")
-                c.host, c.port = host or "0.0.0.0", int(port)
-            elif key == "advertised.listeners":
-                host, _, port = value.split("://")[-1].rpartition(":")
-                c.advertised_host, c.advertised_port = host, int(port)
+            name, factor = ALIASES.get(key, (key, 1))
+            setting = SETTINGS_BY_NAME.get(name)
+            if setting is None:
+                c.unknown.append(key)
+                continue
+            try:
+                parsed = setting.parse(value)
+                if factor != 1:
+                    parsed *= factor
+            except ValueError as e:
+                raise ValueError(f"invalid broker config {key}={value!r}: {e}") from None
+            if name == "listeners":
+                c.host, c.port = parsed[0] or "0.0.0.0", parsed[1]
+            elif name == "advertised.listeners":
+                c.advertised_host, c.advertised_port = parsed
+            elif setting.field is not None:
+                setattr(c, setting.field, parsed)
         for k, v in overrides.items():
             setattr(c, k, v)
         return c
@@ -152,45 +241,54 @@ class BrokerConfig:
         return max(0, (open_files_limit() - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_PARTITION)
 
     def setting(self, name: str) -> str:
-        """One of ``OTHER_DEFAULTS``' settings: as configured, else its default."""
-        return self.settings.get(name, OTHER_DEFAULTS[name])
+        """A setting read where it is used (``Setting.default``): as configured, else its default."""
+        default = SETTINGS_BY_NAME[name].default
+        assert default is not None, f"{name} is a field or a topic default"
+        return self.settings.get(name, default)
 
     def described(self, port: int) -> dict[str, tuple[str | None, bool]]:
-        """Every setting the broker honours: name -> (value in force, whether configured),
-        for DescribeConfigs of the broker (``port``: the one listened on)."""
-        advertised = f"PLAINTEXT://{self.advertised_host or self.host}:{self.advertised_port or port}"
-        values: dict[str, Any] = {
-            "node.id": self.node_id,
-            "broker.id": self.node_id,
+        """Every setting of ``SETTINGS``: name -> (value in force, whether configured), for
+        DescribeConfigs of the broker and ``--help-config`` (``port``: the one listened on)."""
+        topic = self.log_config({}).to_kafka()
+        if topic["flush.messages"] is None:  # Kafka's default: Long.MAX_VALUE
+            topic["flush.messages"] = (1 << 63) - 1
+        advertised = f"{self.advertised_host or self.host}:{self.advertised_port or port}"
+        special: dict[str, Any] = {
             "listeners": f"PLAINTEXT://{self.host}:{port}",
-            "advertised.listeners": advertised,
-            "log.dirs": self.data_dir,
-            "num.partitions": self.num_partitions,
-            "auto.create.topics.enable": self.auto_create_topics_enable,
-            "socket.request.max.bytes": self.socket_request_max_bytes,
-            "connections.max.idle.ms": self.connections_max_idle_ms,
-            "log.retention.check.interval.ms": self.log_retention_check_interval_ms,
-            "producer.id.expiration.ms": self.producer_id_expiration_ms,
-            "tidelog.fetch.zero.copy": self.fetch_zero_copy,
+            "advertised.listeners": f"PLAINTEXT://{advertised}",
             "tidelog.engine": self.engine or "auto",
             "tidelog.max.partitions": self.partition_limit(),
         }
-        topic = self.log_config({}).to_kafka()
-        values.update({broker: topic[key] for broker, key in TOPIC_DEFAULTS.items()})
-        values["log.retention.bytes"] = topic["retention.bytes"]
-        if values["log.flush.interval.messages"] is None:  # Kafka's default: Long.MAX_VALUE
-            values["log.flush.interval.messages"] = (1 << 63) - 1
-        values.update({name: self.setting(name) for name in OTHER_DEFAULTS})
-        aliases = {"broker.id": "node.id", "log.dir": "log.dirs", "log.retention.hours": "log.retention.ms"}
-        configured = set(self.settings) | {aliases[k] for k in self.settings if k in aliases}
-        return {name: (_as_setting(v), name in configured) for name, v in sorted(values.items())}
+        configured = {ALIASES.get(k, (k, 1))[0] for k in self.settings}
+        out: dict[str, tuple[str | None, bool]] = {}
+        for s in SETTINGS:
+            if s.name in special:
+                value = special[s.name]
+            elif s.field is not None:
+                value = getattr(self, s.field)
+            elif s.topic is not None:
+                value = topic[s.topic]
+            else:
+                value = self.setting(s.name)
+            out[s.name] = (_as_setting(value), s.name in configured)
+        out["broker.id"] = out["node.id"]
+        return dict(sorted(out.items()))
+
+    def help_table(self) -> str:
+        """``tidelog serve --help-config``: every setting with its default and what it does."""
+        rows = [
+            f"{name}={value}\t{SETTINGS_BY_NAME[name].doc}"
+            for name, (value, _) in self.described(self.port).items()
+            if name in SETTINGS_BY_NAME
+        ]
+        return "\n".join(rows) + "\n"
 
     def topic_defaults(self) -> dict[str, Any]:
         """Kafka topic-config defaults this broker applies to new topics."""
         out: dict[str, Any] = {"retention.ms": self.log_retention_ms}
-        for broker_key, topic_key in TOPIC_DEFAULTS.items():
-            if broker_key in self.settings:
-                out[topic_key] = self.settings[broker_key]
+        for s in SETTINGS:
+            if s.topic is not None and s.name in self.settings:
+                out[s.topic] = self.settings[s.name]
         return out
 
     def log_config(self, topic_configs: Mapping[str, Any]) -> LogConfig:

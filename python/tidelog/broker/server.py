@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -51,9 +52,10 @@ class Broker:
     """
 
     def __init__(self, config: BrokerConfig | None = None, **overrides: Any) -> None:
-        self.config = config or BrokerConfig()
-        for k, v in overrides.items():
-            setattr(self.config, k, v)
+        # The caller's config is left as it is: overrides apply to a copy.
+        self.config = dataclasses.replace(config or BrokerConfig(), **overrides)
+        for key in self.config.unknown:
+            log.warning("the setting %r is not one tidelog knows: ignored (tidelog serve --help-config)", key)
         self.topics = TopicManager(self.config)
         self.port = self.config.port
         self.cluster_id = ""

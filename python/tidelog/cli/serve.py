@@ -29,6 +29,10 @@ def _serve(args: argparse.Namespace) -> int:
     from tidelog.broker import BrokerConfig
     from tidelog.broker.server import run
 
+    if args.help_config:
+        sys.stdout.write(BrokerConfig().help_table())
+        return 0
+
     handler = logging.StreamHandler()
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -74,4 +78,9 @@ def add_parser(sub: Any) -> None:
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=["text", "json"], default="text")
+    serve.add_argument(
+        "--help-config",
+        action="store_true",
+        help="list every setting with its default and meaning, then exit",
+    )
     serve.set_defaults(func=_serve)
