@@ -214,3 +214,44 @@ def test_a_huge_request_does_not_stop_other_clients(tidelog_broker):
     assert answered_meanwhile[0] >= 20, answered_meanwhile[0]
     hog.close()
     healthy.close()
+
+
+def test_every_partition_naming_request_goes_through_the_authorizer(tidelog_broker):
+    """The authorizer seam (allow-all until ACLs exist): with an authorizer that refuses a
+    topic, produce, fetch and list offsets naming it get TOPIC_AUTHORIZATION_FAILED (delete
+    records, describe producers and offset commits resolve partitions the same way), while
+    other topics are served."""
+    from tidelog.protocol.constants import AclOperation
+
+    from .wire import fetch_request, produce_one
+
+    asked: list[tuple[str, AclOperation]] = []
+
+    class DenySecret:
+        def authorize(self, principal, host, operation, resource_type, name):  # type: ignore[no-untyped-def]
+            asked.append((name, operation))
+            return name != "secret"
+
+    w = Wire(tidelog_broker.bootstrap)
+    try:
+        assert produce_one(w, "secret", b"x")[0] == ec.NONE
+        assert produce_one(w, "open", b"x")[0] == ec.NONE
+        tidelog_broker.broker.authorizer = DenySecret()
+        assert produce_one(w, "secret", b"y")[0] == ec.TOPIC_AUTHORIZATION_FAILED
+        assert produce_one(w, "open", b"y") == (ec.NONE, 1)
+        fetched = w.request(fetch_request("secret", 0, 0, 0), 11).responses[0].partitions[0]
+        assert (fetched.error_code, fetched.records) == (ec.TOPIC_AUTHORIZATION_FAILED, b"")
+        L = m.ListOffsetsRequest
+        req = L(
+            replica_id=-1,
+            topics=[
+                L.ListOffsetsTopic(
+                    name="secret",
+                    partitions=[L.ListOffsetsTopic.ListOffsetsPartition(partition_index=0, timestamp=-1)],
+                )
+            ],
+        )
+        assert w.request(req, 7).topics[0].partitions[0].error_code == ec.TOPIC_AUTHORIZATION_FAILED
+        assert ("secret", AclOperation.WRITE) in asked and ("secret", AclOperation.READ) in asked
+    finally:
+        w.close()

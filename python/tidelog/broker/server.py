@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from tidelog.broker.apis import ADVERTISED, CURRENT_PEER, HANDLERS, RefusedWithoutResponse
+from tidelog.broker.authorizer import AllowAll, Authorizer
 from tidelog.broker.config import BrokerConfig, raise_open_files_limit
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
@@ -57,6 +58,7 @@ class Broker:
         for key in self.config.unknown:
             log.warning("the setting %r is not one tidelog knows: ignored (tidelog serve --help-config)", key)
         self.topics = TopicManager(self.config)
+        self.authorizer: Authorizer = AllowAll()
         self.port = self.config.port
         self.cluster_id = ""
         self._next_producer_id = 0

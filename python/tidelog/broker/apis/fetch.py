@@ -12,10 +12,12 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
+from tidelog.broker.apis._resolve import resolve_partition
 from tidelog.broker.partition import Partition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import OffsetOutOfRangeError, TidelogError
 from tidelog.protocol import _messages as m
+from tidelog.protocol.constants import AclOperation
 from tidelog.records import iter_batches
 
 if TYPE_CHECKING:
@@ -67,9 +69,8 @@ def _fetch_once(broker: Broker, req: Any, version: int) -> tuple[Any, int, list[
                 records=b"",
             )
             parts.append(res)
-            part = broker.topics.partition(name, p.partition)
+            part, res.error_code = resolve_partition(broker, name, p.partition, AclOperation.READ)
             if part is None:
-                res.error_code = broker.topics.missing_code(name, p.partition)
                 continue
             hw = part.high_watermark
             res.high_watermark = res.last_stable_offset = hw

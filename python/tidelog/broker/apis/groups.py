@@ -12,9 +12,11 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
+from tidelog.broker.apis._resolve import resolve_partition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
+from tidelog.protocol.constants import AclOperation
 from tidelog.storage.api import wall_clock_ms
 
 if TYPE_CHECKING:
@@ -108,9 +110,7 @@ async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> 
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            pcode = code
-            if not pcode and broker.topics.partition(t.name, p.partition_index) is None:
-                pcode = ec.UNKNOWN_TOPIC_OR_PARTITION
+            pcode = code or resolve_partition(broker, t.name, p.partition_index, AclOperation.READ)[1]
             if not pcode:
                 entries.append(
                     (

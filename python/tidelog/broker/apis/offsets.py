@@ -11,10 +11,11 @@ from tidelog.broker.apis._registry import (
     error_code_of,
     handles,
 )
+from tidelog.broker.apis._resolve import resolve_partition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
-from tidelog.protocol.constants import OffsetSpec
+from tidelog.protocol.constants import AclOperation, OffsetSpec
 
 if TYPE_CHECKING:
     from tidelog.broker.server import Broker
@@ -36,9 +37,8 @@ async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> A
                 leader_epoch=-1,
             )
             parts.append(res)
-            part = broker.topics.partition(t.name, p.partition_index)
+            part, res.error_code = resolve_partition(broker, t.name, p.partition_index, AclOperation.DESCRIBE)
             if part is None:
-                res.error_code = broker.topics.missing_code(t.name, p.partition_index)
                 continue
             res.leader_epoch = part.leader_epoch
             ts = p.timestamp
@@ -78,9 +78,8 @@ async def delete_records(broker: Broker, req: Any, header: Any, version: int) ->
                 partition_index=p.partition_index, low_watermark=-1, error_code=ec.NONE
             )
             parts.append(res)
-            part = broker.topics.partition(t.name, p.partition_index)
+            part, res.error_code = resolve_partition(broker, t.name, p.partition_index, AclOperation.DELETE)
             if part is None:
-                res.error_code = broker.topics.missing_code(t.name, p.partition_index)
                 continue
             target = part.high_watermark if p.offset == -1 else p.offset  # -1: all there is
             try:

@@ -11,11 +11,13 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
+from tidelog.broker.apis._resolve import resolve_partition
 from tidelog.broker.apis.topics import auto_create
 from tidelog.broker.partition import OutOfOrder
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
+from tidelog.protocol.constants import AclOperation
 
 if TYPE_CHECKING:
     from tidelog.broker.server import Broker
@@ -52,17 +54,12 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
                 index=p.index, error_code=ec.NONE, base_offset=-1, log_append_time_ms=-1, log_start_offset=-1
             )
             parts.append(res)
-            part = broker.topics.partition(t.name, p.index)
-            code = broker.topics.missing_code(t.name, p.index)
-            if (
-                part is None
-                and broker.config.auto_create_topics_enable
-                and t.name not in broker.topics.topics
-            ):
-                topic, code = await auto_create(broker, t.name)
-                part = broker.topics.partition(t.name, p.index) if topic else None
+            if broker.config.auto_create_topics_enable and t.name not in broker.topics.topics:
+                topic, res.error_code = await auto_create(broker, t.name)
+                if topic is None:
+                    continue
+            part, res.error_code = resolve_partition(broker, t.name, p.index, AclOperation.WRITE)
             if part is None:
-                res.error_code = code
                 continue
             if acks not in (0, 1, -1):
                 res.error_code = ec.INVALID_REQUIRED_ACKS

@@ -9,8 +9,10 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
+from tidelog.broker.apis._resolve import resolve_partition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
+from tidelog.protocol.constants import AclOperation
 
 if TYPE_CHECKING:
     from tidelog.broker.server import Broker
@@ -43,9 +45,8 @@ async def describe_producers(broker: Broker, req: Any, header: Any, version: int
         for i in t.partition_indexes:
             res = T.PartitionResponse(partition_index=i, error_code=ec.NONE, active_producers=[])
             parts.append(res)
-            part = broker.topics.partition(t.name, i)
+            part, res.error_code = resolve_partition(broker, t.name, i, AclOperation.READ)
             if part is None:
-                res.error_code = broker.topics.missing_code(t.name, i)
                 continue
             res.active_producers = [
                 T.PartitionResponse.ProducerState(
