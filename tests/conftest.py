@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,22 @@ def open_log(engine: str, tmp_path: Path) -> Callable[..., tidelog.Log]:
 
 def other(engine: str) -> str:
     return "python" if engine == "rust" else "rust"
+
+
+def poll_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Waits, up to ``timeout`` seconds, for on-disk state that nothing can notify a test about
+    (e.g. directories the broker's background purge removes), re-checking every 20 ms."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop_gracefully(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM to a ``tidelog serve`` process; its exit status (the caller checks it)."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(30)
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

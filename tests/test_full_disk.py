@@ -6,7 +6,6 @@ both engines, produce over the wire."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -18,6 +17,7 @@ import pytest
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.pytest_plugin import serve_process
 
+from .conftest import stop_gracefully
 from .wire import Wire, produce_one, read_all
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="mounts a tmpfs (Linux)")
@@ -81,8 +81,7 @@ def test_a_full_disk_is_a_storage_error_and_loses_nothing_acknowledged(small_dis
         assert len(acked) > 1
         w.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(30)
+        rc = stop_gracefully(proc)
     assert rc == 0, f"a clean stop on a full disk exited {rc}"
 
     roomy = tmp_path / "copied"
@@ -93,5 +92,4 @@ def test_a_full_disk_is_a_storage_error_and_loses_nothing_acknowledged(small_dis
         missing = [o for o, v in acked.items() if stored.get(o) != v]
         assert not missing, f"{len(missing)} acknowledged records lost, first at offset {missing[0]}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert stop_gracefully(proc) == 0

@@ -6,7 +6,6 @@ engines, a real broker process, real clients."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 from tidelog.error_codes import ErrorCode as ec
@@ -14,13 +13,9 @@ from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import serve_process
 from tidelog.records import build_batch
 
+from .conftest import stop_gracefully
 from .kafka_clients import consume, create_topic, produce
 from .wire import Wire, fetch_request, produce_one, produce_raw
-
-
-def stop(proc) -> None:  # type: ignore[no-untyped-def]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
 
 
 def test_one_unopenable_partition_goes_offline_and_the_rest_is_served(tmp_path: Path, engine: str) -> None:
@@ -33,7 +28,7 @@ def test_one_unopenable_partition_goes_offline_and_the_rest_is_served(tmp_path: 
             "confluent-kafka", bootstrap, "t", [(b"k%d" % i, b"v%d" % i) for i in range(40)], "all", "none"
         )
     finally:
-        stop(proc)
+        assert stop_gracefully(proc) == 0
     index = next((data / "t-1").glob("*.index"))
     index.unlink()
     index.mkdir()
@@ -52,14 +47,15 @@ def test_one_unopenable_partition_goes_offline_and_the_rest_is_served(tmp_path: 
         fetched = w.request(fetch_request("t", 1, 0, 0), 11).responses[0].partitions[0]
         assert fetched.error_code == ec.KAFKA_STORAGE_ERROR
         assert produce_raw(w, "t", build_batch([(None, b"x")]), partition=1)[0] == ec.KAFKA_STORAGE_ERROR
+        on_zero_end = w.request(fetch_request("t", 0, 0, 0), 11).responses[0].partitions[0].high_watermark
         w.close()
         on_zero = [
-            (o, v) for p, o, _, v in consume("confluent-kafka", bootstrap, "t", 1, expected=1000, timeout=5)
+            (o, v) for p, o, _, v in consume("confluent-kafka", bootstrap, "t", 1, expected=on_zero_end)
         ]
         assert len(on_zero) > 0
         assert produce_one(Wire(bootstrap), "other", b"fine")[0] == ec.NONE
     finally:
-        stop(proc)
+        assert stop_gracefully(proc) == 0
     text = log_file.read_text()
     assert "partition t-1 is offline" in text
     assert "1 offline" in text
@@ -70,4 +66,4 @@ def test_one_unopenable_partition_goes_offline_and_the_rest_is_served(tmp_path: 
         got = consume("confluent-kafka", f"127.0.0.1:{port}", "t", 2, expected=40)
         assert sorted(v for *_, v in got) == sorted(b"v%d" % i for i in range(40))
     finally:
-        stop(proc)
+        assert stop_gracefully(proc) == 0

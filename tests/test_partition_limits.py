@@ -6,9 +6,7 @@ RLIMIT_NOFILE the test lowers (prlimit), both engines."""
 from __future__ import annotations
 
 import resource
-import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import serve_process
 
+from .conftest import poll_until, stop_gracefully
 from .wire import Wire
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses prlimit(2)")
@@ -50,18 +49,6 @@ def dirs_of(data: Path, topic: str) -> list[str]:
     return sorted(p.name for p in data.iterdir() if p.name.startswith(f"{topic}-"))
 
 
-def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def stop(proc) -> None:  # type: ignore[no-untyped-def]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
-
-
 def test_partition_counts_beyond_the_descriptor_budget_are_refused_up_front(tmp_path, engine):
     data = tmp_path / "b"
     proc, port = serve_process(data, "--engine", engine)
@@ -81,7 +68,7 @@ def test_partition_counts_beyond_the_descriptor_budget_are_refused_up_front(tmp_
         other.close()
         w.close()
     finally:
-        stop(proc)
+        assert stop_gracefully(proc) == 0
 
 
 def test_a_creation_that_runs_out_of_descriptors_leaves_nothing_behind(tmp_path, engine):
@@ -93,7 +80,9 @@ def test_a_creation_that_runs_out_of_descriptors_leaves_nothing_behind(tmp_path,
         resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (200, 200))
         assert create_topic(w, "huge", 150) == ec.KAFKA_STORAGE_ERROR
         assert partition_count(w, "huge") is None
-        wait_for(lambda: dirs_of(data, "huge") == [] and not list(data.glob("*-delete")))
+        poll_until(
+            lambda: dirs_of(data, "huge") == [] and not list(data.glob("*-delete")), "nothing left of huge"
+        )
         other = Wire(f"127.0.0.1:{port}")
         assert other.request(m.ApiVersionsRequest(), 0).error_code == ec.NONE
         assert create_topic(other, "after", 2) == ec.NONE
@@ -101,6 +90,6 @@ def test_a_creation_that_runs_out_of_descriptors_leaves_nothing_behind(tmp_path,
         other.close()
         w.close()
     finally:
-        stop(proc)
+        assert stop_gracefully(proc) == 0
     kept = sorted(p.name for p in data.iterdir() if p.name != "meta")
     assert kept == ["after-0", "after-1", "small-0", "small-1", "small-2"]

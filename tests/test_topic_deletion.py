@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import start_broker
 
+from .conftest import poll_until
 from .kafka_clients import consume, create_topic
 from .wire import Wire, produce_one, read_all
 
@@ -31,13 +31,6 @@ def partition_dirs(data: Path) -> list[str]:
     return sorted(p.name for p in data.iterdir() if p.name.startswith(TOPIC))
 
 
-def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_produces_racing_deletes_lose_nothing_of_the_surviving_topic(tmp_path, engine):
     """One thread deletes the topic over and over while another produces to it (re-created
     each time by auto-creation). Produces sent after the last delete was answered must all be
@@ -46,7 +39,7 @@ def test_produces_racing_deletes_lose_nothing_of_the_surviving_topic(tmp_path, e
     data = tmp_path / "b"
     broker = start_broker(data, engine, **{"log.segment.bytes": "2000"})
     stamp = itertools.count()
-    lock = threading.Lock()
+    changed = threading.Condition()  # the lock for the shared state; notified when it changes
     acks: list[tuple[int, int, int, bytes]] = []  # (stamp when sent, error, offset, value)
     last_delete_done = [-1]
     stop = threading.Event()
@@ -58,8 +51,10 @@ def test_produces_racing_deletes_lose_nothing_of_the_surviving_topic(tmp_path, e
             try:
                 fn()
             except BaseException as e:
-                failures.append(e)
-                stop.set()
+                with changed:
+                    failures.append(e)
+                    stop.set()
+                    changed.notify_all()
                 deletes_done.set()
 
         return run
@@ -70,11 +65,13 @@ def test_produces_racing_deletes_lose_nothing_of_the_surviving_topic(tmp_path, e
             for i in itertools.count():
                 if stop.is_set():
                     return
-                with lock:
+                with changed:
                     sent = next(stamp)
                 value = b"v%d" % i
                 code, offset = produce_one(w, TOPIC, value)
-                acks.append((sent, code, offset, value))
+                with changed:
+                    acks.append((sent, code, offset, value))
+                    changed.notify_all()
         finally:
             w.close()
 
@@ -82,13 +79,16 @@ def test_produces_racing_deletes_lose_nothing_of_the_surviving_topic(tmp_path, e
         w = Wire(broker.bootstrap)
         try:
             for _ in range(25):
-                wait_for(
-                    lambda: (
-                        stop.is_set() or any(code == 0 for s, code, _, _ in acks if s > last_delete_done[0])
-                    )
-                )
+                with changed:
+                    assert changed.wait_for(
+                        lambda: (
+                            stop.is_set()
+                            or any(code == 0 for s, code, _, _ in acks if s > last_delete_done[0])
+                        ),
+                        30,
+                    ), "no produce acknowledged since the last delete"
                 assert delete_topic(w, TOPIC) in (ec.NONE, ec.UNKNOWN_TOPIC_OR_PARTITION)
-                with lock:
+                with changed:
                     last_delete_done[0] = next(stamp)
         finally:
             w.close()
@@ -100,12 +100,14 @@ def test_produces_racing_deletes_lose_nothing_of_the_surviving_topic(tmp_path, e
             t.start()
         assert deletes_done.wait(120)
         assert not failures, failures
-        wait_for(
-            lambda: (
-                stop.is_set()
-                or sum(1 for s, code, _, _ in acks if s > last_delete_done[0] and code == 0) >= 200
-            )
-        )
+        with changed:
+            assert changed.wait_for(
+                lambda: (
+                    stop.is_set()
+                    or sum(1 for s, code, _, _ in acks if s > last_delete_done[0] and code == 0) >= 200
+                ),
+                60,
+            ), "200 produces not acknowledged after the last delete"
     finally:
         stop.set()
         for t in threads:
@@ -124,7 +126,7 @@ def test_produces_racing_deletes_lose_nothing_of_the_surviving_topic(tmp_path, e
         for offset, value in survivors.items():
             assert stored.get(offset) == value, f"acknowledged offset {offset} lost or changed"
         assert len(set(stored.values())) == len(stored), "a record stored twice"
-        wait_for(lambda: partition_dirs(data) == [f"{TOPIC}-0"])
+        poll_until(lambda: partition_dirs(data) == [f"{TOPIC}-0"], "the deleted directories purged")
     finally:
         broker.stop()
 
@@ -166,6 +168,6 @@ def test_a_topic_recreated_after_delete_holds_only_its_own_records(tmp_path, eng
     try:
         got = consume(client, broker.bootstrap, TOPIC, 2, 30)
         assert sorted(v for *_, v in got) == sorted(b"new%d" % i for i in range(30))
-        wait_for(lambda: partition_dirs(data) == [f"{TOPIC}-0", f"{TOPIC}-1"])
+        poll_until(lambda: partition_dirs(data) == [f"{TOPIC}-0", f"{TOPIC}-1"], "the old directories purged")
     finally:
         broker.stop()

@@ -663,7 +663,9 @@ impl Segment {
     /// The file range for a fetch from `position`: up to `max_bytes`, but at least the first
     /// whole batch. Like Kafka, the range may end inside a batch (clients drop a partial tail).
     pub fn slice(&self, position: u64, max_bytes: u64) -> Result<FileSlice> {
-        let head = read_exact_at(&*self.file()?, &self.log_path, position, LOG_OVERHEAD)?;
+        // One descriptor for the header read and the send (an inactive segment opens one).
+        let file = self.file()?;
+        let head = read_exact_at(&file, &self.log_path, position, LOG_OVERHEAD)?;
         if head.len() < LOG_OVERHEAD {
             return Err(Error::corrupt_segment(
                 &self.log_path,
@@ -675,7 +677,7 @@ impl Segment {
             + LOG_OVERHEAD as u64;
         let length = max_bytes.max(first).min(self.size - position);
         Ok(FileSlice {
-            file: self.file()?,
+            file,
             path: self.log_path.clone(),
             position,
             length,

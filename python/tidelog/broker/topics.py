@@ -357,20 +357,21 @@ class TopicManager:
                 part.log.close()
             self._move_aside(part.log.path if isinstance(part, Partition) else part.path)
 
-    def partition(self, name: str, index: int) -> Partition | None:
-        """The partition, if this broker has it online."""
+    def _hosted(self, name: str, index: int) -> Partition | OfflinePartition | None:
         topic = self.topics.get(name)
         if topic is None or not 0 <= index < len(topic.partitions):
             return None
-        part = topic.partitions[index]
+        return topic.partitions[index]
+
+    def partition(self, name: str, index: int) -> Partition | None:
+        """The partition, if this broker has it online."""
+        part = self._hosted(name, index)
         return part if isinstance(part, Partition) else None
 
     def missing_code(self, name: str, index: int) -> int:
         """Why ``partition(name, index)`` is None: an offline partition's KAFKA_STORAGE_ERROR,
         else UNKNOWN_TOPIC_OR_PARTITION."""
-        topic = self.topics.get(name)
-        offline = topic is not None and 0 <= index < len(topic.partitions)
-        if offline and isinstance(topic.partitions[index], OfflinePartition):  # type: ignore[union-attr]
+        if isinstance(self._hosted(name, index), OfflinePartition):
             return ec.KAFKA_STORAGE_ERROR
         return ec.UNKNOWN_TOPIC_OR_PARTITION
 

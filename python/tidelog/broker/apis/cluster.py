@@ -71,7 +71,8 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
         if i % 1000 == 999:  # a request naming many topics lets other connections in
             await trio.lowlevel.checkpoint()
         if name is None:
-            topic = tm.by_id.get(topic_id)  # type: ignore[arg-type]
+            assert topic_id is not None  # named by id alone
+            topic = tm.by_id.get(topic_id)
             if topic is None:
                 topics.append(
                     R.MetadataResponseTopic(error_code=ec.UNKNOWN_TOPIC_ID, name=None, topic_id=topic_id)
