@@ -337,8 +337,9 @@ def test_handlers_register_once_and_the_advertised_table_is_theirs():
     advertised with its range, nothing else is, and a key cannot be registered twice."""
     from tidelog.broker.apis import ADVERTISED, HANDLERS
     from tidelog.broker.apis._registry import handles
+    from tidelog.protocol import _messages as m
 
     assert set(ADVERTISED) == set(HANDLERS)
     assert all(lo <= hi for lo, hi in ADVERTISED.values())
     with pytest.raises(RuntimeError, match="already handled"):
-        handles(3, 0, 12)(HANDLERS[3])
+        handles(m.MetadataRequest, 0, 12)(HANDLERS[3])

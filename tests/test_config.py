@@ -27,7 +27,7 @@ def test_settings_parse_by_kafka_name_with_aliases():
     assert (c.node_id, c.log_retention_ms, c.auto_create_topics_enable) == (7, 2 * 3_600_000, False)
     assert (c.host, c.port) == ("0.0.0.0", 9999)
     assert c.log_config({}).segment_bytes == 1 << 20
-    described = c.described(9999)
+    described = c.described()
     assert described["log.retention.ms"] == (str(2 * 3_600_000), True)
     assert described["node.id"] == ("7", True)
     assert described["num.partitions"] == ("1", False)

@@ -17,10 +17,59 @@ def _bool(v: str) -> bool:
     return v.lower() == "true"
 
 
-def _listener(v: str) -> tuple[str, int]:
-    """``[NAME://]host:port`` (the first of a comma-separated list) as (host, port)."""
-    host, _, port = v.split(",")[0].split("://")[-1].rpartition(":")
-    return host, int(port)
+#: Kafka's default ``listener.security.protocol.map``: each protocol's name names a listener.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+#: What this broker can serve today (TLS and SASL come with the security work, issue 12).
+SUPPORTED_SECURITY_PROTOCOLS = ("PLAINTEXT",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One listener: its name (``listeners``), address and security protocol (by
+    ``listener.security.protocol.map``)."""
+
+    name: str
+    host: str
+    port: int
+    security_protocol: str = "PLAINTEXT"
+
+    def __str__(self) -> str:
+        return f"{self.name}://{self.host}:{self.port}"
+
+
+def _listeners(v: str) -> list[tuple[str, str, int]]:
+    """``NAME://host:port,...`` (the name PLAINTEXT if left out) as [(name, host, port)];
+    names must be unique, as Kafka requires."""
+    out: list[tuple[str, str, int]] = []
+    for item in v.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, address = item.partition("://")
+        if not sep:
+            name, address = "PLAINTEXT", item
+        host, colon, port = address.rpartition(":")
+        if not colon or not name:
+            raise ValueError(f"{item!r} is not NAME://host:port")
+        if any(n == name.upper() for n, _, _ in out):
+            raise ValueError(f"listener name {name} appears twice")
+        out.append((name.upper(), host, int(port)))
+    if not out:
+        raise ValueError("no listener given")
+    return out
+
+
+def _protocol_map(v: str) -> dict[str, str]:
+    """``NAME:PROTOCOL,...`` as {name: protocol}."""
+    out = {}
+    for item in v.split(","):
+        name, colon, protocol = item.strip().partition(":")
+        if not colon or protocol.upper() not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"{item!r} is not NAME:PROTOCOL with PROTOCOL one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        out[name.upper()] = protocol.upper()
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +90,24 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("node.id", "this broker's id", int, field="node_id"),
-    Setting("listeners", "where to listen: [PLAINTEXT://]host:port (port 0: any free port)", _listener),
-    Setting("advertised.listeners", "the address clients are told to use, if not the listener's", _listener),
+    Setting(
+        "listeners",
+        "where to listen: NAME://host:port,... (port 0: any free port)",
+        _listeners,
+        field="listeners",
+    ),
+    Setting(
+        "advertised.listeners",
+        "NAME://host:port,...: the addresses clients are told to use, where not the listener's",
+        _listeners,
+        field="advertised_listeners",
+    ),
+    Setting(
+        "listener.security.protocol.map",
+        "NAME:PROTOCOL,...: each listener's security protocol (PLAINTEXT only, until TLS and SASL)",
+        _protocol_map,
+        field="listener_security_protocol_map",
+    ),
     Setting("log.dirs", "the data directory", field="data_dir"),
     Setting("num.partitions", "partitions of an auto-created topic", int, field="num_partitions"),
     Setting(
@@ -171,10 +236,16 @@ class BrokerConfig:
     """What the broker honours. ``settings`` holds Kafka-named values from ``--config``."""
 
     node_id: int = 0
+    #: The first listener's address (``listeners``' first entry sets them; ``host=``/``port=``
+    #: overrides move it).
     host: str = "127.0.0.1"
     port: int = 9092
-    advertised_host: str | None = None
-    advertised_port: int | None = None
+    #: ``listeners`` as (name, host, port); the first one's address is ``host``/``port``.
+    listeners: list[tuple[str, str, int]] = dataclasses.field(default_factory=lambda: [("PLAINTEXT", "", 0)])
+    advertised_listeners: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
+    listener_security_protocol_map: dict[str, str] = dataclasses.field(
+        default_factory=lambda: {p: p for p in SECURITY_PROTOCOLS}
+    )
     data_dir: str = "./tidelog-data"
     engine: str | None = None
     num_partitions: int = 1
@@ -222,15 +293,38 @@ class BrokerConfig:
                     parsed *= factor
             except ValueError as e:
                 raise ValueError(f"invalid broker config {key}={value!r}: {e}") from None
-            if name == "listeners":
-                c.host, c.port = parsed[0] or "0.0.0.0", parsed[1]
-            elif name == "advertised.listeners":
-                c.advertised_host, c.advertised_port = parsed
-            elif setting.field is not None:
+            if setting.field is not None:
                 setattr(c, setting.field, parsed)
+            if name == "listeners":
+                c.host, c.port = parsed[0][1] or "0.0.0.0", parsed[0][2]
         for k, v in overrides.items():
             setattr(c, k, v)
         return c
+
+    def endpoints(self) -> list[Endpoint]:
+        """The listeners to open, the first at ``host``/``port``; ValueError for a name with
+        no security protocol, or one this broker cannot serve yet."""
+        out = []
+        for i, (name, host, port) in enumerate(self.listeners):
+            if i == 0:
+                host, port = self.host, self.port
+            protocol = self.listener_security_protocol_map.get(name)
+            if protocol is None:
+                raise ValueError(
+                    f"listener {name} has no security protocol in listener.security.protocol.map"
+                )
+            if protocol not in SUPPORTED_SECURITY_PROTOCOLS:
+                raise ValueError(f"listener {name} uses {protocol}, which tidelog does not support yet")
+            out.append(Endpoint(name, host or "0.0.0.0", port, protocol))
+        return out
+
+    def advertised(self, listener: str, bound: Endpoint) -> tuple[str, int]:
+        """The address clients of ``listener`` are told to use: its ``advertised.listeners``
+        entry, else where it is bound."""
+        for name, host, port in self.advertised_listeners:
+            if name == listener:
+                return host or bound.host, port or bound.port
+        return bound.host, bound.port
 
     def partition_limit(self) -> int:
         """``max_partitions``, else as many partitions as the soft open-files limit leaves
@@ -246,16 +340,23 @@ class BrokerConfig:
         assert default is not None, f"{name} is a field or a topic default"
         return self.settings.get(name, default)
 
-    def described(self, port: int) -> dict[str, tuple[str | None, bool]]:
+    def described(self, bound: list[Endpoint] | None = None) -> dict[str, tuple[str | None, bool]]:
         """Every setting of ``SETTINGS``: name -> (value in force, whether configured), for
-        DescribeConfigs of the broker and ``--help-config`` (``port``: the one listened on)."""
+        DescribeConfigs of the broker and ``--help-config`` (``bound``: the listeners as
+        opened, with their ports; else as configured)."""
         topic = self.log_config({}).to_kafka()
         if topic["flush.messages"] is None:  # Kafka's default: Long.MAX_VALUE
             topic["flush.messages"] = (1 << 63) - 1
-        advertised = f"{self.advertised_host or self.host}:{self.advertised_port or port}"
+        if bound is None:
+            bound = [Endpoint(n, h, p) for n, h, p in self.listeners]
+            bound[0] = Endpoint(bound[0].name, self.host, self.port)
+        advertised = [Endpoint(e.name, *self.advertised(e.name, e)) for e in bound]
         special: dict[str, Any] = {
-            "listeners": f"PLAINTEXT://{self.host}:{port}",
-            "advertised.listeners": f"PLAINTEXT://{advertised}",
+            "listeners": ",".join(map(str, bound)),
+            "advertised.listeners": ",".join(map(str, advertised)),
+            "listener.security.protocol.map": ",".join(
+                f"{k}:{v}" for k, v in self.listener_security_protocol_map.items()
+            ),
             "tidelog.engine": self.engine or "auto",
             "tidelog.max.partitions": self.partition_limit(),
         }
@@ -278,7 +379,7 @@ class BrokerConfig:
         """``tidelog serve --help-config``: every setting with its default and what it does."""
         rows = [
             f"{name}={value}\t{SETTINGS_BY_NAME[name].doc}"
-            for name, (value, _) in self.described(self.port).items()
+            for name, (value, _) in self.described().items()
             if name in SETTINGS_BY_NAME
         ]
         return "\n".join(rows) + "\n"

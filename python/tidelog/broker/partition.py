@@ -4,18 +4,17 @@ state (with its snapshots), flush policy, and the event that wakes long-polling 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import trio
 
+from tidelog.broker.clock import Clock
 from tidelog.broker.producer_state import ProducerStateManager
 from tidelog.buffers import as_view
 from tidelog.errors import CorruptRecordError, LogClosedError, UnknownTopicOrPartitionError
 from tidelog.records import BatchHeader, iter_batches
 from tidelog.storage import Log
-from tidelog.storage.api import wall_clock_ms
 
 T = TypeVar("T")
 logger = logging.getLogger("tidelog.broker")
@@ -54,8 +53,10 @@ class Partition:
         flush_messages: int | None,
         flush_ms: int | None,
         producer_id_expiration_ms: int,
+        clock: Clock,
     ) -> None:
         self.topic = topic
+        self.clock = clock
         self.index = index
         self.log = log
         self.leader_epoch = 0
@@ -63,7 +64,7 @@ class Partition:
         self.flush_messages = flush_messages
         self.flush_ms = flush_ms
         self.unflushed = 0
-        self.last_flush = time.monotonic()
+        self.last_flush = clock.monotonic()
         self._appended = trio.Event()
         self._append_lock = trio.Lock()
         self.retired = False  # its topic is being deleted: no more appends
@@ -130,7 +131,7 @@ class Partition:
                     raise OutOfOrder(value)
         res = self.log.append_batches(records)
         offset = res.first_offset
-        now = wall_clock_ms()
+        now = self.clock.wall_ms()
         for h in headers:
             if h.producer_id >= 0:
                 self.producer_state.record_batch(h, offset, now)
@@ -181,13 +182,13 @@ class Partition:
         self.unflushed += records
         due = self.flush_messages is not None and self.unflushed >= self.flush_messages
         return due or (
-            self.flush_ms is not None and (time.monotonic() - self.last_flush) * 1000 >= self.flush_ms
+            self.flush_ms is not None and (self.clock.monotonic() - self.last_flush) * 1000 >= self.flush_ms
         )
 
     async def flush(self) -> None:
         """fsync in a worker thread: never on the event loop."""
         self.unflushed = 0
-        self.last_flush = time.monotonic()
+        self.last_flush = self.clock.monotonic()
         try:
             await trio.to_thread.run_sync(self.log.flush)
         except LogClosedError:
@@ -204,7 +205,7 @@ class Partition:
 
     def _load_producer_state(self) -> None:
         """The newest snapshot, then the batch headers after it (blocking I/O)."""
-        now = wall_clock_ms()
+        now = self.clock.wall_ms()
         start = self.producer_state.load_snapshot(self.log.end_offset, now)
         self.producer_state.replay(self._headers_from(max(self.log.start_offset, start or 0)), now)
 

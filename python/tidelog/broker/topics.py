@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from tidelog.broker.clock import Clock
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.partition import OfflinePartition, Partition
 from tidelog.error_codes import ErrorCode as ec
@@ -44,8 +45,9 @@ class Topic:
 
 
 class TopicManager:
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, clock: Clock) -> None:
         self.config = config
+        self.clock = clock
         self.meta_dir = os.path.join(config.data_dir, "meta", "topics")
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[uuid.UUID, Topic] = {}
@@ -138,7 +140,13 @@ class TopicManager:
                     continue
                 topic.partitions.append(
                     Partition(
-                        topic.name, p, plog, flush_messages, flush_ms, self.config.producer_id_expiration_ms
+                        topic.name,
+                        p,
+                        plog,
+                        flush_messages,
+                        flush_ms,
+                        self.config.producer_id_expiration_ms,
+                        self.clock,
                     )
                 )
         except BaseException:

@@ -11,6 +11,6 @@ from tidelog.broker.apis import (  # noqa: F401  (each registers its handlers)
     producer_ids,
     topics,
 )
-from tidelog.broker.apis._registry import ADVERTISED, CURRENT_PEER, HANDLERS, RefusedWithoutResponse
+from tidelog.broker.apis._registry import ADVERTISED, HANDLERS, RefusedWithoutResponse
 
-__all__ = ["ADVERTISED", "CURRENT_PEER", "HANDLERS", "RefusedWithoutResponse"]
+__all__ = ["ADVERTISED", "HANDLERS", "RefusedWithoutResponse"]

@@ -5,25 +5,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tidelog.broker.apis._registry import CURRENT_PEER
-from tidelog.broker.authorizer import ANONYMOUS
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol.constants import AclOperation, AclResourceType
 
 if TYPE_CHECKING:
+    from tidelog.broker.context import RequestContext
     from tidelog.broker.partition import Partition
-    from tidelog.broker.server import Broker
 
 
 def resolve_partition(
-    broker: Broker, topic: str, index: int, operation: AclOperation
+    ctx: RequestContext, topic: str, index: int, operation: AclOperation
 ) -> tuple[Partition | None, int]:
     """(the partition, NONE), or (None, why): TOPIC_AUTHORIZATION_FAILED when the principal
     may not do ``operation`` on the topic, KAFKA_STORAGE_ERROR for an offline partition,
     UNKNOWN_TOPIC_OR_PARTITION otherwise (NOT_LEADER_OR_FOLLOWER comes with replication)."""
-    if not broker.authorizer.authorize(
-        ANONYMOUS, CURRENT_PEER.get(), operation, AclResourceType.TOPIC, topic
+    session, topics = ctx.session, ctx.broker.topics
+    if not ctx.broker.authorizer.authorize(
+        session.principal, session.peer_host, operation, AclResourceType.TOPIC, topic
     ):
         return None, ec.TOPIC_AUTHORIZATION_FAILED
-    part = broker.topics.partition(topic, index)
-    return (part, ec.NONE) if part is not None else (None, broker.topics.missing_code(topic, index))
+    part = topics.partition(topic, index)
+    return (part, ec.NONE) if part is not None else (None, topics.missing_code(topic, index))

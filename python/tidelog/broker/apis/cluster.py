@@ -23,13 +23,15 @@ from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 
 if TYPE_CHECKING:
+    from tidelog.broker.context import RequestContext
     from tidelog.broker.server import Broker
 
 SOFTWARE_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
 
 
-@handles(18, 0, 4)
-async def api_versions(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.ApiVersionsRequest, 0, 4)
+async def api_versions(ctx: RequestContext, req: m.ApiVersionsRequest) -> m.ApiVersionsResponse:
+    version = ctx.api_version
     R = m.ApiVersionsResponse
     if version >= 3 and not (
         SOFTWARE_NAME.fullmatch(req.client_software_name or "")
@@ -42,16 +44,20 @@ async def api_versions(broker: Broker, req: Any, header: Any, version: int) -> A
     return R(error_code=ec.NONE, api_keys=keys)
 
 
-def _broker_entry(broker: Broker, cls: Any) -> Any:
-    """This broker as a Metadata or DescribeCluster broker entry (node_id / broker_id)."""
+def _broker_entry(ctx: RequestContext, cls: Any) -> Any:
+    """This broker as a Metadata or DescribeCluster broker entry (node_id / broker_id), at
+    the address advertised for the listener the request came in on, as Kafka answers."""
+    broker = ctx.broker
     id_field = "node_id" if "node_id" in cls.__slots__ else "broker_id"
-    entry = cls(host=broker.advertised_host, port=broker.advertised_port, rack=None)
+    host, port = broker.advertised(ctx.session.listener)
+    entry = cls(host=host, port=port, rack=None)
     setattr(entry, id_field, broker.config.node_id)
     return entry
 
 
-@handles(3, 0, 12)
-async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.MetadataRequest, 0, 12)
+async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataResponse:
+    broker, version = ctx.broker, ctx.api_version
     R = m.MetadataResponse
     tm = broker.topics
     # v10+: a topic given with a (non-zero) id is looked up by it, whatever its name says
@@ -97,7 +103,7 @@ async def metadata(broker: Broker, req: Any, header: Any, version: int) -> Any:
             )
         )
     return R(
-        brokers=[_broker_entry(broker, R.MetadataResponseBroker)],
+        brokers=[_broker_entry(ctx, R.MetadataResponseBroker)],
         cluster_id=broker.cluster_id,
         controller_id=broker.config.node_id,
         topics=topics,
@@ -119,21 +125,23 @@ def _partition_metadata(broker: Broker, p: Partition | OfflinePartition) -> Any:
     )
 
 
-@handles(60, 0, 1)
-async def describe_cluster(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DescribeClusterRequest, 0, 1)
+async def describe_cluster(ctx: RequestContext, req: m.DescribeClusterRequest) -> m.DescribeClusterResponse:
+    broker = ctx.broker
     R = m.DescribeClusterResponse
     return R(
         throttle_time_ms=0,
         error_code=ec.NONE,
         cluster_id=broker.cluster_id,
         controller_id=broker.config.node_id,
-        brokers=[_broker_entry(broker, R.DescribeClusterBroker)],
+        brokers=[_broker_entry(ctx, R.DescribeClusterBroker)],
     )
 
 
-@handles(35, 1, 4)
-async def describe_log_dirs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DescribeLogDirsRequest, 1, 4)
+async def describe_log_dirs(ctx: RequestContext, req: m.DescribeLogDirsRequest) -> m.DescribeLogDirsResponse:
     """The one log directory, its partitions' sizes and the disk's space; topics null means all."""
+    broker = ctx.broker
     R = m.DescribeLogDirsResponse
     D = R.DescribeLogDirsResult
     tm = broker.topics

@@ -4,7 +4,7 @@ the set) and IncrementalAlterConfigs (SET and DELETE)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidelog.broker.apis._registry import (
     handles,
@@ -14,11 +14,13 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType, ConfigSource
 
 if TYPE_CHECKING:
+    from tidelog.broker.context import RequestContext
     from tidelog.broker.server import Broker
 
 
-@handles(32, 0, 4)
-async def describe_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DescribeConfigsRequest, 0, 4)
+async def describe_configs(ctx: RequestContext, req: m.DescribeConfigsRequest) -> m.DescribeConfigsResponse:
+    broker = ctx.broker
     R = m.DescribeConfigsResponse
     results = []
     for res in req.resources:
@@ -36,7 +38,7 @@ async def describe_configs(broker: Broker, req: Any, header: Any, version: int) 
             sources = {name: topic_set if name in topic.configs else default for name in values}
             read_only = False
         elif res.resource_type == ConfigResourceType.BROKER:  # every setting, configured or default
-            described = broker.config.described(broker.port)
+            described = broker.config.described(broker.endpoints)
             values = {name: value for name, (value, _) in described.items()}
             static, default = ConfigSource.STATIC_BROKER_CONFIG, ConfigSource.DEFAULT_CONFIG
             sources = {name: static if configured else default for name, (_, configured) in described.items()}
@@ -60,6 +62,9 @@ async def describe_configs(broker: Broker, req: Any, header: Any, version: int) 
     return R(throttle_time_ms=0, results=results)
 
 
+AlterResponse = TypeVar("AlterResponse", m.AlterConfigsResponse, m.IncrementalAlterConfigsResponse)
+
+
 class _Refused(Exception):
     """A resource's change refused before it reaches the topic manager."""
 
@@ -69,8 +74,11 @@ class _Refused(Exception):
 
 
 async def _alter_each(
-    broker: Broker, req: Any, response: Any, changes_of: Callable[[Any], dict[str, str | None]]
-) -> Any:
+    broker: Broker,
+    req: m.AlterConfigsRequest | m.IncrementalAlterConfigsRequest,
+    response: type[AlterResponse],
+    changes_of: Callable[[Any], dict[str, str | None]],
+) -> AlterResponse:
     """What both AlterConfigs APIs do per resource: topics only, the changes that
     ``changes_of(resource)`` makes (None: back to the default), one result each."""
     from tidelog.broker.topics import TopicError
@@ -91,9 +99,12 @@ async def _alter_each(
     return response(throttle_time_ms=0, responses=results)
 
 
-@handles(44, 0, 1)
-async def incremental_alter_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.IncrementalAlterConfigsRequest, 0, 1)
+async def incremental_alter_configs(
+    ctx: RequestContext, req: m.IncrementalAlterConfigsRequest
+) -> m.IncrementalAlterConfigsResponse:
     """SET and DELETE; APPEND and SUBTRACT apply to list configs, which topics here lack."""
+    broker = ctx.broker
 
     def changes(res: Any) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -112,10 +123,11 @@ async def incremental_alter_configs(broker: Broker, req: Any, header: Any, versi
     return await _alter_each(broker, req, m.IncrementalAlterConfigsResponse, changes)
 
 
-@handles(33, 0, 2)
-async def alter_configs(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.AlterConfigsRequest, 0, 2)
+async def alter_configs(ctx: RequestContext, req: m.AlterConfigsRequest) -> m.AlterConfigsResponse:
     """The non-incremental AlterConfigs: each resource's configs are replaced by those given
     (one not given returns to its default), as Kafka's legacy API does."""
+    broker = ctx.broker
 
     def changes(res: Any) -> dict[str, str | None]:
         topic = broker.topics.topics.get(res.resource_name)

@@ -21,14 +21,14 @@ from tidelog.protocol.constants import AclOperation
 from tidelog.records import iter_batches
 
 if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+    from tidelog.broker.context import RequestContext
 
 
-@handles(1, 4, 12)
-async def fetch(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.FetchRequest, 4, 12)
+async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
     deadline = trio.current_time() + max(0, req.max_wait_ms) / 1000
     while True:
-        resp, total, parts = _fetch_once(broker, req, version)
+        resp, total, parts = _fetch_once(ctx, req)
         if (
             total >= max(1, req.min_bytes)
             or req.max_wait_ms <= 0
@@ -47,7 +47,8 @@ async def fetch(broker: Broker, req: Any, header: Any, version: int) -> Any:
                     nursery.start_soon(wake, p.wait_for_data())
 
 
-def _fetch_once(broker: Broker, req: Any, version: int) -> tuple[Any, int, list[Any]]:
+def _fetch_once(ctx: RequestContext, req: m.FetchRequest) -> tuple[m.FetchResponse, int, list[Any]]:
+    version = ctx.api_version
     R = m.FetchResponse
     budget = req.max_bytes if version >= 3 else 1 << 31
     total = 0
@@ -69,7 +70,7 @@ def _fetch_once(broker: Broker, req: Any, version: int) -> tuple[Any, int, list[
                 records=b"",
             )
             parts.append(res)
-            part, res.error_code = resolve_partition(broker, name, p.partition, AclOperation.READ)
+            part, res.error_code = resolve_partition(ctx, name, p.partition, AclOperation.READ)
             if part is None:
                 continue
             hw = part.high_watermark

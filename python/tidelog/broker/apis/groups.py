@@ -4,10 +4,9 @@ state machine is in broker/groups."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tidelog.broker.apis._registry import (
-    CURRENT_PEER,
     TRANSACTIONS_UNSUPPORTED,
     handles,
     log,
@@ -20,14 +19,16 @@ from tidelog.protocol.constants import AclOperation
 from tidelog.storage.api import wall_clock_ms
 
 if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+    from tidelog.broker.context import RequestContext
 
 
-@handles(10, 0, 4)
-async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.FindCoordinatorRequest, 0, 4)
+async def find_coordinator(ctx: RequestContext, req: m.FindCoordinatorRequest) -> m.FindCoordinatorResponse:
+    broker, version = ctx.broker, ctx.api_version
     await broker.groups.store.ensure_topic()
     R = m.FindCoordinatorResponse
     keys = req.coordinator_keys if version >= 4 else [req.key]
+    host, port = broker.advertised(ctx.session.listener)
 
     def answer(key: str) -> tuple[int, str | None]:
         if req.key_type != 0:
@@ -43,8 +44,8 @@ async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) 
             error_code=code,
             error_message=message,
             node_id=broker.config.node_id,
-            host=broker.advertised_host,
-            port=broker.advertised_port,
+            host=host,
+            port=port,
         )
     coordinators = []
     for key in keys:
@@ -53,8 +54,8 @@ async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) 
             R.Coordinator(
                 key=key,
                 node_id=broker.config.node_id,
-                host=broker.advertised_host,
-                port=broker.advertised_port,
+                host=host,
+                port=port,
                 error_code=code,
                 error_message=message,
             )
@@ -62,25 +63,29 @@ async def find_coordinator(broker: Broker, req: Any, header: Any, version: int) 
     return R(coordinators=coordinators)
 
 
-@handles(11, 0, 7)
-async def join_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.JoinGroupRequest, 0, 7)
+async def join_group(ctx: RequestContext, req: m.JoinGroupRequest) -> m.JoinGroupResponse:
+    broker, version = ctx.broker, ctx.api_version
     await broker.groups.store.ensure_topic()
-    return await broker.groups.join(req, version, header.client_id or "", CURRENT_PEER.get())
+    return await broker.groups.join(req, version, ctx.client_id or "", f"/{ctx.session.peer_host}")
 
 
-@handles(14, 0, 5)
-async def sync_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.SyncGroupRequest, 0, 5)
+async def sync_group(ctx: RequestContext, req: m.SyncGroupRequest) -> m.SyncGroupResponse:
+    broker, version = ctx.broker, ctx.api_version
     await broker.groups.store.ensure_topic()
     return await broker.groups.sync(req, version)
 
 
-@handles(12, 0, 4)
-async def heartbeat(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.HeartbeatRequest, 0, 4)
+async def heartbeat(ctx: RequestContext, req: m.HeartbeatRequest) -> m.HeartbeatResponse:
+    broker = ctx.broker
     return m.HeartbeatResponse(error_code=broker.groups.heartbeat(req))
 
 
-@handles(13, 0, 4)
-async def leave_group(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.LeaveGroupRequest, 0, 4)
+async def leave_group(ctx: RequestContext, req: m.LeaveGroupRequest) -> m.LeaveGroupResponse:
+    broker, version = ctx.broker, ctx.api_version
     await broker.groups.store.ensure_topic()
     R = m.LeaveGroupResponse
     if version < 3:
@@ -97,8 +102,9 @@ async def leave_group(broker: Broker, req: Any, header: Any, version: int) -> An
     )
 
 
-@handles(8, 2, 8)
-async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.OffsetCommitRequest, 2, 8)
+async def offset_commit(ctx: RequestContext, req: m.OffsetCommitRequest) -> m.OffsetCommitResponse:
+    broker, version = ctx.broker, ctx.api_version
     await broker.groups.store.ensure_topic()
     from tidelog.broker.groups.store import OffsetEntry
 
@@ -110,7 +116,7 @@ async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> 
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            pcode = code or resolve_partition(broker, t.name, p.partition_index, AclOperation.READ)[1]
+            pcode = code or resolve_partition(ctx, t.name, p.partition_index, AclOperation.READ)[1]
             if not pcode:
                 entries.append(
                     (
@@ -135,8 +141,9 @@ async def offset_commit(broker: Broker, req: Any, header: Any, version: int) -> 
     return R(throttle_time_ms=0, topics=topics)
 
 
-@handles(9, 1, 7)
-async def offset_fetch(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.OffsetFetchRequest, 1, 7)
+async def offset_fetch(ctx: RequestContext, req: m.OffsetFetchRequest) -> m.OffsetFetchResponse:
+    broker = ctx.broker
     R = m.OffsetFetchResponse
     offsets = broker.groups.fetch(req.group_id)
     if req.topics is None:
@@ -163,8 +170,9 @@ async def offset_fetch(broker: Broker, req: Any, header: Any, version: int) -> A
     return R(throttle_time_ms=0, topics=topics, error_code=ec.NONE)
 
 
-@handles(15, 0, 5)
-async def describe_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DescribeGroupsRequest, 0, 5)
+async def describe_groups(ctx: RequestContext, req: m.DescribeGroupsRequest) -> m.DescribeGroupsResponse:
+    broker = ctx.broker
     R = m.DescribeGroupsResponse
     out = []
     for group_id in req.groups:
@@ -205,8 +213,9 @@ async def describe_groups(broker: Broker, req: Any, header: Any, version: int) -
     return R(throttle_time_ms=0, groups=out)
 
 
-@handles(16, 0, 4)
-async def list_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.ListGroupsRequest, 0, 4)
+async def list_groups(ctx: RequestContext, req: m.ListGroupsRequest) -> m.ListGroupsResponse:
+    broker, version = ctx.broker, ctx.api_version
     R = m.ListGroupsResponse
     states = set(req.states_filter) if version >= 4 and req.states_filter else None
     return R(
@@ -219,8 +228,9 @@ async def list_groups(broker: Broker, req: Any, header: Any, version: int) -> An
     )
 
 
-@handles(42, 0, 2)
-async def delete_groups(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DeleteGroupsRequest, 0, 2)
+async def delete_groups(ctx: RequestContext, req: m.DeleteGroupsRequest) -> m.DeleteGroupsResponse:
+    broker = ctx.broker
     await broker.groups.store.ensure_topic()
     R = m.DeleteGroupsResponse
     return R(
@@ -232,8 +242,9 @@ async def delete_groups(broker: Broker, req: Any, header: Any, version: int) -> 
     )
 
 
-@handles(47, 0, 0)
-async def offset_delete(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.OffsetDeleteRequest, 0, 0)
+async def offset_delete(ctx: RequestContext, req: m.OffsetDeleteRequest) -> m.OffsetDeleteResponse:
+    broker = ctx.broker
     await broker.groups.store.ensure_topic()
     R = m.OffsetDeleteResponse
     g = broker.groups.groups.get(req.group_id)

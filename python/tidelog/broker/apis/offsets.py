@@ -18,11 +18,11 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AclOperation, OffsetSpec
 
 if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+    from tidelog.broker.context import RequestContext
 
 
-@handles(2, 1, 9)
-async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.ListOffsetsRequest, 1, 9)
+async def list_offsets(ctx: RequestContext, req: m.ListOffsetsRequest) -> m.ListOffsetsResponse:
     R = m.ListOffsetsResponse
     topics = []
     for t in req.topics:
@@ -37,7 +37,7 @@ async def list_offsets(broker: Broker, req: Any, header: Any, version: int) -> A
                 leader_epoch=-1,
             )
             parts.append(res)
-            part, res.error_code = resolve_partition(broker, t.name, p.partition_index, AclOperation.DESCRIBE)
+            part, res.error_code = resolve_partition(ctx, t.name, p.partition_index, AclOperation.DESCRIBE)
             if part is None:
                 continue
             res.leader_epoch = part.leader_epoch
@@ -67,8 +67,8 @@ def _max_timestamp(part: Any) -> tuple[int, int] | None:
     return None if ts < 0 else part.log.offset_for_time(ts)
 
 
-@handles(21, 0, 2)
-async def delete_records(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DeleteRecordsRequest, 0, 2)
+async def delete_records(ctx: RequestContext, req: m.DeleteRecordsRequest) -> m.DeleteRecordsResponse:
     R = m.DeleteRecordsResponse
     topics = []
     for t in req.topics:
@@ -78,7 +78,7 @@ async def delete_records(broker: Broker, req: Any, header: Any, version: int) ->
                 partition_index=p.partition_index, low_watermark=-1, error_code=ec.NONE
             )
             parts.append(res)
-            part, res.error_code = resolve_partition(broker, t.name, p.partition_index, AclOperation.DELETE)
+            part, res.error_code = resolve_partition(ctx, t.name, p.partition_index, AclOperation.DELETE)
             if part is None:
                 continue
             target = part.high_watermark if p.offset == -1 else p.offset  # -1: all there is

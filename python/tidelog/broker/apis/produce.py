@@ -4,7 +4,7 @@ failures close the connection, as Kafka."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tidelog.broker.apis._registry import (
     RefusedWithoutResponse,
@@ -20,11 +20,12 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AclOperation
 
 if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+    from tidelog.broker.context import RequestContext
 
 
-@handles(0, 0, 9)
-async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.ProduceRequest, 0, 9)
+async def produce(ctx: RequestContext, req: m.ProduceRequest) -> m.ProduceResponse | None:
+    broker, version = ctx.broker, ctx.api_version
     R = m.ProduceResponse
     if version < 3:
         code: int = ec.UNSUPPORTED_VERSION
@@ -43,7 +44,7 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
             ]
         )
     if req.transactional_id is not None:
-        log.info("refused transactional produce from %s", header.client_id)
+        log.info("refused transactional produce from %s", ctx.client_id)
     acks = req.acks
     out = []
     for t in req.topic_data:
@@ -58,7 +59,7 @@ async def produce(broker: Broker, req: Any, header: Any, version: int) -> Any:
                 topic, res.error_code = await auto_create(broker, t.name)
                 if topic is None:
                     continue
-            part, res.error_code = resolve_partition(broker, t.name, p.index, AclOperation.WRITE)
+            part, res.error_code = resolve_partition(ctx, t.name, p.index, AclOperation.WRITE)
             if part is None:
                 continue
             if acks not in (0, 1, -1):

@@ -3,7 +3,7 @@ TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and DescribeProducers."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tidelog.broker.apis._registry import (
     handles,
@@ -15,11 +15,12 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AclOperation
 
 if TYPE_CHECKING:
-    from tidelog.broker.server import Broker
+    from tidelog.broker.context import RequestContext
 
 
-@handles(22, 0, 4)
-async def init_producer_id(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.InitProducerIdRequest, 0, 4)
+async def init_producer_id(ctx: RequestContext, req: m.InitProducerIdRequest) -> m.InitProducerIdResponse:
+    broker, version = ctx.broker, ctx.api_version
     R = m.InitProducerIdResponse
     if req.transactional_id is not None:
         log.info(
@@ -34,8 +35,10 @@ async def init_producer_id(broker: Broker, req: Any, header: Any, version: int) 
     return R(error_code=ec.NONE, producer_id=await broker.next_producer_id(), producer_epoch=0)
 
 
-@handles(61, 0, 0)
-async def describe_producers(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DescribeProducersRequest, 0, 0)
+async def describe_producers(
+    ctx: RequestContext, req: m.DescribeProducersRequest
+) -> m.DescribeProducersResponse:
     """The idempotent producers each partition remembers (none is transactional here)."""
     R = m.DescribeProducersResponse
     T = R.TopicResponse
@@ -45,7 +48,7 @@ async def describe_producers(broker: Broker, req: Any, header: Any, version: int
         for i in t.partition_indexes:
             res = T.PartitionResponse(partition_index=i, error_code=ec.NONE, active_producers=[])
             parts.append(res)
-            part, res.error_code = resolve_partition(broker, t.name, i, AclOperation.READ)
+            part, res.error_code = resolve_partition(ctx, t.name, i, AclOperation.READ)
             if part is None:
                 continue
             res.active_producers = [

@@ -15,6 +15,7 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import ConfigSource
 
 if TYPE_CHECKING:
+    from tidelog.broker.context import RequestContext
     from tidelog.broker.server import Broker
 
 
@@ -30,8 +31,9 @@ async def auto_create(broker: Broker, name: str) -> tuple[Any, int]:
         return None, ec.LEADER_NOT_AVAILABLE if e.code == ec.TOPIC_ALREADY_EXISTS else e.code
 
 
-@handles(19, 2, 7)
-async def create_topics(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.CreateTopicsRequest, 2, 7)
+async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.CreateTopicsResponse:
+    broker = ctx.broker
     from tidelog.broker.topics import TopicError
 
     R = m.CreateTopicsResponse
@@ -41,10 +43,15 @@ async def create_topics(broker: Broker, req: Any, header: Any, version: int) -> 
             name=t.name, error_code=ec.NONE, num_partitions=-1, replication_factor=-1
         )
         results.append(res)
-        configs = {c.name: c.value for c in t.configs}
         try:
             if t.assignments:
                 raise TopicError(ec.INVALID_REQUEST, "manual replica assignment is not supported")
+            nulls = [c.name for c in t.configs if c.value is None]
+            if nulls:  # as Kafka: a config given must have a value
+                raise TopicError(
+                    ec.INVALID_CONFIG, f"Null value not supported for topic configs: {','.join(nulls)}"
+                )
+            configs = {c.name: c.value for c in t.configs if c.value is not None}
             topic = await broker.topics.create_async(
                 t.name, t.num_partitions, t.replication_factor, configs, req.validate_only
             )
@@ -67,8 +74,9 @@ async def create_topics(broker: Broker, req: Any, header: Any, version: int) -> 
     return R(throttle_time_ms=0, topics=results)
 
 
-@handles(20, 1, 6)
-async def delete_topics(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.DeleteTopicsRequest, 1, 6)
+async def delete_topics(ctx: RequestContext, req: m.DeleteTopicsRequest) -> m.DeleteTopicsResponse:
+    broker, version = ctx.broker, ctx.api_version
     from tidelog.broker.topics import TopicError
 
     R = m.DeleteTopicsResponse
@@ -102,8 +110,11 @@ async def delete_topics(broker: Broker, req: Any, header: Any, version: int) -> 
     return R(throttle_time_ms=0, responses=results)
 
 
-@handles(37, 0, 3)
-async def create_partitions(broker: Broker, req: Any, header: Any, version: int) -> Any:
+@handles(m.CreatePartitionsRequest, 0, 3)
+async def create_partitions(
+    ctx: RequestContext, req: m.CreatePartitionsRequest
+) -> m.CreatePartitionsResponse:
+    broker = ctx.broker
     from tidelog.broker.topics import TopicError
 
     R = m.CreatePartitionsResponse

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 import uuid
 from collections import Counter
 from typing import Any
 
 import trio
 
+from tidelog.broker.clock import Clock
 from tidelog.broker.config import BrokerConfig
 from tidelog.broker.groups.store import OffsetEntry, OffsetsStore
 from tidelog.error_codes import ErrorCode as ec
@@ -82,8 +82,9 @@ class Group:
 
 
 class Coordinator:
-    def __init__(self, store: OffsetsStore, config: BrokerConfig, nursery_holder: Any) -> None:
+    def __init__(self, store: OffsetsStore, config: BrokerConfig, nursery_holder: Any, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
         self.groups: dict[str, Group] = {}
         self.initial_delay = int(config.setting("group.initial.rebalance.delay.ms")) / 1000
         self.min_session = int(config.setting("group.min.session.timeout.ms"))
@@ -97,7 +98,7 @@ class Coordinator:
         offsets, groups = self.store.load()
         for (group_id, topic, partition), entry in offsets.items():
             self._group(group_id).offsets[(topic, partition)] = entry
-        now = trio.current_time()
+        now = self.clock.monotonic()
         for group_id, value in groups.items():
             g = self._group(group_id)
             g.generation, g.protocol_type, g.protocol_name, g.leader = (
@@ -136,7 +137,7 @@ class Coordinator:
             generation=g.generation,
             protocol=g.protocol_name,
             leader=g.leader,
-            current_state_timestamp=int(time.time() * 1000),
+            current_state_timestamp=self.clock.wall_ms(),
             members=[
                 V.MemberMetadata(
                     member_id=mb.member_id,
@@ -179,7 +180,7 @@ class Coordinator:
         first = g.state == EMPTY
         g.state = PREPARING
         timeout = max((mb.rebalance_timeout_ms for mb in g.members.values()), default=0) / 1000
-        now = trio.current_time()
+        now = self.clock.monotonic()
         g.rebalance_deadline = now + max(timeout, self.initial_delay if first else 0)
         if not g.completer_running:
             g.completer_running = True
@@ -192,7 +193,7 @@ class Coordinator:
         new group) or the rebalance timeout passes; members that did not rejoin are removed."""
         try:
             while True:
-                now = trio.current_time()
+                now = self.clock.monotonic()
                 all_in = all(mb.join is not None for mb in g.members.values()) and not g.pending
                 if (all_in and now >= not_before) or now >= g.rebalance_deadline:
                     break
@@ -233,7 +234,9 @@ class Coordinator:
             g.leader,
         )
 
-    def join_response(self, g: Group, member_id: str, version: int, error: int = ec.NONE) -> Any:
+    def join_response(
+        self, g: Group, member_id: str, version: int, error: int = ec.NONE
+    ) -> m.JoinGroupResponse:
         R = m.JoinGroupResponse
         if error:
             return R(
@@ -264,7 +267,9 @@ class Coordinator:
             members=members,
         )
 
-    async def join(self, req: Any, version: int, client_id: str, client_host: str) -> Any:
+    async def join(
+        self, req: m.JoinGroupRequest, version: int, client_id: str, client_host: str
+    ) -> m.JoinGroupResponse:
         group_id = req.group_id
         session = req.session_timeout_ms
         rebalance = req.rebalance_timeout_ms if version >= 1 and req.rebalance_timeout_ms > 0 else session
@@ -288,7 +293,7 @@ class Coordinator:
         ):
             return m.JoinGroupResponse(error_code=ec.INCONSISTENT_GROUP_PROTOCOL, member_id=req.member_id)
         member_id = req.member_id
-        now = trio.current_time()
+        now = self.clock.monotonic()
         if instance is not None:
             known = g.static.get(instance)
             if known is not None and member_id and member_id != known:
@@ -351,7 +356,7 @@ class Coordinator:
         error = reply.value if reply.event.is_set() else ec.REBALANCE_IN_PROGRESS
         return self.join_response(g, member_id, version, error)
 
-    async def sync(self, req: Any, version: int) -> Any:
+    async def sync(self, req: m.SyncGroupRequest, version: int) -> m.SyncGroupResponse:
         R = m.SyncGroupResponse
         g = self.groups.get(req.group_id)
         mb = g.members.get(req.member_id) if g else None
@@ -361,7 +366,7 @@ class Coordinator:
             return R(error_code=ec.ILLEGAL_GENERATION, assignment=b"")
         if g.state == PREPARING:
             return R(error_code=ec.REBALANCE_IN_PROGRESS, assignment=b"")
-        mb.last_seen = trio.current_time()
+        mb.last_seen = self.clock.monotonic()
         if g.state == COMPLETING:
             if req.member_id == g.leader:
                 given = {a.member_id: bytes(a.assignment) for a in req.assignments}
@@ -395,7 +400,7 @@ class Coordinator:
             return ec.UNKNOWN_MEMBER_ID
         if req.generation_id != g.generation:
             return ec.ILLEGAL_GENERATION
-        mb.last_seen = trio.current_time()
+        mb.last_seen = self.clock.monotonic()
         return ec.REBALANCE_IN_PROGRESS if g.state == PREPARING else ec.NONE
 
     def leave(self, group_id: str, members: list[tuple[str, str | None]]) -> list[int]:
@@ -436,7 +441,7 @@ class Coordinator:
         last_retention = 0.0
         while True:
             await trio.sleep(0.1)
-            now = trio.current_time()
+            now = self.clock.monotonic()
             for g in list(self.groups.values()):
                 for mid, deadline in list(g.pending.items()):
                     if now > deadline:
@@ -453,7 +458,7 @@ class Coordinator:
                     self._members_left(g, "a member's session timed out")
             if now - last_retention > 60:
                 last_retention = now
-                self.expire_offsets(int(time.time() * 1000))
+                self.expire_offsets(self.clock.wall_ms())
 
     def expire_offsets(self, now_ms: int) -> int:
         n = 0
@@ -491,7 +496,7 @@ class Coordinator:
             # Commits stay allowed while preparing a rebalance (members commit before giving
             # partitions up), as in Kafka; between join and sync they are refused.
             return ec.REBALANCE_IN_PROGRESS
-        g.members[req.member_id].last_seen = trio.current_time()
+        g.members[req.member_id].last_seen = self.clock.monotonic()
         return ec.NONE
 
     async def commit(self, group_id: str, entries: list[tuple[str, int, OffsetEntry]]) -> None:

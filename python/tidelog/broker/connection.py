@@ -1,0 +1,220 @@
+"""One client connection: it reads frames, answers requests one at a time and in order
+(Kafka processes one request per connection at a time), and writes each response as few
+large writes, sending record bytes from segment files by sendfile where the stream is a
+plain socket and copying them otherwise (a TLS or in-memory stream)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from tidelog.broker.apis import ADVERTISED, HANDLERS, RefusedWithoutResponse
+from tidelog.broker.context import RequestContext, Session
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.protocol import _messages as m
+from tidelog.protocol.framing import API_VERSIONS_KEY, decode_request_header, encode_response
+from tidelog.protocol.primitives import INT32, DecodeError
+
+if TYPE_CHECKING:
+    from tidelog.broker.config import Endpoint
+    from tidelog.broker.server import Broker
+
+log = logging.getLogger("tidelog.broker")
+RECEIVE_CHUNK = 256 * 1024
+LARGE_REQUEST_BYTES = 256 << 10  # decoded and answered off the event loop above this
+PRODUCE_KEY = 0
+REQUEST_PREFIX = struct.Struct(">hhi")  # api key, api version, correlation id
+
+
+class ConnectionClosed(Exception):
+    """Why a connection is being closed (logged once)."""
+
+
+class InFlight:
+    """The broker's open connections as shutdown sees them: how many requests are being
+    handled, and the waits for a next request, which shutdown cancels at once."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.busy = 0
+        self._quiet = trio.Event()  # set when busy drops to 0
+        self.idle_scopes: set[trio.CancelScope] = set()
+
+    def begin(self) -> None:
+        self.busy += 1
+
+    def end(self) -> None:
+        self.busy -= 1
+        if not self.busy:
+            self._quiet.set()
+
+    def drain(self) -> None:
+        """No more requests are read; connections waiting for one close now."""
+        self.draining = True
+        for scope in self.idle_scopes:
+            scope.cancel()
+
+    async def wait_quiet(self) -> None:
+        while self.busy:
+            self._quiet = trio.Event()
+            await self._quiet.wait()
+
+
+class ClientConnection:
+    """A client's stream, its session, and the requests it sends, answered in order."""
+
+    def __init__(self, broker: Broker, stream: trio.abc.Stream, endpoint: Endpoint) -> None:
+        self.broker = broker
+        self.stream = stream
+        # Record bytes go out by sendfile only on a plain socket; other streams get copies.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        host, port = "?", 0
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                host, port = self._socket.getpeername()[:2]
+        self.session = Session(
+            listener=endpoint.name,
+            security_protocol=endpoint.security_protocol,
+            peer_host=host,
+            peer_port=port,
+        )
+        self._buf = bytearray()
+
+    async def run(self) -> None:
+        in_flight = self.broker.in_flight
+        try:
+            async with self.stream:
+                while not in_flight.draining:
+                    # Waiting for a request is cancelled at shutdown; handling one is not.
+                    with trio.CancelScope() as idle:
+                        in_flight.idle_scopes.add(idle)
+                        try:
+                            frame = await self._read_frame()
+                        finally:
+                            in_flight.idle_scopes.discard(idle)
+                    if idle.cancelled_caught or frame is None:
+                        return
+                    in_flight.begin()
+                    try:
+                        chunks = await self._answer(frame)
+                        if chunks is not None:
+                            await self._send(chunks)
+                    finally:
+                        in_flight.end()
+        except ConnectionClosed as e:
+            log.warning("closing connection from %s: %s", self.session.peer, e)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+
+    async def _read_frame(self) -> bytes | None:
+        config = self.broker.config
+        limit = config.socket_request_max_bytes
+        buf = self._buf
+        size = -1
+        while True:
+            if size < 0 and len(buf) >= 4:
+                (size,) = INT32.unpack_from(buf, 0)
+                if size < 0 or size > limit:
+                    raise ConnectionClosed(f"frame of {size} bytes (socket.request.max.bytes={limit})")
+            if size >= 0 and len(buf) >= 4 + size:
+                frame = bytes(buf[4 : 4 + size])
+                del buf[: 4 + size]
+                return frame
+            with trio.move_on_after(config.connections_max_idle_ms / 1000) as idle:
+                data = await self.stream.receive_some(max(RECEIVE_CHUNK, size + 4 - len(buf)))
+            if idle.cancelled_caught:
+                raise ConnectionClosed(f"idle for {config.connections_max_idle_ms} ms")
+            if not data:
+                if buf:
+                    raise ConnectionClosed(f"peer closed mid-frame ({len(buf)} bytes of a frame)")
+                return None
+            buf += data
+
+    async def _answer(self, frame: bytes) -> list[Any] | None:
+        if len(frame) < 8:
+            raise ConnectionClosed(f"request of {len(frame)} bytes is shorter than a request header")
+        key, version, correlation_id = REQUEST_PREFIX.unpack_from(frame)
+        advertised = ADVERTISED.get(key)
+        if advertised is None:
+            raise ConnectionClosed(f"unknown or unsupported api key {key} (version {version})")
+        if not advertised[0] <= version <= advertised[1]:
+            if key == API_VERSIONS_KEY:
+                # Answered without parsing the rest: the client retries with a version listed.
+                body = m.ApiVersionsResponse(
+                    error_code=ec.UNSUPPORTED_VERSION,
+                    api_keys=[
+                        m.ApiVersionsResponse.ApiVersion(
+                            api_key=key, min_version=advertised[0], max_version=advertised[1]
+                        )
+                    ],
+                )
+                return encode_response(key, 0, correlation_id, body)
+            raise ConnectionClosed(
+                f"api key {key} version {version} is not supported ({advertised[0]}-{advertised[1]})"
+            )
+        try:
+            header, reader = decode_request_header(frame)
+        except DecodeError as e:
+            raise ConnectionClosed(f"unparseable request header: {e}") from None
+        # A large request (thousands of names) is decoded, and its response encoded, in a worker
+        # thread: the interpreter lock passes to the event loop every few ms meanwhile, so
+        # other connections are served. Produce is exempt: its records are not parsed here.
+        offload = len(frame) > LARGE_REQUEST_BYTES and key != PRODUCE_KEY
+        try:
+            if offload:
+                request = await trio.to_thread.run_sync(m.REQUESTS[key].decode, reader, version)
+            else:
+                request = m.REQUESTS[key].decode(reader, version)
+        except DecodeError as e:
+            raise ConnectionClosed(f"unparseable {m.REQUESTS[key].__name__} v{version}: {e}") from None
+        ctx = RequestContext(self.broker, self.session, key, version, correlation_id, header.client_id)
+        try:
+            response = await HANDLERS[key](ctx, request)
+        except RefusedWithoutResponse as e:
+            raise ConnectionClosed(str(e)) from None
+        except Exception:
+            log.exception("handler for api key %d v%d failed", key, version)
+            raise ConnectionClosed("internal error while handling the request") from None
+        if response is None:
+            return None
+        if offload:
+            return await trio.to_thread.run_sync(encode_response, key, version, correlation_id, response)
+        return encode_response(key, version, correlation_id, response)
+
+    async def _send(self, chunks: list[Any]) -> None:
+        pending = bytearray()
+        for chunk in chunks:
+            if isinstance(chunk, (bytes, bytearray)):
+                pending += chunk
+                continue
+            if self._socket is None or not self.broker.config.fetch_zero_copy:
+                pending += chunk.read()
+                continue
+            if pending:
+                await self.stream.send_all(pending)
+                pending = bytearray()
+            await self._sendfile(self._socket, chunk)
+        if pending:
+            await self.stream.send_all(pending)
+
+    async def _sendfile(self, sock: trio.socket.SocketType, piece: Any) -> None:
+        sent = 0
+        while sent < piece.length:
+            try:
+                n = piece.send(sock.fileno(), sent)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            except OSError as e:
+                if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSOCK, errno.EOPNOTSUPP):
+                    raise
+                await self.stream.send_all(piece.read()[sent:])  # copying fallback (no sendfile here)
+                return
+            if n == 0:
+                raise ConnectionClosed("segment file shrank while being sent")
+            sent += n
