@@ -167,7 +167,7 @@ def test_kafka_cli_tools_get_offsets_log_dirs_producers_and_broker_configs(tmp_p
         assert log_dir["error"] is None
         sizes = {p["partition"]: p["size"] for p in log_dir["partitions"]}
         assert sizes.keys() == {"tools-0", "tools-1"}
-        assert sizes["tools-0"] == broker.broker.topics.partition("tools", 0).log.size_bytes > 0
+        assert sizes["tools-0"] == broker.broker.replicas.partition("tools", 0).log.size_bytes > 0
 
         producers = tool("TransactionsCommand", "describe-producers", "--topic", "tools", "--partition", "1")
         header, row = producers.splitlines()[:2]

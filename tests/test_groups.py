@@ -338,7 +338,7 @@ def test_consumer_offsets_stay_bounded_and_expire(tmp_path):
             )
             assert r.topics[0].partitions[0].error_code == 0
         w.close()
-        offsets_log = b.broker.topics.partition("__consumer_offsets", 0).log
+        offsets_log = b.broker.replicas.partition("__consumer_offsets", 0).log
         assert offsets_log.size_bytes < 40000 + 20000, "__consumer_offsets grew without bound"
         assert offsets_log.start_offset > 0
     finally:

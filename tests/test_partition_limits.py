@@ -17,19 +17,9 @@ from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import serve_process
 
 from .conftest import poll_until, stop_gracefully
-from .wire import Wire
+from .wire import Wire, create_topic
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses prlimit(2)")
-
-
-def create_topic(w: Wire, name: str, partitions: int) -> int:
-    C = m.CreateTopicsRequest
-    req = C(
-        topics=[C.CreatableTopic(name=name, num_partitions=partitions, replication_factor=1)],
-        timeout_ms=30_000,
-        validate_only=False,
-    )
-    return int(w.request(req, 5).topics[0].error_code)
 
 
 def grow(w: Wire, name: str, count: int) -> int:

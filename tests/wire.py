@@ -83,6 +83,17 @@ class Wire:
             return True
 
 
+def create_topic(w: Wire, name: str, partitions: int) -> int:
+    """CreateTopics of one topic; its error code."""
+    C = m.CreateTopicsRequest
+    req = C(
+        topics=[C.CreatableTopic(name=name, num_partitions=partitions, replication_factor=1)],
+        timeout_ms=30_000,
+        validate_only=False,
+    )
+    return int(w.request(req, 5).topics[0].error_code)
+
+
 def produce_raw(w: Wire, topic: str, records: bytes, partition: int = 0) -> tuple[int, int]:
     """One acks=1 produce of ready-made batches to one partition: (error code, base offset)."""
     P = m.ProduceRequest

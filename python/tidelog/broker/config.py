@@ -392,6 +392,10 @@ class BrokerConfig:
                 out[s.topic] = self.settings[s.name]
         return out
 
+    def effective_topic_configs(self, topic_configs: Mapping[str, str]) -> dict[str, Any]:
+        """A topic's configs in force: its own, over this broker's defaults."""
+        return {**self.log_config(topic_configs).to_kafka(), "cleanup.policy": "delete", **topic_configs}
+
     def log_config(self, topic_configs: Mapping[str, Any]) -> LogConfig:
         merged = {**self.topic_defaults(), **topic_configs}
         merged.pop("cleanup.policy", None)

@@ -4,15 +4,12 @@ coordinator, the authorizer, the clock) and their life cycle; connections are se
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import threading
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -21,14 +18,14 @@ from tidelog.broker.authorizer import AllowAll, Authorizer
 from tidelog.broker.clock import Clock
 from tidelog.broker.config import BrokerConfig, Endpoint, raise_open_files_limit
 from tidelog.broker.connection import ClientConnection, InFlight
+from tidelog.broker.controller import Controller, LocalController
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
-from tidelog.broker.topics import TopicManager
+from tidelog.broker.metadata import MetadataImage
+from tidelog.broker.replicas import ReplicaManager
 from tidelog.storage import Log
-from tidelog.storage.fileio import write_file_atomic
 
 log = logging.getLogger("tidelog.broker")
-PRODUCER_ID_BLOCK = 1000
 #: Seconds that requests in flight get to finish at shutdown.
 SHUTDOWN_GRACE = 10.0
 #: A listener to serve, with the endpoint it stands for (its name and security protocol).
@@ -52,27 +49,26 @@ class Broker:
         for key in self.config.unknown:
             log.warning("the setting %r is not one tidelog knows: ignored (tidelog serve --help-config)", key)
         self.clock = clock or Clock()
-        self.topics = TopicManager(self.config, self.clock)
+        self.replicas = ReplicaManager(self.config, self.clock)
+        self.controller: Controller = LocalController(self.config, self.replicas)
         self.authorizer: Authorizer = AllowAll()
         self.port = self.config.port
         #: The listeners being served, with their bound ports (set by ``serve``).
         self.endpoints: list[Endpoint] = []
-        self.cluster_id = ""
-        self._next_producer_id = 0
-        self._producer_id_limit = 0
-        self._producer_id_lock = trio.Lock()
         self._cancel: trio.CancelScope | None = None
         self._accepting = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self.in_flight = InFlight()
         store = OffsetsStore(
-            self.topics,
+            self.controller,
+            self.replicas,
             partitions=int(self.config.setting("offsets.topic.num.partitions")),
             segment_bytes=int(self.config.setting("offsets.topic.segment.bytes")),
             compact_bytes=int(self.config.setting("tidelog.offsets.compact.bytes")),
             nursery_holder=lambda: self._nursery,
         )
         self.groups = Coordinator(store, self.config, lambda: self._nursery, self.clock)
+        self.replicas.leadership_listeners.append(self.groups.on_leadership)
         self._nursery_manager: Any = None
 
     def advertised(self, listener: str) -> tuple[str, int]:
@@ -90,40 +86,25 @@ class Broker:
     def advertised_port(self) -> int:
         return self.advertised(self.endpoints[0].name)[1] if self.endpoints else self.port
 
+    @property
+    def image(self) -> MetadataImage:
+        """The metadata in force on this broker (the last image the replica manager applied)."""
+        return self.replicas.image
+
+    @property
+    def cluster_id(self) -> str:
+        return self.image.cluster_id
+
     # ---- life cycle ----
 
-    def _load_meta(self) -> None:
-        meta = os.path.join(self.config.data_dir, "meta")
-        os.makedirs(meta, exist_ok=True)
-        props = os.path.join(meta, "meta.properties")
-        if os.path.exists(props):
-            with open(props) as f:
-                values = dict(line.split("=", 1) for line in f.read().split() if "=" in line)
-            self.cluster_id = values["cluster.id"]
-        else:
-            self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            text = f"cluster.id={self.cluster_id}\nnode.id={self.config.node_id}\nversion=1\n"
-            write_file_atomic(meta, "meta.properties", text.encode())
-        ids = os.path.join(meta, "producer-ids")
-        self._next_producer_id = 0
-        if os.path.exists(ids):
-            with open(ids) as f:
-                self._next_producer_id = int(f.read())
-        self._producer_id_limit = self._next_producer_id
-        self.topics.load()
-
-    async def next_producer_id(self) -> int:
-        """Producer ids survive restarts: blocks of ids are reserved on disk before use, one
-        reservation at a time (concurrent InitProducerIds wait for it)."""
-        async with self._producer_id_lock:
-            if self._next_producer_id >= self._producer_id_limit:
-                limit = self._next_producer_id + PRODUCER_ID_BLOCK
-                meta = os.path.join(self.config.data_dir, "meta")
-                await trio.to_thread.run_sync(write_file_atomic, meta, "producer-ids", str(limit).encode())
-                self._producer_id_limit = limit
-            pid = self._next_producer_id
-            self._next_producer_id += 1
-            return pid
+    def _load(self) -> None:
+        assert isinstance(self.controller, LocalController)
+        """The metadata, then the logs it names (blocking I/O, before anything is served)."""
+        advertised = []
+        for e in self.endpoints:
+            host, port = self.advertised(e.name)
+            advertised.append(dataclasses.replace(e, host=host, port=port))
+        self.replicas.load(self.controller.load(advertised))
 
     async def open_listeners(self) -> list[BoundListener]:
         """A TCP listener for every configured endpoint (``listeners``)."""
@@ -145,7 +126,6 @@ class Broker:
         requests finish (briefly), and closes every log cleanly. ``listeners``: what to serve
         on (any Trio listener, such as an in-memory one), by default ``open_listeners()``."""
         files = raise_open_files_limit()
-        await trio.to_thread.run_sync(self._load_meta)
         bound = list(listeners) if listeners is not None else await self.open_listeners()
         self.endpoints = []
         for e, served in bound:
@@ -155,12 +135,19 @@ class Broker:
                 self.endpoints.append(e)
         if self.endpoints:
             self.port = self.endpoints[0].port
+        try:
+            await trio.to_thread.run_sync(self._load)
+            await self.replicas.announce_leadership()
+        except BaseException:
+            for _, listener in bound:
+                await listener.aclose()
+            raise
         log.info(
             "broker %d listening on %s (data in %s, engine %s, open-files limit %d, up to %d partitions)",
             self.config.node_id,
             ", ".join(map(str, self.endpoints)),
             self.config.data_dir,
-            self.topics.config.engine or "auto",
+            self.config.engine or "auto",
             files,
             self.config.partition_limit(),
         )
@@ -168,16 +155,15 @@ class Broker:
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    self.groups.load()
                     nursery.start_soon(self.groups.sweep)
                     nursery.start_soon(self._retention_loop)
-                    nursery.start_soon(self.topics.purge_loop)
+                    nursery.start_soon(self.replicas.purge_loop)
                     nursery.start_soon(self._accept, bound, nursery)
                     task_status.started(self)
         finally:
             for _, listener in bound:
                 await listener.aclose()
-            await trio.to_thread.run_sync(self.topics.close)
+            await trio.to_thread.run_sync(self.replicas.close)
             log.info("broker %d stopped; logs flushed and closed cleanly", self.config.node_id)
 
     async def _accept(self, bound: Sequence[BoundListener], nursery: trio.Nursery) -> None:
@@ -233,13 +219,11 @@ class Broker:
     async def _retention_loop(self) -> None:
         while True:
             await trio.sleep(self.config.log_retention_check_interval_ms / 1000)
-            for topic in list(self.topics.topics.values()):
-                for part in self.topics.online(topic):
-                    deleted = await part.run_exclusive(
-                        functools.partial(Log.apply_retention, now_ms=self.clock.wall_ms())
-                    )
-                    if deleted:
-                        log.info("retention deleted %d segment(s) of %s-%d", deleted, topic.name, part.index)
+            for part in self.replicas.all_online():
+                retention = functools.partial(Log.apply_retention, now_ms=self.clock.wall_ms())
+                deleted = await part.run_exclusive(retention)
+                if deleted:
+                    log.info("retention deleted %d segment(s) of %s-%d", deleted, part.topic, part.index)
 
 
 class BrokerThread:
@@ -281,6 +265,10 @@ class BrokerThread:
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Runs ``fn(*args)`` on the broker's event loop thread and returns its result."""
         return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def run(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Runs ``await fn(*args)`` on the broker's event loop and returns its result."""
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
 
     def stop(self, timeout: float = 30) -> None:
         """Stops serving and closes the logs cleanly; waits for the thread to finish."""

@@ -19,10 +19,10 @@ def resolve_partition(
     """(the partition, NONE), or (None, why): TOPIC_AUTHORIZATION_FAILED when the principal
     may not do ``operation`` on the topic, KAFKA_STORAGE_ERROR for an offline partition,
     UNKNOWN_TOPIC_OR_PARTITION otherwise (NOT_LEADER_OR_FOLLOWER comes with replication)."""
-    session, topics = ctx.session, ctx.broker.topics
+    session, replicas = ctx.session, ctx.broker.replicas
     if not ctx.broker.authorizer.authorize(
         session.principal, session.peer_host, operation, AclResourceType.TOPIC, topic
     ):
         return None, ec.TOPIC_AUTHORIZATION_FAILED
-    part = topics.partition(topic, index)
-    return (part, ec.NONE) if part is not None else (None, topics.missing_code(topic, index))
+    part = replicas.partition(topic, index)
+    return (part, ec.NONE) if part is not None else (None, replicas.missing_code(topic, index))

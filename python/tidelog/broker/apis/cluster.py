@@ -18,7 +18,8 @@ from tidelog.broker.apis._registry import (
     handles,
 )
 from tidelog.broker.apis.topics import auto_create
-from tidelog.broker.partition import OfflinePartition, Partition
+from tidelog.broker.metadata import NO_LEADER, PartitionMetadata, TopicMetadata
+from tidelog.broker.partition import OfflinePartition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 
@@ -38,33 +39,39 @@ async def api_versions(ctx: RequestContext, req: m.ApiVersionsRequest) -> m.ApiV
         and SOFTWARE_NAME.fullmatch(req.client_software_version or "")
     ):
         return R(error_code=ec.INVALID_REQUEST)
+    if version >= 3:  # KIP-511: the session remembers what the client says it is
+        ctx.session.client_software_name = req.client_software_name
+        ctx.session.client_software_version = req.client_software_version
     keys = [
         R.ApiVersion(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in sorted(ADVERTISED.items())
     ]
     return R(error_code=ec.NONE, api_keys=keys)
 
 
-def _broker_entry(ctx: RequestContext, cls: Any) -> Any:
-    """This broker as a Metadata or DescribeCluster broker entry (node_id / broker_id), at
-    the address advertised for the listener the request came in on, as Kafka answers."""
-    broker = ctx.broker
+def _broker_entries(ctx: RequestContext, cls: Any) -> list[Any]:
+    """The image's brokers as Metadata or DescribeCluster entries (node_id / broker_id), each
+    at its endpoint for the listener the request came in on, as Kafka answers (a broker
+    without that listener is left out)."""
     id_field = "node_id" if "node_id" in cls.__slots__ else "broker_id"
-    host, port = broker.advertised(ctx.session.listener)
-    entry = cls(host=host, port=port, rack=None)
-    setattr(entry, id_field, broker.config.node_id)
-    return entry
+    entries = []
+    for b in ctx.broker.image.brokers.values():
+        e = b.endpoint(ctx.session.listener)
+        if e is not None:
+            entry = cls(host=e.host, port=e.port, rack=b.rack)
+            setattr(entry, id_field, b.node_id)
+            entries.append(entry)
+    return entries
 
 
 @handles(m.MetadataRequest, 0, 12)
 async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataResponse:
     broker, version = ctx.broker, ctx.api_version
     R = m.MetadataResponse
-    tm = broker.topics
     # v10+: a topic given with a (non-zero) id is looked up by it, whatever its name says
     # (the Java client sends "" or null), and never auto-created.
     wanted: list[tuple[str | None, uuid.UUID | None]]
     if req.topics is None or (version == 0 and not req.topics):
-        wanted = [(name, None) for name in sorted(tm.topics)]
+        wanted = [(name, None) for name in sorted(broker.image.topics)]
     else:
         wanted = [
             (None, t.topic_id) if version >= 10 and t.topic_id != ZERO_UUID else (t.name, None)
@@ -76,23 +83,24 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
     for i, (name, topic_id) in enumerate(wanted):
         if i % 1000 == 999:  # a request naming many topics lets other connections in
             await trio.lowlevel.checkpoint()
+        topic: TopicMetadata | None
         if name is None:
             assert topic_id is not None  # named by id alone
-            topic = tm.by_id.get(topic_id)
+            topic = broker.image.topic_by_id(topic_id)
             if topic is None:
                 topics.append(
                     R.MetadataResponseTopic(error_code=ec.UNKNOWN_TOPIC_ID, name=None, topic_id=topic_id)
                 )
                 continue
             name = topic.name
-        topic = tm.topics.get(name)
+        topic = broker.image.topic(name)
         code: int = ec.UNKNOWN_TOPIC_OR_PARTITION
         if topic is None and auto:
             topic, code = await auto_create(broker, name)
         if topic is None:
             topics.append(R.MetadataResponseTopic(error_code=code, name=name))
             continue
-        parts = [_partition_metadata(broker, p) for p in topic.partitions]
+        parts = [_partition_metadata(broker, topic, p) for p in topic.partitions]
         topics.append(
             R.MetadataResponseTopic(
                 error_code=ec.NONE,
@@ -103,38 +111,39 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
             )
         )
     return R(
-        brokers=[_broker_entry(ctx, R.MetadataResponseBroker)],
-        cluster_id=broker.cluster_id,
-        controller_id=broker.config.node_id,
+        brokers=_broker_entries(ctx, R.MetadataResponseBroker),
+        cluster_id=broker.image.cluster_id,
+        controller_id=broker.image.controller_id,
         topics=topics,
     )
 
 
-def _partition_metadata(broker: Broker, p: Partition | OfflinePartition) -> Any:
-    """One partition in a Metadata response; an offline one has no leader, as in Kafka."""
+def _partition_metadata(broker: Broker, topic: TopicMetadata, p: PartitionMetadata) -> Any:
+    """One partition in a Metadata response, from the image; a replica of this broker that
+    is offline here (its log could not be opened) has no leader, as in Kafka."""
     me = broker.config.node_id
-    offline = isinstance(p, OfflinePartition)
+    offline = [me] if isinstance(broker.replicas.hosted(topic.name, p.index), OfflinePartition) else []
     return m.MetadataResponse.MetadataResponseTopic.MetadataResponsePartition(
-        error_code=ec.KAFKA_STORAGE_ERROR if offline else ec.NONE,
+        error_code=ec.KAFKA_STORAGE_ERROR if offline and p.leader in offline else ec.NONE,
         partition_index=p.index,
-        leader_id=-1 if offline else me,
+        leader_id=NO_LEADER if p.leader in offline else p.leader,
         leader_epoch=p.leader_epoch,
-        replica_nodes=[me],
-        isr_nodes=[] if offline else [me],
-        offline_replicas=[me] if offline else [],
+        replica_nodes=list(p.replicas),
+        isr_nodes=[r for r in p.isr if r not in offline],
+        offline_replicas=offline,
     )
 
 
 @handles(m.DescribeClusterRequest, 0, 1)
 async def describe_cluster(ctx: RequestContext, req: m.DescribeClusterRequest) -> m.DescribeClusterResponse:
-    broker = ctx.broker
     R = m.DescribeClusterResponse
+    image = ctx.broker.image
     return R(
         throttle_time_ms=0,
         error_code=ec.NONE,
-        cluster_id=broker.cluster_id,
-        controller_id=broker.config.node_id,
-        brokers=[_broker_entry(ctx, R.DescribeClusterBroker)],
+        cluster_id=image.cluster_id,
+        controller_id=image.controller_id,
+        brokers=_broker_entries(ctx, R.DescribeClusterBroker),
     )
 
 
@@ -144,9 +153,8 @@ async def describe_log_dirs(ctx: RequestContext, req: m.DescribeLogDirsRequest) 
     broker = ctx.broker
     R = m.DescribeLogDirsResponse
     D = R.DescribeLogDirsResult
-    tm = broker.topics
     if req.topics is None:
-        wanted = [(name, [p.index for p in t.partitions]) for name, t in sorted(tm.topics.items())]
+        wanted = [(name, [p.index for p in t.partitions]) for name, t in sorted(broker.image.topics.items())]
     else:
         wanted = [(t.topic, list(t.partitions)) for t in req.topics]
     topics = []
@@ -156,7 +164,7 @@ async def describe_log_dirs(ctx: RequestContext, req: m.DescribeLogDirsRequest) 
                 partition_index=i, partition_size=part.log.size_bytes, offset_lag=0, is_future_key=False
             )
             for i in indexes
-            if (part := tm.partition(name, i)) is not None
+            if (part := broker.replicas.partition(name, i)) is not None
         ]
         if parts:
             topics.append(D.DescribeLogDirsTopic(name=name, partitions=parts))

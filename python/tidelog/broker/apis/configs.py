@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tidelog.broker.apis._registry import (
     handles,
 )
+from tidelog.broker.controller import TopicError
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType, ConfigSource
@@ -29,11 +30,11 @@ async def describe_configs(ctx: RequestContext, req: m.DescribeConfigsRequest) -
         )
         results.append(out)
         if res.resource_type == ConfigResourceType.TOPIC:
-            topic = broker.topics.topics.get(res.resource_name)
+            topic = broker.image.topic(res.resource_name)
             if topic is None:
                 out.error_code = ec.UNKNOWN_TOPIC_OR_PARTITION
                 continue
-            values = broker.topics.effective_configs(topic)
+            values = broker.config.effective_topic_configs(topic.configs)
             topic_set, default = ConfigSource.DYNAMIC_TOPIC_CONFIG, ConfigSource.DEFAULT_CONFIG
             sources = {name: topic_set if name in topic.configs else default for name in values}
             read_only = False
@@ -81,8 +82,6 @@ async def _alter_each(
 ) -> AlterResponse:
     """What both AlterConfigs APIs do per resource: topics only, the changes that
     ``changes_of(resource)`` makes (None: back to the default), one result each."""
-    from tidelog.broker.topics import TopicError
-
     results = []
     for res in req.resources:
         out = response.AlterConfigsResourceResponse(
@@ -92,7 +91,9 @@ async def _alter_each(
         try:
             if res.resource_type != ConfigResourceType.TOPIC:
                 raise _Refused(ec.INVALID_REQUEST, "only topic configs can be altered")
-            await broker.topics.alter_configs(res.resource_name, changes_of(res), req.validate_only)
+            await broker.controller.alter_topic_configs(
+                res.resource_name, changes_of(res), validate_only=req.validate_only
+            )
         except (TopicError, _Refused) as e:
             out.error_code = e.code
             out.error_message = str(e)
@@ -130,7 +131,7 @@ async def alter_configs(ctx: RequestContext, req: m.AlterConfigsRequest) -> m.Al
     broker = ctx.broker
 
     def changes(res: Any) -> dict[str, str | None]:
-        topic = broker.topics.topics.get(res.resource_name)
+        topic = broker.image.topic(res.resource_name)
         out: dict[str, str | None] = dict.fromkeys(topic.configs) if topic else {}
         out.update({c.name: c.value for c in res.configs})
         return out

@@ -12,6 +12,7 @@ from tidelog.broker.apis._registry import (
     log,
 )
 from tidelog.broker.apis._resolve import resolve_partition
+from tidelog.broker.groups.store import TOPIC as OFFSETS_TOPIC
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
@@ -28,36 +29,37 @@ async def find_coordinator(ctx: RequestContext, req: m.FindCoordinatorRequest) -
     await broker.groups.store.ensure_topic()
     R = m.FindCoordinatorResponse
     keys = req.coordinator_keys if version >= 4 else [req.key]
-    host, port = broker.advertised(ctx.session.listener)
 
-    def answer(key: str) -> tuple[int, str | None]:
+    def answer(key: str) -> tuple[int, str | None, int, str, int]:
+        """(error, message, node id, host, port) of ``key``'s coordinator: the leader of
+        the group's ``__consumer_offsets`` partition, at its endpoint for this listener."""
         if req.key_type != 0:
             # Not COORDINATOR_NOT_AVAILABLE: clients retry that until they time out. This
             # error is fatal in every client, so a transactional producer fails at once.
             log.info("refused a transaction coordinator for %r: transactions are not supported", key)
-            return ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED
-        return ec.NONE, None
+            return ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED, -1, "", -1
+        image = broker.image
+        part = image.partition(OFFSETS_TOPIC, broker.groups.store.partition_of(key))
+        leader = image.brokers.get(part.leader) if part is not None else None
+        endpoint = leader.endpoint(ctx.session.listener) if leader is not None else None
+        offline_here = (
+            part is not None
+            and part.leader == broker.config.node_id
+            and broker.replicas.partition(OFFSETS_TOPIC, part.index) is None
+        )
+        if leader is None or endpoint is None or offline_here:
+            return ec.COORDINATOR_NOT_AVAILABLE, None, -1, "", -1
+        return ec.NONE, None, leader.node_id, endpoint.host, endpoint.port
 
     if version < 4:
-        code, message = answer(req.key)
-        return R(
-            error_code=code,
-            error_message=message,
-            node_id=broker.config.node_id,
-            host=host,
-            port=port,
-        )
+        code, message, node_id, host, port = answer(req.key)
+        return R(error_code=code, error_message=message, node_id=node_id, host=host, port=port)
     coordinators = []
     for key in keys:
-        code, message = answer(key)
+        code, message, node_id, host, port = answer(key)
         coordinators.append(
             R.Coordinator(
-                key=key,
-                node_id=broker.config.node_id,
-                host=host,
-                port=port,
-                error_code=code,
-                error_message=message,
+                key=key, node_id=node_id, host=host, port=port, error_code=code, error_message=message
             )
         )
     return R(coordinators=coordinators)
@@ -145,7 +147,9 @@ async def offset_commit(ctx: RequestContext, req: m.OffsetCommitRequest) -> m.Of
 async def offset_fetch(ctx: RequestContext, req: m.OffsetFetchRequest) -> m.OffsetFetchResponse:
     broker = ctx.broker
     R = m.OffsetFetchResponse
-    offsets = broker.groups.fetch(req.group_id)
+    # Not coordinated here: the error at the top (v2+) and on every partition (v1).
+    code = broker.groups.coordinator_error(req.group_id)
+    offsets = {} if code else broker.groups.fetch(req.group_id)
     if req.topics is None:
         wanted: dict[str, list[int]] = {}
         for topic, partition in sorted(offsets):
@@ -163,11 +167,11 @@ async def offset_fetch(ctx: RequestContext, req: m.OffsetFetchRequest) -> m.Offs
                     committed_offset=e.offset if e else -1,
                     committed_leader_epoch=e.leader_epoch if e else -1,
                     metadata=e.metadata if e else "",
-                    error_code=ec.NONE,
+                    error_code=code,
                 )
             )
         topics.append(R.OffsetFetchResponseTopic(name=name, partitions=parts))
-    return R(throttle_time_ms=0, topics=topics, error_code=ec.NONE)
+    return R(throttle_time_ms=0, topics=topics, error_code=code)
 
 
 @handles(m.DescribeGroupsRequest, 0, 5)
@@ -177,10 +181,11 @@ async def describe_groups(ctx: RequestContext, req: m.DescribeGroupsRequest) -> 
     out = []
     for group_id in req.groups:
         g = broker.groups.groups.get(group_id)
-        if g is None:
+        code = broker.groups.coordinator_error(group_id)
+        if g is None or code:
             out.append(
                 R.DescribedGroup(
-                    error_code=ec.NONE,
+                    error_code=code,
                     group_id=group_id,
                     group_state="Dead",
                     protocol_type="",
@@ -247,6 +252,8 @@ async def offset_delete(ctx: RequestContext, req: m.OffsetDeleteRequest) -> m.Of
     broker = ctx.broker
     await broker.groups.store.ensure_topic()
     R = m.OffsetDeleteResponse
+    if code := broker.groups.coordinator_error(req.group_id):
+        return R(error_code=code, topics=[])
     g = broker.groups.groups.get(req.group_id)
     if g is None:
         return R(error_code=ec.GROUP_ID_NOT_FOUND, topics=[])

@@ -55,7 +55,7 @@ async def produce(ctx: RequestContext, req: m.ProduceRequest) -> m.ProduceRespon
                 index=p.index, error_code=ec.NONE, base_offset=-1, log_append_time_ms=-1, log_start_offset=-1
             )
             parts.append(res)
-            if broker.config.auto_create_topics_enable and t.name not in broker.topics.topics:
+            if broker.config.auto_create_topics_enable and broker.image.topic(t.name) is None:
                 topic, res.error_code = await auto_create(broker, t.name)
                 if topic is None:
                     continue
@@ -65,7 +65,7 @@ async def produce(ctx: RequestContext, req: m.ProduceRequest) -> m.ProduceRespon
             if acks not in (0, 1, -1):
                 res.error_code = ec.INVALID_REQUIRED_ACKS
                 continue
-            if broker.topics.topics[t.name].internal:
+            if (topic := broker.image.topic(t.name)) is not None and topic.internal:
                 # As Kafka's ReplicaManager: only the broker itself writes internal topics.
                 res.error_code = ec.INVALID_TOPIC_EXCEPTION
                 res.error_message = f"cannot append to internal topic {t.name}" if version >= 8 else None

@@ -32,7 +32,7 @@ async def init_producer_id(ctx: RequestContext, req: m.InitProducerIdRequest) ->
         return R(
             error_code=ec.NONE, producer_id=req.producer_id, producer_epoch=(req.producer_epoch + 1) & 0x7FFF
         )
-    return R(error_code=ec.NONE, producer_id=await broker.next_producer_id(), producer_epoch=0)
+    return R(error_code=ec.NONE, producer_id=await broker.controller.next_producer_id(), producer_epoch=0)
 
 
 @handles(m.DescribeProducersRequest, 0, 0)

@@ -1,30 +1,30 @@
 """CreateTopics, DeleteTopics (v6 by topic id) and CreatePartitions, and auto-creation on first
-use; the work is in TopicManager."""
+use; each is a change the controller makes and publishes before the answer."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tidelog.broker.apis._registry import (
     ZERO_UUID,
     handles,
     log,
 )
+from tidelog.broker.controller import TopicError
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import ConfigSource
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
+    from tidelog.broker.metadata import TopicMetadata
     from tidelog.broker.server import Broker
 
 
-async def auto_create(broker: Broker, name: str) -> tuple[Any, int]:
+async def auto_create(broker: Broker, name: str) -> tuple[TopicMetadata | None, int]:
     """Creates a topic on first use (auto.create.topics.enable): (topic, NONE) or (None, code)."""
-    from tidelog.broker.topics import TopicError
-
     try:
-        return await broker.topics.create_async(name, -1, -1, {}), ec.NONE
+        return await broker.controller.create_topic(name, -1, -1, {}), ec.NONE
     except TopicError as e:
         log.info("auto-create of %r refused: %s", name, e)
         # Being created or deleted by another request: the client retries.
@@ -34,8 +34,6 @@ async def auto_create(broker: Broker, name: str) -> tuple[Any, int]:
 @handles(m.CreateTopicsRequest, 2, 7)
 async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.CreateTopicsResponse:
     broker = ctx.broker
-    from tidelog.broker.topics import TopicError
-
     R = m.CreateTopicsResponse
     results = []
     for t in req.topics:
@@ -52,12 +50,12 @@ async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.Cr
                     ec.INVALID_CONFIG, f"Null value not supported for topic configs: {','.join(nulls)}"
                 )
             configs = {c.name: c.value for c in t.configs if c.value is not None}
-            topic = await broker.topics.create_async(
-                t.name, t.num_partitions, t.replication_factor, configs, req.validate_only
+            topic = await broker.controller.create_topic(
+                t.name, t.num_partitions, t.replication_factor, configs, validate_only=req.validate_only
             )
             res.topic_id = topic.topic_id
             res.num_partitions = len(topic.partitions)
-            res.replication_factor = 1
+            res.replication_factor = len(topic.partitions[0].replicas)
             res.configs = [
                 R.CreatableTopicResult.CreatableTopicConfigs(
                     name=k,
@@ -66,7 +64,7 @@ async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.Cr
                     config_source=ConfigSource.DEFAULT_CONFIG,
                     is_sensitive=False,
                 )
-                for k, v in sorted(broker.topics.effective_configs(topic).items())
+                for k, v in sorted(broker.config.effective_topic_configs(topic.configs).items())
             ]
         except TopicError as e:
             res.error_code = e.code
@@ -77,8 +75,6 @@ async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.Cr
 @handles(m.DeleteTopicsRequest, 1, 6)
 async def delete_topics(ctx: RequestContext, req: m.DeleteTopicsRequest) -> m.DeleteTopicsResponse:
     broker, version = ctx.broker, ctx.api_version
-    from tidelog.broker.topics import TopicError
-
     R = m.DeleteTopicsResponse
     names = list(req.topic_names) if version < 6 else []
     results = []
@@ -86,7 +82,7 @@ async def delete_topics(ctx: RequestContext, req: m.DeleteTopicsRequest) -> m.De
         if t.topic_id == ZERO_UUID and t.name is not None:
             names.append(t.name)
             continue
-        topic = broker.topics.by_id.get(t.topic_id)
+        topic = broker.image.topic_by_id(t.topic_id)
         if topic is not None:
             names.append(topic.name)
             continue
@@ -101,7 +97,7 @@ async def delete_topics(ctx: RequestContext, req: m.DeleteTopicsRequest) -> m.De
     for name in names:
         res = R.DeletableTopicResult(name=name, error_code=ec.NONE)
         try:
-            topic = await broker.topics.delete(name)
+            topic = await broker.controller.delete_topic(name)
             res.topic_id = topic.topic_id
         except TopicError as e:
             res.error_code = e.code
@@ -115,14 +111,12 @@ async def create_partitions(
     ctx: RequestContext, req: m.CreatePartitionsRequest
 ) -> m.CreatePartitionsResponse:
     broker = ctx.broker
-    from tidelog.broker.topics import TopicError
-
     R = m.CreatePartitionsResponse
     results = []
     for t in req.topics:
         res = R.CreatePartitionsTopicResult(name=t.name, error_code=ec.NONE)
         try:
-            await broker.topics.add_partitions(t.name, t.count, req.validate_only)
+            await broker.controller.create_partitions(t.name, t.count, validate_only=req.validate_only)
         except TopicError as e:
             res.error_code = e.code
             res.error_message = str(e)

@@ -17,7 +17,7 @@ import trio
 
 from tidelog.broker.clock import Clock
 from tidelog.broker.config import BrokerConfig
-from tidelog.broker.groups.store import OffsetEntry, OffsetsStore
+from tidelog.broker.groups.store import TOPIC, OffsetEntry, OffsetsStore
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 
@@ -85,6 +85,8 @@ class Coordinator:
     def __init__(self, store: OffsetsStore, config: BrokerConfig, nursery_holder: Any, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        self.node_id = config.node_id
+        self._loading: set[int] = set()  # __consumer_offsets partitions being read
         self.groups: dict[str, Group] = {}
         self.initial_delay = int(config.setting("group.initial.rebalance.delay.ms")) / 1000
         self.min_session = int(config.setting("group.min.session.timeout.ms"))
@@ -94,8 +96,52 @@ class Coordinator:
 
     # ---- state ----
 
-    def load(self) -> None:
-        offsets, groups = self.store.load()
+    async def on_leadership(self, topic: str, index: int, leader: bool) -> None:
+        """Loads the groups of a ``__consumer_offsets`` partition (read in a worker thread)
+        when this broker becomes its leader, and forgets them when it stops being it, so that
+        a group's coordinator can move with its partition."""
+        if topic != TOPIC:
+            return
+        if not leader:
+            for group_id in [g for g in self.groups if self.store.partition_of(g) == index]:
+                del self.groups[group_id]
+            return
+        part = self.store.replicas.partition(TOPIC, index)
+        if part is None:  # offline: its groups stay unknown here until it is back
+            return
+        self._loading.add(index)
+        try:
+            offsets, groups = await trio.to_thread.run_sync(self.store.read_partition, part)
+        finally:
+            self._loading.discard(index)
+        self._install(offsets, groups)
+        if offsets or groups:
+            log.info(
+                "loaded %d groups and %d committed offsets from %s-%d",
+                len(groups),
+                len(offsets),
+                TOPIC,
+                index,
+            )
+
+    def coordinator_error(self, group_id: str) -> int:
+        """NONE if this broker coordinates the group: it leads the group's
+        ``__consumer_offsets`` partition (or that topic does not exist yet, and will be made
+        here on first use). Else NOT_COORDINATOR (another broker leads it; clients ask
+        FindCoordinator again), COORDINATOR_LOAD_IN_PROGRESS while its groups are being read,
+        or COORDINATOR_NOT_AVAILABLE while its log is offline here."""
+        replicas = self.store.replicas
+        index = self.store.partition_of(group_id)
+        part = replicas.image.partition(TOPIC, index)
+        if part is None:
+            return ec.NONE
+        if part.leader != self.node_id:
+            return ec.NOT_COORDINATOR
+        if index in self._loading:
+            return ec.COORDINATOR_LOAD_IN_PROGRESS
+        return ec.NONE if replicas.partition(TOPIC, index) is not None else ec.COORDINATOR_NOT_AVAILABLE
+
+    def _install(self, offsets: dict[tuple[str, str, int], OffsetEntry], groups: dict[str, Any]) -> None:
         for (group_id, topic, partition), entry in offsets.items():
             self._group(group_id).offsets[(topic, partition)] = entry
         now = self.clock.monotonic()
@@ -122,7 +168,6 @@ class Coordinator:
                 if mm.group_instance_id:
                     g.static[mm.group_instance_id] = mm.member_id
             g.state = STABLE if g.members else EMPTY
-        log.info("loaded %d groups and %d committed offsets", len(self.groups), len(offsets))
 
     def _group(self, group_id: str) -> Group:
         g = self.groups.get(group_id)
@@ -276,6 +321,8 @@ class Coordinator:
         instance = req.group_instance_id if version >= 5 else None
         if not group_id:
             return m.JoinGroupResponse(error_code=ec.INVALID_GROUP_ID, member_id=req.member_id)
+        if code := self.coordinator_error(group_id):
+            return m.JoinGroupResponse(error_code=code, member_id=req.member_id)
         if not self.min_session <= session <= self.max_session:
             return m.JoinGroupResponse(error_code=ec.INVALID_SESSION_TIMEOUT, member_id=req.member_id)
         g = self._group(group_id)
@@ -358,6 +405,8 @@ class Coordinator:
 
     async def sync(self, req: m.SyncGroupRequest, version: int) -> m.SyncGroupResponse:
         R = m.SyncGroupResponse
+        if code := self.coordinator_error(req.group_id):
+            return R(error_code=code, assignment=b"")
         g = self.groups.get(req.group_id)
         mb = g.members.get(req.member_id) if g else None
         if g is None or mb is None:
@@ -393,7 +442,9 @@ class Coordinator:
             assignment=mb.assignment,
         )
 
-    def heartbeat(self, req: Any) -> int:
+    def heartbeat(self, req: m.HeartbeatRequest) -> int:
+        if code := self.coordinator_error(req.group_id):
+            return code
         g = self.groups.get(req.group_id)
         mb = g.members.get(req.member_id) if g else None
         if g is None or mb is None:
@@ -404,6 +455,8 @@ class Coordinator:
         return ec.REBALANCE_IN_PROGRESS if g.state == PREPARING else ec.NONE
 
     def leave(self, group_id: str, members: list[tuple[str, str | None]]) -> list[int]:
+        if code := self.coordinator_error(group_id):
+            return [code] * len(members)
         g = self.groups.get(group_id)
         codes: list[int] = []
         for member_id, instance in members:
@@ -476,11 +529,13 @@ class Coordinator:
 
     # ---- offsets ----
 
-    def commit_check(self, req: Any, version: int) -> int:
+    def commit_check(self, req: m.OffsetCommitRequest, version: int) -> int:
         g = self.groups.get(req.group_id)
         generation = req.generation_id_or_member_epoch if version >= 1 else -1
         if not req.group_id:
             return ec.INVALID_GROUP_ID
+        if code := self.coordinator_error(req.group_id):
+            return code
         if g is None or not g.members:
             if generation >= 0 and req.member_id:
                 return ec.UNKNOWN_MEMBER_ID if g is None or generation != g.generation else ec.NONE
@@ -514,6 +569,8 @@ class Coordinator:
         return g.offsets if g else {}
 
     def delete_group(self, group_id: str) -> int:
+        if code := self.coordinator_error(group_id):
+            return code
         g = self.groups.get(group_id)
         if g is None:
             return ec.GROUP_ID_NOT_FOUND

@@ -1,7 +1,7 @@
 """Committed offsets and group metadata as records of the internal topic
-``__consumer_offsets``, with Kafka's key and value schemas: loaded at start-up, appended on
-every change, and bounded by snapshotting a partition's live entries and dropping what came
-before them."""
+``__consumer_offsets``, with Kafka's key and value schemas: loaded per partition when this
+broker becomes its leader, appended on every change, and bounded by snapshotting a
+partition's live entries and dropping what came before them."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16, Reader
 
 if TYPE_CHECKING:
+    from tidelog.broker.controller import Controller
     from tidelog.broker.partition import Partition
-    from tidelog.broker.topics import TopicManager
+    from tidelog.broker.replicas import ReplicaManager
 
 log = logging.getLogger("tidelog.broker.groups")
 TOPIC = "__consumer_offsets"
@@ -62,13 +63,15 @@ class OffsetsStore:
 
     def __init__(
         self,
-        topics: TopicManager,
+        controller: Controller,
+        replicas: ReplicaManager,
         partitions: int,
         segment_bytes: int,
         compact_bytes: int,
         nursery_holder: Callable[[], trio.Nursery | None],
     ) -> None:
-        self.topics = topics
+        self.controller = controller
+        self.replicas = replicas
         self.partitions = partitions
         self.segment_bytes = segment_bytes
         self.compact_bytes = compact_bytes
@@ -83,14 +86,14 @@ class OffsetsStore:
     async def ensure_topic(self) -> None:
         """Creates __consumer_offsets on first use (as Kafka does on FindCoordinator), its logs
         opened in a worker thread; concurrent callers wait for that one creation."""
-        if TOPIC in self.topics.topics:
+        if self.replicas.image.topic(TOPIC) is not None:
             return
         if self._creating is not None:
             await self._creating.wait()
             return
         self._creating = trio.Event()
         try:
-            await self.topics.create_async(TOPIC, self.partitions, -1, self._configs(), internal=True)
+            await self.controller.create_topic(TOPIC, self.partitions, -1, self._configs(), internal=True)
         finally:
             self._creating.set()
             self._creating = None
@@ -99,7 +102,7 @@ class OffsetsStore:
         return {"segment.bytes": str(self.segment_bytes), "retention.ms": "-1"}
 
     def _partition(self, group: str) -> Partition:
-        part = self.topics.partition(TOPIC, self.partition_of(group))
+        part = self.replicas.partition(TOPIC, self.partition_of(group))
         # Every path that writes a group's records first came through ensure_topic (or loaded
         # the group from this very topic).
         assert part is not None, "ensure_topic() must run before a group's records are written"
@@ -158,7 +161,7 @@ class OffsetsStore:
         return pending
 
     async def _write(self, p: int) -> None:
-        part = self.topics.partition(TOPIC, p)
+        part = self.replicas.partition(TOPIC, p)
         assert part is not None
         while p in self._queues:
             pending = self._queues.pop(p)
@@ -175,7 +178,7 @@ class OffsetsStore:
     def compact(self, part: Partition) -> None:
         """Rewrites the partition's live entries at its end and drops everything before them
         (blocking I/O; no other append may run meanwhile)."""
-        offsets, groups = self._read_partition(part)
+        offsets, groups = self.read_partition(part)
         live: list[tuple[bytes, bytes | None]] = []
         for (group, topic, p), entry in offsets.items():
             live.append((self.offset_key(group, topic, p), self.offset_value(entry)))
@@ -190,19 +193,10 @@ class OffsetsStore:
 
     # ---- loading ----
 
-    def load(self) -> tuple[dict[tuple[str, str, int], OffsetEntry], dict[str, Any]]:
-        offsets: dict[tuple[str, str, int], OffsetEntry] = {}
-        groups: dict[str, Any] = {}
-        topic = self.topics.topics.get(TOPIC)
-        for part in self.topics.online(topic) if topic else []:
-            o, g = self._read_partition(part)
-            offsets.update(o)
-            groups.update(g)
-        return offsets, groups
-
-    def _read_partition(
+    def read_partition(
         self, part: Partition
     ) -> tuple[dict[tuple[str, str, int], OffsetEntry], dict[str, Any]]:
+        """The live offsets and groups in one partition (blocking I/O)."""
         offsets: dict[tuple[str, str, int], OffsetEntry] = {}
         groups: dict[str, Any] = {}
         for rec in part.log.records():

@@ -1,0 +1,333 @@
+"""Every change to the cluster's metadata goes through a ``Controller``: topics created and
+deleted, partitions added, configs altered, producer-id blocks allocated. Each change ends
+with a new ``MetadataImage`` published to the replica manager. ``LocalController`` is a
+single broker's controller: the metadata lives in files under ``meta/`` (one JSON file per
+topic, ``meta.properties``, ``producer-ids``), and since the controller and the only replica
+are one process, a creation is all or nothing: the logs are made before the metadata is
+written, and removed again if that fails. A cluster's controller (on etcd) comes next and
+implements the same protocol."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from tidelog.broker.config import BrokerConfig, Endpoint
+from tidelog.broker.metadata import BrokerMetadata, MetadataImage, TopicMetadata, single_replica
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.errors import TidelogError
+from tidelog.storage.fileio import write_file_atomic
+
+if TYPE_CHECKING:
+    from tidelog.broker.replicas import ReplicaManager
+
+log = logging.getLogger("tidelog.broker")
+LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+PRODUCER_ID_BLOCK = 1000
+
+
+class TopicError(Exception):
+    """A metadata change refused, with the Kafka error code the client gets."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Controller(Protocol):
+    """What may change the cluster's metadata; each method publishes the resulting image
+    before it returns (so the change is visible to the next request)."""
+
+    @property
+    def image(self) -> MetadataImage: ...
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str],
+        *,
+        validate_only: bool = False,
+        internal: bool = False,
+    ) -> TopicMetadata: ...
+
+    async def delete_topic(self, name: str) -> TopicMetadata: ...
+
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None: ...
+
+    async def alter_topic_configs(
+        self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False
+    ) -> None: ...
+
+    async def next_producer_id(self) -> int: ...
+
+
+class LocalController:
+    """The controller of a single broker, persisting to its data directory."""
+
+    def __init__(self, config: BrokerConfig, replicas: ReplicaManager) -> None:
+        self.config = config
+        self.replicas = replicas
+        self.meta_dir = os.path.join(config.data_dir, "meta")
+        self.topics_dir = os.path.join(self.meta_dir, "topics")
+        self._image = MetadataImage()
+        self._creating: set[str] = set()  # names being created
+        self._deleting: set[str] = set()  # names being deleted
+        self._admin_lock = trio.Lock()  # one partition-count or config change at a time
+        self._reserved = 0  # partitions being created, counted against the limit
+        self._next_producer_id = 0
+        self._producer_id_limit = 0
+        self._producer_id_lock = trio.Lock()
+
+    @property
+    def image(self) -> MetadataImage:
+        return self._image
+
+    # ---- loading ----
+
+    def load(self, endpoints: list[Endpoint]) -> MetadataImage:
+        """Reads (or, on a fresh directory, writes) the cluster id, the producer-id
+        reservation and every topic (blocking I/O); returns the first image, with this broker,
+        advertised at ``endpoints``, as the only broker and the controller."""
+        os.makedirs(self.topics_dir, exist_ok=True)
+        props = os.path.join(self.meta_dir, "meta.properties")
+        if os.path.exists(props):
+            with open(props) as f:
+                values = dict(line.split("=", 1) for line in f.read().split() if "=" in line)
+            cluster_id = values["cluster.id"]
+        else:
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            text = f"cluster.id={cluster_id}\nnode.id={self.config.node_id}\nversion=1\n"
+            write_file_atomic(self.meta_dir, "meta.properties", text.encode())
+        ids = os.path.join(self.meta_dir, "producer-ids")
+        self._next_producer_id = 0
+        if os.path.exists(ids):
+            with open(ids) as f:
+                self._next_producer_id = int(f.read())
+        self._producer_id_limit = self._next_producer_id
+        topics = []
+        for name in sorted(os.listdir(self.topics_dir)):
+            if not name.endswith(".json"):
+                continue
+            with open(os.path.join(self.topics_dir, name)) as f:
+                doc = json.load(f)
+            topics.append(
+                TopicMetadata(
+                    doc["name"],
+                    uuid.UUID(doc["id"]),
+                    tuple(single_replica(i, self.config.node_id) for i in range(int(doc["partitions"]))),
+                    MappingProxyType(dict(doc.get("configs", {}))),
+                    internal=doc.get("internal", False),
+                )
+            )
+        me = BrokerMetadata(self.config.node_id, tuple(endpoints))
+        self._image = MetadataImage(cluster_id=cluster_id).with_brokers([me], me.node_id).with_topics(topics)
+        return self._image
+
+    async def _publish(self, image: MetadataImage) -> None:
+        self._image = image
+        await self.replicas.apply(image)
+
+    def _persist(self, topic: TopicMetadata) -> None:
+        doc = {
+            "name": topic.name,
+            "id": str(topic.topic_id),
+            "partitions": len(topic.partitions),
+            "configs": dict(topic.configs),
+            "internal": topic.internal,
+        }
+        write_file_atomic(self.topics_dir, f"{topic.name}.json", json.dumps(doc, indent=1).encode())
+
+    # ---- topics ----
+
+    def validate_configs(self, configs: Mapping[str, str]) -> None:
+        policy = configs.get("cleanup.policy", "delete")
+        if policy != "delete":
+            raise TopicError(ec.INVALID_CONFIG, f"cleanup.policy={policy} is not supported (only delete)")
+        try:
+            self.config.log_config(configs)
+        except ValueError as e:
+            raise TopicError(ec.INVALID_CONFIG, str(e)) from None
+
+    def _check_limit(self, adding: int) -> None:
+        """Refuses, before anything is created, partitions beyond ``tidelog.max.partitions``
+        (by default what the descriptor limit allows): running out of descriptors half-way
+        would leave a topic half made and starve new connections."""
+        limit = self.config.partition_limit()
+        hosted = sum(len(t.partitions) for t in self._image.topics.values()) + self._reserved
+        if hosted + adding > limit:
+            raise TopicError(
+                ec.POLICY_VIOLATION,
+                f"{adding} more partitions would make {hosted + adding}, above this broker's limit of "
+                f"{limit} (tidelog.max.partitions; by default set by the open-files limit, ulimit -n)",
+            )
+
+    def _check_new(
+        self, name: str, partitions: int, replication_factor: int, configs: Mapping[str, str], internal: bool
+    ) -> TopicMetadata:
+        if not LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
+            raise TopicError(ec.INVALID_TOPIC_EXCEPTION, f"illegal topic name {name!r}")
+        if name in self._image.topics or name in self._creating:
+            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+        if name in self._deleting:
+            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} is marked for deletion")
+        if partitions == -1:
+            partitions = self.config.num_partitions
+        if partitions < 1:
+            raise TopicError(
+                ec.INVALID_PARTITIONS, f"number of partitions must be positive, not {partitions}"
+            )
+        if replication_factor not in (-1, 1):
+            raise TopicError(
+                ec.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication_factor} is larger than the 1 broker available",
+            )
+        self.validate_configs(configs)
+        me = self.config.node_id
+        return TopicMetadata(
+            name,
+            uuid.uuid4(),
+            tuple(single_replica(i, me) for i in range(partitions)),
+            MappingProxyType(dict(configs)),
+            internal=internal,
+        )
+
+    async def _create_logs_then_persist(self, topic: TopicMetadata, first: int) -> None:
+        """Opens partitions ``first..`` of ``topic``, then writes its metadata; if the write
+        fails, the new logs are removed again (all or nothing). A failure of the disk, or of
+        the descriptor limit, becomes KAFKA_STORAGE_ERROR."""
+        try:
+            await self.replicas.create_logs(topic, first)
+            try:
+                await trio.to_thread.run_sync(self._persist, topic)
+            except BaseException:
+                await self.replicas.discard_logs(topic, first)
+                raise
+        except (TidelogError, OSError) as e:
+            log.error("could not create partitions: %s", e)
+            raise TopicError(ec.KAFKA_STORAGE_ERROR, f"could not create the partitions' logs: {e}") from e
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str],
+        *,
+        validate_only: bool = False,
+        internal: bool = False,
+    ) -> TopicMetadata:
+        topic = self._check_new(name, partitions, replication_factor, configs, internal)
+        self._check_limit(len(topic.partitions))
+        if validate_only:
+            return topic
+        self._creating.add(name)
+        self._reserved += len(topic.partitions)
+        try:
+            await self._create_logs_then_persist(topic, 0)
+            log.info("created topic %s with %d partitions", name, len(topic.partitions))
+            await self._publish(self._image.with_topics([topic]))
+        finally:
+            self._creating.discard(name)
+            self._reserved -= len(topic.partitions)
+        return topic
+
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        topic = self._image.topic(name)
+        if topic is None:
+            raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
+        if count <= len(topic.partitions):
+            raise TopicError(
+                ec.INVALID_PARTITIONS,
+                f"topic {name!r} has {len(topic.partitions)} partitions; {count} is not more",
+            )
+        self._check_limit(count - len(topic.partitions))
+        if validate_only:
+            return
+        async with self._admin_lock:
+            if self._image.topic(name) is not topic:
+                raise TopicError(ec.INVALID_PARTITIONS, f"topic {name!r} changed while the request waited")
+            added = count - len(topic.partitions)
+            self._check_limit(added)
+            grown = topic.with_partitions(count, self.config.node_id)
+            self._reserved += added
+            try:
+                await self._create_logs_then_persist(grown, len(topic.partitions))
+                await self._publish(self._image.with_topics([grown]))
+            finally:
+                self._reserved -= added
+
+    async def alter_topic_configs(
+        self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False
+    ) -> None:
+        """Validates and persists (in a worker thread) a topic's new configs; the replica
+        manager applies them to its open logs in place."""
+        topic = self._image.topic(name)
+        if topic is None:
+            raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
+        merged = {k: v for k, v in {**topic.configs, **changes}.items() if v is not None}
+        self.validate_configs(merged)
+        if validate_only:
+            return
+        async with self._admin_lock:
+            current = self._image.topic(name)
+            if current is None or current.topic_id != topic.topic_id:
+                raise TopicError(
+                    ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} was deleted while the request waited"
+                )
+            changed = TopicMetadata(
+                current.name, current.topic_id, current.partitions, MappingProxyType(merged), current.internal
+            )
+            await trio.to_thread.run_sync(self._persist, changed)
+            await self._publish(self._image.with_topics([changed]))
+        log.info("topic %s configs now %s", name, merged)
+
+    async def delete_topic(self, name: str) -> TopicMetadata:
+        """As Kafka: the topic's metadata file goes first, then the image without it is
+        published, and the replica manager retires its partitions (appends in progress
+        finish, later ones are refused) and moves their directories aside, which frees the
+        name for a new topic with fresh directories. A crash in between leaves directories
+        without a topic, moved aside if the name is used again."""
+        async with self._admin_lock:
+            topic = self._image.topic(name)
+            if topic is None:
+                raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
+            self._deleting.add(name)
+            try:
+                await trio.to_thread.run_sync(self._unpersist, name)
+                await self._publish(self._image.with_topics(removed=[name]))
+            finally:
+                self._deleting.discard(name)
+        log.info("deleted topic %s", name)
+        return topic
+
+    def _unpersist(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.topics_dir, f"{name}.json"))
+
+    # ---- producer ids ----
+
+    async def next_producer_id(self) -> int:
+        """Producer ids survive restarts: blocks of ids are reserved on disk before use, one
+        reservation at a time (concurrent InitProducerIds wait for it)."""
+        async with self._producer_id_lock:
+            if self._next_producer_id >= self._producer_id_limit:
+                limit = self._next_producer_id + PRODUCER_ID_BLOCK
+                await trio.to_thread.run_sync(
+                    write_file_atomic, self.meta_dir, "producer-ids", str(limit).encode()
+                )
+                self._producer_id_limit = limit
+            pid = self._next_producer_id
+            self._next_producer_id += 1
+            return pid

@@ -1,0 +1,106 @@
+"""The cluster's metadata as one read-only, versioned image: the brokers and their endpoints,
+the topics with their ids and configs, each partition's leader, leader epoch, replicas and
+in-sync replicas, and the controller. The controller publishes a new image for every change;
+handlers read the image in force, and the replica manager turns each new one into what this
+broker hosts. An image is never changed: a change makes a new one that shares what did not
+change."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from tidelog.broker.config import Endpoint
+
+NO_LEADER = -1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BrokerMetadata:
+    """A broker as clients are told about it: its id, its advertised endpoints, its rack."""
+
+    node_id: int
+    endpoints: tuple[Endpoint, ...]
+    rack: str | None = None
+
+    def endpoint(self, listener: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.name == listener), None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartitionMetadata:
+    index: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicMetadata:
+    name: str
+    topic_id: uuid.UUID
+    partitions: tuple[PartitionMetadata, ...]
+    configs: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    internal: bool = False
+
+    def with_partitions(self, count: int, leader: int) -> TopicMetadata:
+        """This topic grown to ``count`` partitions, the new ones on ``leader`` alone."""
+        added = tuple(single_replica(i, leader) for i in range(len(self.partitions), count))
+        return dataclasses.replace(self, partitions=self.partitions + added)
+
+
+def single_replica(index: int, node_id: int) -> PartitionMetadata:
+    """A partition whose one replica, ``node_id``, leads it (a single broker's partitions)."""
+    return PartitionMetadata(index, node_id, 0, (node_id,), (node_id,))
+
+
+@dataclasses.dataclass(frozen=True)
+class MetadataImage:
+    """What the cluster looks like at ``version`` (0: nothing loaded yet)."""
+
+    version: int = 0
+    cluster_id: str = ""
+    controller_id: int = NO_LEADER
+    brokers: Mapping[int, BrokerMetadata] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    topics: Mapping[str, TopicMetadata] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    topic_ids: Mapping[uuid.UUID, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+
+    def topic(self, name: str) -> TopicMetadata | None:
+        return self.topics.get(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMetadata | None:
+        name = self.topic_ids.get(topic_id)
+        return None if name is None else self.topics[name]
+
+    def partition(self, name: str, index: int) -> PartitionMetadata | None:
+        topic = self.topics.get(name)
+        if topic is None or not 0 <= index < len(topic.partitions):
+            return None
+        return topic.partitions[index]
+
+    def with_topics(
+        self, changed: Iterable[TopicMetadata] = (), removed: Iterable[str] = ()
+    ) -> MetadataImage:
+        """The next image: ``changed`` topics added or replaced, ``removed`` ones gone."""
+        topics = dict(self.topics)
+        ids = dict(self.topic_ids)
+        for name in removed:
+            gone = topics.pop(name)
+            del ids[gone.topic_id]
+        for t in changed:
+            topics[t.name] = t
+            ids[t.topic_id] = t.name
+        return dataclasses.replace(
+            self, version=self.version + 1, topics=MappingProxyType(topics), topic_ids=MappingProxyType(ids)
+        )
+
+    def with_brokers(self, brokers: Iterable[BrokerMetadata], controller_id: int) -> MetadataImage:
+        return dataclasses.replace(
+            self,
+            version=self.version + 1,
+            brokers=MappingProxyType({b.node_id: b for b in brokers}),
+            controller_id=controller_id,
+        )

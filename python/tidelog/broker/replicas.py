@@ -1,0 +1,292 @@
+"""The replicas this broker hosts. The replica manager applies each new ``MetadataImage``:
+it opens the logs of partitions assigned to this broker, closes and deletes those of
+partitions that are gone, applies changed topic configs in place, and tells the services that
+care (the group coordinator) which partitions this broker now leads or no longer leads. A
+partition's log that cannot be opened makes it an ``OfflinePartition`` while every other is
+served. Deleted partitions' directories are renamed to Kafka's ``<topic>-<p>.<uuid>-delete``
+and removed in the background."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import trio
+
+from tidelog.broker.clock import Clock
+from tidelog.broker.config import BrokerConfig
+from tidelog.broker.metadata import MetadataImage, TopicMetadata
+from tidelog.broker.partition import OfflinePartition, Partition
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.errors import TidelogError
+from tidelog.storage import Log
+from tidelog.storage.fileio import sync_dir
+
+log = logging.getLogger("tidelog.broker")
+DELETE_SUFFIX = "-delete"  # partition directories being deleted, as Kafka names them
+#: Called with (topic name, partition index) when this broker starts or stops leading it.
+LeadershipListener = Callable[[str, int, bool], Awaitable[None]]
+Hosted = Partition | OfflinePartition
+
+
+class ReplicaManager:
+    """Hosts this broker's partitions by (topic id, index), each as its image says: leader
+    for now (followers come with replication)."""
+
+    def __init__(self, config: BrokerConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.image = MetadataImage()
+        self._hosted: dict[tuple[uuid.UUID, int], Hosted] = {}
+        self._purge_wanted = trio.Event()
+        self.leadership_listeners: list[LeadershipListener] = []
+
+    # ---- lookups ----
+
+    def hosted(self, name: str, index: int) -> Hosted | None:
+        topic = self.image.topic(name)
+        return None if topic is None else self._hosted.get((topic.topic_id, index))
+
+    def partition(self, name: str, index: int) -> Partition | None:
+        """The partition, if this broker has it online."""
+        part = self.hosted(name, index)
+        return part if isinstance(part, Partition) else None
+
+    def missing_code(self, name: str, index: int) -> int:
+        """Why ``partition(name, index)`` is None: an offline partition's KAFKA_STORAGE_ERROR,
+        else UNKNOWN_TOPIC_OR_PARTITION."""
+        if isinstance(self.hosted(name, index), OfflinePartition):
+            return ec.KAFKA_STORAGE_ERROR
+        return ec.UNKNOWN_TOPIC_OR_PARTITION
+
+    def online(self, name: str) -> list[Partition]:
+        """The topic's partitions online here, by index."""
+        topic = self.image.topic(name)
+        if topic is None:
+            return []
+        found = (self._hosted.get((topic.topic_id, p.index)) for p in topic.partitions)
+        return [p for p in found if isinstance(p, Partition)]
+
+    def all_online(self) -> Iterator[Partition]:
+        return (p for p in list(self._hosted.values()) if isinstance(p, Partition))
+
+    # ---- opening and removing logs ----
+
+    def _partition_dir(self, name: str, index: int) -> str:
+        return os.path.join(self.config.data_dir, f"{name}-{index}")
+
+    def _log_settings(self, topic: TopicMetadata) -> tuple[dict[str, Any], Any, Any]:
+        """The log's settings, and the flush policy, which the partition applies itself so that
+        fsync runs in a worker thread rather than inside an append on the event loop."""
+        settings = dict(self.config.log_config(topic.configs).to_kafka())
+        return settings, settings.pop("flush.messages"), settings.pop("flush.ms")
+
+    def _open(self, topic: TopicMetadata, first: int, fresh: bool) -> list[Hosted]:
+        """Opens partitions ``first..`` of ``topic`` (blocking I/O). ``fresh``: they are new,
+        so a directory already there is a leftover of an earlier topic of that name whose
+        deletion or creation was cut short; it is moved aside, never reused. A fresh set is
+        all or nothing: if one fails, the ones opened are closed and moved aside again. Not
+        fresh: a log that cannot be opened makes its partition offline."""
+        settings, flush_messages, flush_ms = self._log_settings(topic)
+        opened: list[Hosted] = []
+        try:
+            for p in topic.partitions[first:]:
+                path = self._partition_dir(topic.name, p.index)
+                if fresh and os.path.exists(path):
+                    log.warning("%s exists without a topic: moved aside for deletion", path)
+                    self._move_aside(path)
+                try:
+                    plog = Log.open(path, engine=self.config.engine, config=settings)
+                except (TidelogError, OSError) as e:
+                    if fresh:
+                        raise
+                    # One partition's failed disk or files never keep the broker down.
+                    log.error(
+                        "partition %s-%d is offline: its log could not be opened: %s", topic.name, p.index, e
+                    )
+                    opened.append(OfflinePartition(topic.name, p.index, path, str(e)))
+                    continue
+                part = Partition(
+                    topic.name,
+                    p.index,
+                    plog,
+                    flush_messages,
+                    flush_ms,
+                    self.config.producer_id_expiration_ms,
+                    self.clock,
+                )
+                part.leader_epoch = p.leader_epoch
+                opened.append(part)
+        except BaseException:
+            if fresh:
+                for made in opened:
+                    assert isinstance(made, Partition)  # fresh ones are never offline
+                    made.log.close()
+                    self._move_aside(made.log.path)
+                failed = self._partition_dir(topic.name, first + len(opened))
+                if os.path.exists(failed):  # the one whose opening failed, half made
+                    self._move_aside(failed)
+            raise
+        return opened
+
+    def _host(self, topic: TopicMetadata, parts: list[Hosted]) -> None:
+        for part in parts:
+            self._hosted[(topic.topic_id, part.index)] = part
+
+    async def create_logs(self, topic: TopicMetadata, first: int) -> None:
+        """Opens fresh logs for partitions ``first..`` of a topic being created or grown, all
+        or nothing, in a worker thread. They are served once an image names them."""
+        try:
+            opened = await trio.to_thread.run_sync(self._open, topic, first, True)
+        except BaseException:
+            self._purge_wanted.set()
+            raise
+        self._host(topic, opened)
+
+    async def discard_logs(self, topic: TopicMetadata, first: int) -> None:
+        """Undoes ``create_logs``: closes those logs and moves them aside (in a worker thread)."""
+        parts = [
+            hosted
+            for p in topic.partitions[first:]
+            if (hosted := self._hosted.pop((topic.topic_id, p.index), None))
+        ]
+        try:
+            await trio.to_thread.run_sync(self._remove, parts)
+        finally:
+            self._purge_wanted.set()
+
+    def _remove(self, parts: list[Hosted]) -> None:
+        """Closes retired partitions and moves their directories aside (blocking I/O)."""
+        for part in parts:
+            if isinstance(part, Partition):
+                part.log.close()
+            self._move_aside(part.log.path if isinstance(part, Partition) else part.path)
+
+    def _move_aside(self, path: str) -> None:
+        """Renames a partition directory to Kafka's ``<topic>-<p>.<uuid>-delete`` (durably), so
+        its name is free at once; ``purge_loop`` removes it later."""
+        os.rename(path, f"{path}.{uuid.uuid4().hex}{DELETE_SUFFIX}")
+        sync_dir(self.config.data_dir)
+
+    async def purge_loop(self) -> None:
+        """Removes moved-aside partition directories in a worker thread: those of topics
+        deleted now and any a crash left behind."""
+        self._purge_wanted.set()
+        while True:
+            await self._purge_wanted.wait()
+            self._purge_wanted = trio.Event()
+            await trio.to_thread.run_sync(self._purge)
+
+    def _purge(self) -> None:
+        for name in os.listdir(self.config.data_dir):
+            if name.endswith(DELETE_SUFFIX):
+                shutil.rmtree(os.path.join(self.config.data_dir, name), ignore_errors=True)
+
+    # ---- applying images ----
+
+    def _mine(self, topic: TopicMetadata) -> bool:
+        return any(self.config.node_id in p.replicas for p in topic.partitions)
+
+    def load(self, image: MetadataImage) -> None:
+        """Opens every partition of the first image that this broker hosts (blocking I/O, at
+        start, before anything is served)."""
+        for topic in image.topics.values():
+            if self._mine(topic):
+                self._host(topic, self._open(topic, 0, False))
+        self.image = image
+        self._log_recovery_summary()
+
+    async def announce_leadership(self) -> None:
+        """Tells the leadership listeners about every partition led here (at start)."""
+        me = self.config.node_id
+        for topic in list(self.image.topics.values()):
+            for p in topic.partitions:
+                if p.leader == me:
+                    for listener in self.leadership_listeners:
+                        await listener(topic.name, p.index, True)
+
+    async def apply(self, image: MetadataImage) -> None:
+        """Moves this broker from the image in force to ``image``: partitions new here are
+        hosted (their logs were made by ``create_logs``, else they are opened now, in a worker
+        thread) before the image is installed, so no request finds a topic without its
+        partitions; removed ones are retired after it (appends in progress finish, later ones
+        are refused), then closed and moved aside in a worker thread."""
+        old, me = self.image, self.config.node_id
+
+        def led(t: TopicMetadata | None, index: int) -> bool:
+            return t is not None and index < len(t.partitions) and t.partitions[index].leader == me
+
+        changes: list[tuple[str, int, bool]] = []  # (topic, partition, led here now)
+        reconfigured: list[TopicMetadata] = []
+        for topic in image.topics.values():
+            before = old.topic_by_id(topic.topic_id)
+            if before is topic:
+                continue
+            missing = [p for p in topic.partitions if (topic.topic_id, p.index) not in self._hosted]
+            if missing and me in missing[0].replicas:
+                opened = await trio.to_thread.run_sync(self._open, topic, missing[0].index, False)
+                self._host(topic, opened)
+            if before is not None and before.configs != topic.configs:
+                reconfigured.append(topic)
+            changes += [
+                (topic.name, p.index, p.leader == me)
+                for p in topic.partitions
+                if (p.leader == me) != led(before, p.index)
+            ]
+        gone = [t for t in old.topics.values() if image.topic_by_id(t.topic_id) is None]
+        self.image = image
+        for topic in reconfigured:
+            settings, flush_messages, flush_ms = self._log_settings(topic)
+            for part in self.online(topic.name):
+                part.log.reconfigure(config=settings)
+                part.flush_messages, part.flush_ms = flush_messages, flush_ms
+        for topic in gone:
+            parts = [
+                hosted
+                for p in topic.partitions
+                if (hosted := self._hosted.pop((topic.topic_id, p.index), None))
+            ]
+            for listener in self.leadership_listeners:
+                for hosted in parts:
+                    await listener(topic.name, hosted.index, False)
+            try:
+                for hosted in parts:
+                    if isinstance(hosted, Partition):
+                        await hosted.retire()
+                await trio.to_thread.run_sync(self._remove, parts)
+            finally:
+                self._purge_wanted.set()
+        for name, index, leader in changes:
+            for listener in self.leadership_listeners:
+                await listener(name, index, leader)
+
+    def _log_recovery_summary(self) -> None:
+        """One line at start-up: what was loaded, and what recovery had to repair (each
+        repaired log also has its own WARN line from ``tidelog.storage``)."""
+        reports = [(f"{p.topic}-{p.index}", p.log.recovery_report) for p in self.all_online()]
+        unclean = sum(1 for _, r in reports if not r.clean_shutdown)
+        repaired = [name for name, r in reports if r.truncations or r.next_offset_raised_to is not None]
+        cut = sum(r.bytes_truncated for _, r in reports)
+        offline = len(self._hosted) - len(reports)
+        summary = (
+            f"loaded {len(self.image.topics)} topics, {len(reports)} partitions from {self.config.data_dir}: "
+            f"{unclean} recovered after an unclean shutdown, {len(repaired)} repaired ({cut} bytes cut), "
+            f"{offline} offline"
+        )
+        if repaired or offline:
+            log.warning("%s: %s", summary, ", ".join(repaired[:20]) + (" ..." if len(repaired) > 20 else ""))
+        else:
+            log.info("%s", summary)
+
+    def close(self) -> None:
+        """Closes every partition cleanly; one that cannot be (a full or failed disk) is
+        logged and left for recovery at the next start, and the others still close."""
+        for part in self.all_online():
+            try:
+                part.close()
+            except TidelogError as e:
+                log.error("partition %s-%d not closed cleanly: %s", part.topic, part.index, e)
