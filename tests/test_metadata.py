@@ -14,7 +14,7 @@ from tidelog.broker.metadata import BrokerMetadata, TopicMetadata
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 
-from .wire import Wire, create_topic
+from .wire import Wire, create_topic, fetch_request, produce_one, read_all
 
 
 def commit(w: Wire, group: str, topic: str, offset: int) -> int:
@@ -72,6 +72,50 @@ def test_every_change_is_a_new_image_the_handlers_answer_from(tidelog_broker):
         w.close()
 
 
+OTHER = BrokerMetadata(7, (Endpoint("PLAINTEXT", "elsewhere.example", 19092),))
+
+
+def move_leader(b, topic: str, index: int, node: int) -> None:
+    """Publishes, on the broker's loop, the image in force with ``topic``-``index`` led by
+    ``node`` (a new leader epoch; broker 7 known as elsewhere.example:19092), as a cluster's
+    controller will publish it."""
+    broker = b.broker
+    me = broker.config.node_id
+    image = broker.image
+    meta = image.topic(topic)
+    assert meta is not None
+    parts = list(meta.partitions)
+    parts[index] = dataclasses.replace(
+        parts[index], leader=node, leader_epoch=parts[index].leader_epoch + 1, replicas=(me, 7), isr=(me, 7)
+    )
+    moved = TopicMetadata(meta.name, meta.topic_id, tuple(parts), meta.configs, meta.internal)
+    image = image.with_brokers([*image.brokers.values(), OTHER], image.controller_id)
+    b.run(broker.replicas.apply, image.with_topics([moved]))
+
+
+def test_a_partition_led_elsewhere_is_not_served_here(tidelog_broker):
+    """Produce and fetch of a partition the image says another broker leads get
+    NOT_LEADER_OR_FOLLOWER, and Metadata names that leader; when leadership comes back,
+    what was acknowledged before is there."""
+    b = tidelog_broker
+    w = Wire(b.bootstrap)
+    try:
+        assert create_topic(w, "led", 1) == ec.NONE
+        assert produce_one(w, "led", b"before") == (ec.NONE, 0)
+        move_leader(b, "led", 0, 7)
+        assert produce_one(w, "led", b"refused")[0] == ec.NOT_LEADER_OR_FOLLOWER
+        fetched = w.request(fetch_request("led", 0, 0, 0), 12)
+        assert fetched.responses[0].partitions[0].error_code == ec.NOT_LEADER_OR_FOLLOWER
+        meta = w.request(m.MetadataRequest(topics=[m.MetadataRequest.MetadataRequestTopic(name="led")]), 12)
+        assert [(p.leader_id, p.leader_epoch) for p in meta.topics[0].partitions] == [(7, 1)]
+        assert sorted((x.node_id, x.host, x.port) for x in meta.brokers)[1] == (7, "elsewhere.example", 19092)
+        move_leader(b, "led", 0, b.broker.config.node_id)
+        assert produce_one(w, "led", b"after") == (ec.NONE, 1)
+    finally:
+        w.close()
+    assert read_all(b.bootstrap, "led") == {0: b"before", 1: b"after"}
+
+
 def test_group_coordination_follows_the_offsets_partition_leadership(tidelog_broker):
     b = tidelog_broker
     broker = b.broker
@@ -83,32 +127,12 @@ def test_group_coordination_follows_the_offsets_partition_leadership(tidelog_bro
         assert commit(w, "mover", "t", 42) == ec.NONE
         assert fetch_offset(w, "mover", "t") == (ec.NONE, 42)
         index = broker.groups.store.partition_of("mover")
-        other = BrokerMetadata(7, (Endpoint("PLAINTEXT", "elsewhere.example", 19092),))
-
-        def lead(node: int) -> None:
-            image = broker.image
-            offsets = image.topic(OFFSETS)
-            assert offsets is not None
-            parts = list(offsets.partitions)
-            parts[index] = dataclasses.replace(
-                parts[index],
-                leader=node,
-                leader_epoch=parts[index].leader_epoch + 1,
-                replicas=(me, 7),
-                isr=(me, 7),
-            )
-            moved = TopicMetadata(
-                offsets.name, offsets.topic_id, tuple(parts), offsets.configs, offsets.internal
-            )
-            image = image.with_brokers([*image.brokers.values(), other], image.controller_id)
-            b.run(broker.replicas.apply, image.with_topics([moved]))
-
-        lead(7)
+        move_leader(b, OFFSETS, index, 7)
         assert "mover" not in broker.groups.groups
         assert coordinator(w, "mover") == (ec.NONE, 7, "elsewhere.example", 19092)
         assert fetch_offset(w, "mover", "t")[0] == ec.NOT_COORDINATOR
         assert commit(w, "mover", "t", 43) == ec.NOT_COORDINATOR
-        lead(me)
+        move_leader(b, OFFSETS, index, me)
         assert coordinator(w, "mover")[:2] == (ec.NONE, me)
         assert fetch_offset(w, "mover", "t") == (ec.NONE, 42), (
             "the group was not loaded back from its partition"

@@ -14,15 +14,25 @@ if TYPE_CHECKING:
 
 
 def resolve_partition(
-    ctx: RequestContext, topic: str, index: int, operation: AclOperation
+    ctx: RequestContext, topic: str, index: int, operation: AclOperation, *, needs_leader: bool = True
 ) -> tuple[Partition | None, int]:
-    """(the partition, NONE), or (None, why): TOPIC_AUTHORIZATION_FAILED when the principal
-    may not do ``operation`` on the topic, KAFKA_STORAGE_ERROR for an offline partition,
-    UNKNOWN_TOPIC_OR_PARTITION otherwise (NOT_LEADER_OR_FOLLOWER comes with replication)."""
-    session, replicas = ctx.session, ctx.broker.replicas
-    if not ctx.broker.authorizer.authorize(
+    """(the partition, NONE), or (None, why), checked in Kafka's order:
+    TOPIC_AUTHORIZATION_FAILED when the principal may not do ``operation`` on the topic,
+    UNKNOWN_TOPIC_OR_PARTITION when the image has no such partition, NOT_LEADER_OR_FOLLOWER
+    when another broker leads it, KAFKA_STORAGE_ERROR when its log is offline here.
+    ``needs_leader=False`` (an offset commit names partitions it does not touch): any
+    partition the image has is NONE, with the local partition if there is one."""
+    broker, session = ctx.broker, ctx.session
+    if not broker.authorizer.authorize(
         session.principal, session.peer_host, operation, AclResourceType.TOPIC, topic
     ):
         return None, ec.TOPIC_AUTHORIZATION_FAILED
-    part = replicas.partition(topic, index)
-    return (part, ec.NONE) if part is not None else (None, replicas.missing_code(topic, index))
+    meta = broker.image.partition(topic, index)
+    if meta is None:
+        return None, ec.UNKNOWN_TOPIC_OR_PARTITION
+    part = broker.replicas.partition(topic, index)
+    if not needs_leader:
+        return part, ec.NONE
+    if meta.leader != broker.config.node_id:
+        return None, ec.NOT_LEADER_OR_FOLLOWER
+    return (part, ec.NONE) if part is not None else (None, broker.replicas.missing_code(topic, index))

@@ -13,11 +13,11 @@ from tidelog.broker.apis._registry import (
 )
 from tidelog.broker.apis._resolve import resolve_partition
 from tidelog.broker.groups.store import TOPIC as OFFSETS_TOPIC
+from tidelog.broker.groups.store import OffsetEntry
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AclOperation
-from tidelog.storage.api import wall_clock_ms
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
@@ -108,17 +108,18 @@ async def leave_group(ctx: RequestContext, req: m.LeaveGroupRequest) -> m.LeaveG
 async def offset_commit(ctx: RequestContext, req: m.OffsetCommitRequest) -> m.OffsetCommitResponse:
     broker, version = ctx.broker, ctx.api_version
     await broker.groups.store.ensure_topic()
-    from tidelog.broker.groups.store import OffsetEntry
-
     R = m.OffsetCommitResponse
     code = broker.groups.commit_check(req, version)
-    now = wall_clock_ms()
+    now = ctx.clock.wall_ms()
     entries = []
     topics = []
     for t in req.topics:
         parts = []
         for p in t.partitions:
-            pcode = code or resolve_partition(ctx, t.name, p.partition_index, AclOperation.READ)[1]
+            pcode = (
+                code
+                or resolve_partition(ctx, t.name, p.partition_index, AclOperation.READ, needs_leader=False)[1]
+            )
             if not pcode:
                 entries.append(
                     (
