@@ -1,0 +1,1 @@
+"""Cluster coordination: the etcd client, and running etcd locally."""

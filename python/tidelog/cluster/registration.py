@@ -1,0 +1,112 @@
+"""A broker's registration in etcd: the key ``<prefix>brokers/<node id>`` with its endpoints,
+held by a lease of ``broker.session.timeout.ms`` and kept alive, as a Kafka broker kept its
+ephemeral znode in ZooKeeper. The key is created only if absent, so a second broker with a
+live ``node.id`` is refused. A broker whose lease may have lapsed is *fenced*: from the
+moment its last successful renewal was sent plus the session timeout, it must act as a
+leader no more (the controller may already have moved its partitions), until it has
+registered again."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from tidelog.cluster.etcd import Etcd, EtcdError, key_absent, put_op, range_op
+
+log = logging.getLogger("tidelog.cluster")
+
+
+class NodeIdInUse(Exception):
+    """Another live broker is registered with this ``node.id``."""
+
+    def __init__(self, node_id: int, holder: dict[str, Any]) -> None:
+        super().__init__(
+            f"node.id {node_id} is registered by a live broker ({holder.get('endpoints')}): "
+            "give every broker its own node.id"
+        )
+        self.node_id = node_id
+
+
+class Registration:
+    """Registers a broker and keeps it registered (``run`` in a nursery, after ``register``)."""
+
+    def __init__(
+        self,
+        etcd: Etcd,
+        prefix: bytes,
+        node_id: int,
+        endpoints: Sequence[str],
+        session_timeout_ms: int,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.etcd = etcd
+        self.key = prefix + b"brokers/%d" % node_id
+        self.node_id = node_id
+        self.doc = json.dumps({"node_id": node_id, "endpoints": list(endpoints)}).encode()
+        self.session = session_timeout_ms / 1000
+        self.ttl = max(1, round(self.session))
+        self.monotonic = monotonic
+        self.lease = 0
+        self._valid_until = float("-inf")  # the lease is surely alive until then
+        self.registered = trio.Event()  # set while registered; replaced when fenced
+
+    @property
+    def fenced(self) -> bool:
+        """True once the lease may have lapsed (read at every produce: no etcd call)."""
+        return self.monotonic() >= self._valid_until
+
+    async def register(self) -> None:
+        """Takes the key, under a new lease; raises NodeIdInUse if a live broker holds it."""
+        sent = self.monotonic()
+        lease = await self.etcd.grant(self.ttl)
+        result = await self.etcd.txn(
+            [key_absent(self.key)], [put_op(self.key, self.doc, lease)], [range_op(self.key)]
+        )
+        if not result.succeeded:
+            await self.etcd.revoke(lease)
+            held = result.ranged(0)
+            raise NodeIdInUse(self.node_id, json.loads(held[0].value) if held else {})
+        self.lease = lease
+        self._valid_until = sent + self.session
+        if not self.registered.is_set():
+            self.registered.set()
+        log.info("broker %d registered in etcd (lease %x, %ds)", self.node_id, lease, self.ttl)
+
+    async def run(self) -> None:
+        """Renews the lease every third of its TTL. A lapsed lease (etcd says it is gone) is
+        replaced by registering again; an etcd that does not answer leaves the broker to
+        become fenced when its session runs out, and it tries again meanwhile."""
+        while True:
+            await trio.sleep(self.ttl / 3)
+            sent = self.monotonic()
+            try:
+                if await self.etcd.keepalive(self.lease) > 0:
+                    self._valid_until = sent + self.session
+                    continue
+                log.warning("broker %d: its etcd lease lapsed (fenced); registering again", self.node_id)
+                self._fence()
+                await self.register()
+            except NodeIdInUse as e:
+                log.error("%s", e)
+                self._fence()
+            except EtcdError as e:
+                if self.fenced:
+                    self._fence()
+                log.warning("broker %d: could not renew its etcd lease: %s", self.node_id, e)
+
+    def _fence(self) -> None:
+        self._valid_until = float("-inf")
+        if self.registered.is_set():
+            self.registered = trio.Event()
+
+    async def deregister(self) -> None:
+        """Removes the registration at once (a clean stop): the controller moves leaders
+        now rather than after the session timeout."""
+        if self.lease:
+            lease, self.lease = self.lease, 0
+            self._fence()
+            await self.etcd.revoke(lease)
