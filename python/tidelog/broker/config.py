@@ -178,6 +178,19 @@ SETTINGS: tuple[Setting, ...] = (
         field="fetch_zero_copy",
     ),
     Setting(
+        "tidelog.etcd.endpoints",
+        "etcd client URLs, comma-separated: the broker joins that cluster (empty: one broker on its own)",
+        lambda v: [u.strip() for u in v.split(",") if u.strip()],
+        field="etcd_endpoints",
+    ),
+    Setting("tidelog.cluster.id", "the cluster's name: its keys' prefix in etcd", field="cluster_name"),
+    Setting(
+        "broker.session.timeout.ms",
+        "a broker whose etcd lease is not renewed for this long is fenced: it leads nothing",
+        int,
+        field="broker_session_timeout_ms",
+    ),
+    Setting(
         "tidelog.max.partitions",
         "partitions this broker may host (default: what the open-files limit allows)",
         int,
@@ -261,6 +274,11 @@ class BrokerConfig:
     #: ``tidelog.max.partitions``: partitions this broker may host; None: what the open-files
     #: limit allows (see ``partition_limit``).
     max_partitions: int | None = None
+    #: ``tidelog.etcd.endpoints``: the etcd cluster this broker joins; empty: it runs alone,
+    #: its metadata in its data directory (``LocalController``).
+    etcd_endpoints: list[str] = dataclasses.field(default_factory=list)
+    cluster_name: str = "tidelog"
+    broker_session_timeout_ms: int = 9000
     settings: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Names given in ``settings`` that tidelog does not know (warned about at start).
     unknown: list[str] = dataclasses.field(default_factory=list)
@@ -359,6 +377,7 @@ class BrokerConfig:
             ),
             "tidelog.engine": self.engine or "auto",
             "tidelog.max.partitions": self.partition_limit(),
+            "tidelog.etcd.endpoints": ",".join(self.etcd_endpoints),
         }
         configured = {ALIASES.get(k, (k, 1))[0] for k in self.settings}
         out: dict[str, tuple[str | None, bool]] = {}

@@ -44,6 +44,30 @@ class TopicError(Exception):
         self.code = code
 
 
+def validate_configs(config: BrokerConfig, configs: Mapping[str, str]) -> None:
+    """Refuses (INVALID_CONFIG) topic configs this broker cannot honour."""
+    policy = configs.get("cleanup.policy", "delete")
+    if policy != "delete":
+        raise TopicError(ec.INVALID_CONFIG, f"cleanup.policy={policy} is not supported (only delete)")
+    try:
+        config.log_config(configs)
+    except ValueError as e:
+        raise TopicError(ec.INVALID_CONFIG, str(e)) from None
+
+
+def check_new_topic(config: BrokerConfig, name: str, partitions: int, configs: Mapping[str, str]) -> int:
+    """Validates a new topic's name, partition count (-1: ``num.partitions``) and configs;
+    returns the partition count."""
+    if not LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
+        raise TopicError(ec.INVALID_TOPIC_EXCEPTION, f"illegal topic name {name!r}")
+    if partitions == -1:
+        partitions = config.num_partitions
+    if partitions < 1:
+        raise TopicError(ec.INVALID_PARTITIONS, f"number of partitions must be positive, not {partitions}")
+    validate_configs(config, configs)
+    return partitions
+
+
 class Controller(Protocol):
     """What may change the cluster's metadata; each method publishes the resulting image
     before it returns (so the change is visible to the next request)."""
@@ -151,15 +175,6 @@ class LocalController:
 
     # ---- topics ----
 
-    def validate_configs(self, configs: Mapping[str, str]) -> None:
-        policy = configs.get("cleanup.policy", "delete")
-        if policy != "delete":
-            raise TopicError(ec.INVALID_CONFIG, f"cleanup.policy={policy} is not supported (only delete)")
-        try:
-            self.config.log_config(configs)
-        except ValueError as e:
-            raise TopicError(ec.INVALID_CONFIG, str(e)) from None
-
     def _check_limit(self, adding: int) -> None:
         """Refuses, before anything is created, partitions beyond ``tidelog.max.partitions``
         (by default what the descriptor limit allows): running out of descriptors half-way
@@ -176,29 +191,21 @@ class LocalController:
     def _check_new(
         self, name: str, partitions: int, replication_factor: int, configs: Mapping[str, str], internal: bool
     ) -> TopicMetadata:
-        if not LEGAL_TOPIC.fullmatch(name) or name in (".", ".."):
-            raise TopicError(ec.INVALID_TOPIC_EXCEPTION, f"illegal topic name {name!r}")
         if name in self._image.topics or name in self._creating:
             raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
         if name in self._deleting:
             raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} is marked for deletion")
-        if partitions == -1:
-            partitions = self.config.num_partitions
-        if partitions < 1:
-            raise TopicError(
-                ec.INVALID_PARTITIONS, f"number of partitions must be positive, not {partitions}"
-            )
+        count = check_new_topic(self.config, name, partitions, configs)
         if replication_factor not in (-1, 1):
             raise TopicError(
                 ec.INVALID_REPLICATION_FACTOR,
                 f"replication factor {replication_factor} is larger than the 1 broker available",
             )
-        self.validate_configs(configs)
         me = self.config.node_id
         return TopicMetadata(
             name,
             uuid.uuid4(),
-            tuple(single_replica(i, me) for i in range(partitions)),
+            tuple(single_replica(i, me) for i in range(count)),
             MappingProxyType(dict(configs)),
             internal=internal,
         )
@@ -277,7 +284,7 @@ class LocalController:
         if topic is None:
             raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
         merged = {k: v for k, v in {**topic.configs, **changes}.items() if v is not None}
-        self.validate_configs(merged)
+        validate_configs(self.config, merged)
         if validate_only:
             return
         async with self._admin_lock:

@@ -12,14 +12,14 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import trio
 
 from tidelog.broker.clock import Clock
 from tidelog.broker.config import BrokerConfig
-from tidelog.broker.metadata import MetadataImage, TopicMetadata
+from tidelog.broker.metadata import MetadataImage, PartitionMetadata, TopicMetadata
 from tidelog.broker.partition import OfflinePartition, Partition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
@@ -85,16 +85,18 @@ class ReplicaManager:
         settings = dict(self.config.log_config(topic.configs).to_kafka())
         return settings, settings.pop("flush.messages"), settings.pop("flush.ms")
 
-    def _open(self, topic: TopicMetadata, first: int, fresh: bool) -> list[Hosted]:
-        """Opens partitions ``first..`` of ``topic`` (blocking I/O). ``fresh``: they are new,
+    def _open(
+        self, topic: TopicMetadata, parts: Sequence[PartitionMetadata], fresh: bool, strict: bool
+    ) -> list[Hosted]:
+        """Opens the partitions ``parts`` of ``topic`` (blocking I/O). ``fresh``: they are new,
         so a directory already there is a leftover of an earlier topic of that name whose
-        deletion or creation was cut short; it is moved aside, never reused. A fresh set is
-        all or nothing: if one fails, the ones opened are closed and moved aside again. Not
-        fresh: a log that cannot be opened makes its partition offline."""
+        deletion or creation was cut short; it is moved aside, never reused. ``strict``: all
+        or nothing; if one fails, the ones opened are closed and moved aside again and the
+        error is raised. Otherwise a log that cannot be opened makes its partition offline."""
         settings, flush_messages, flush_ms = self._log_settings(topic)
         opened: list[Hosted] = []
         try:
-            for p in topic.partitions[first:]:
+            for p in parts:
                 path = self._partition_dir(topic.name, p.index)
                 if fresh and os.path.exists(path):
                     log.warning("%s exists without a topic: moved aside for deletion", path)
@@ -102,7 +104,7 @@ class ReplicaManager:
                 try:
                     plog = Log.open(path, engine=self.config.engine, config=settings)
                 except (TidelogError, OSError) as e:
-                    if fresh:
+                    if strict:
                         raise
                     # One partition's failed disk or files never keep the broker down.
                     log.error(
@@ -122,12 +124,12 @@ class ReplicaManager:
                 part.leader_epoch = p.leader_epoch
                 opened.append(part)
         except BaseException:
-            if fresh:
+            if strict:
                 for made in opened:
-                    assert isinstance(made, Partition)  # fresh ones are never offline
+                    assert isinstance(made, Partition)  # strict ones are never offline
                     made.log.close()
                     self._move_aside(made.log.path)
-                failed = self._partition_dir(topic.name, first + len(opened))
+                failed = self._partition_dir(topic.name, parts[len(opened)].index)
                 if os.path.exists(failed):  # the one whose opening failed, half made
                     self._move_aside(failed)
             raise
@@ -141,7 +143,7 @@ class ReplicaManager:
         """Opens fresh logs for partitions ``first..`` of a topic being created or grown, all
         or nothing, in a worker thread. They are served once an image names them."""
         try:
-            opened = await trio.to_thread.run_sync(self._open, topic, first, True)
+            opened = await trio.to_thread.run_sync(self._open, topic, topic.partitions[first:], True, True)
         except BaseException:
             self._purge_wanted.set()
             raise
@@ -188,15 +190,15 @@ class ReplicaManager:
 
     # ---- applying images ----
 
-    def _mine(self, topic: TopicMetadata) -> bool:
-        return any(self.config.node_id in p.replicas for p in topic.partitions)
-
     def load(self, image: MetadataImage) -> None:
         """Opens every partition of the first image that this broker hosts (blocking I/O, at
         start, before anything is served)."""
+        me = self.config.node_id
+        os.makedirs(self.config.data_dir, exist_ok=True)
         for topic in image.topics.values():
-            if self._mine(topic):
-                self._host(topic, self._open(topic, 0, False))
+            self._host(
+                topic, self._open(topic, [p for p in topic.partitions if me in p.replicas], False, False)
+            )
         self.image = image
         self._log_recovery_summary()
 
@@ -226,9 +228,14 @@ class ReplicaManager:
             before = old.topic_by_id(topic.topic_id)
             if before is topic:
                 continue
-            missing = [p for p in topic.partitions if (topic.topic_id, p.index) not in self._hosted]
-            if missing and me in missing[0].replicas:
-                opened = await trio.to_thread.run_sync(self._open, topic, missing[0].index, False)
+            missing = [
+                p
+                for p in topic.partitions
+                if me in p.replicas and (topic.topic_id, p.index) not in self._hosted
+            ]
+            if missing:
+                # New here while serving: a directory of that name is a leftover (moved aside).
+                opened = await trio.to_thread.run_sync(self._open, topic, missing, True, False)
                 self._host(topic, opened)
             if before is not None and before.configs != topic.configs:
                 reconfigured.append(topic)

@@ -23,6 +23,7 @@ from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.metadata import MetadataImage
 from tidelog.broker.replicas import ReplicaManager
+from tidelog.cluster.member import ClusterMember
 from tidelog.storage import Log
 
 log = logging.getLogger("tidelog.broker")
@@ -50,7 +51,14 @@ class Broker:
             log.warning("the setting %r is not one tidelog knows: ignored (tidelog serve --help-config)", key)
         self.clock = clock or Clock()
         self.replicas = ReplicaManager(self.config, self.clock)
-        self.controller: Controller = LocalController(self.config, self.replicas)
+        #: With ``tidelog.etcd.endpoints``: this broker's membership of that cluster.
+        self.member: ClusterMember | None = None
+        self.controller: Controller
+        if self.config.etcd_endpoints:
+            self.member = ClusterMember(self.config, self.clock, self.replicas.apply)
+            self.controller = self.member.controller
+        else:
+            self.controller = LocalController(self.config, self.replicas)
         self.authorizer: Authorizer = AllowAll()
         self.port = self.config.port
         #: The listeners being served, with their bound ports (set by ``serve``).
@@ -95,16 +103,30 @@ class Broker:
     def cluster_id(self) -> str:
         return self.image.cluster_id
 
+    @property
+    def fenced(self) -> bool:
+        """True while this broker may not act as a leader: in a cluster, from when its etcd
+        lease may have lapsed until it has registered again."""
+        return self.member is not None and self.member.fenced
+
     # ---- life cycle ----
 
-    def _load(self) -> None:
-        assert isinstance(self.controller, LocalController)
-        """The metadata, then the logs it names (blocking I/O, before anything is served)."""
-        advertised = []
+    def _advertised_endpoints(self) -> list[Endpoint]:
+        out = []
         for e in self.endpoints:
             host, port = self.advertised(e.name)
-            advertised.append(dataclasses.replace(e, host=host, port=port))
-        self.replicas.load(self.controller.load(advertised))
+            out.append(dataclasses.replace(e, host=host, port=port))
+        return out
+
+    async def _load(self) -> None:
+        """Joins the cluster, or reads the local metadata; then opens the logs the first
+        image names (in a worker thread), before anything is served."""
+        if self.member is not None:
+            image = await self.member.join(self._advertised_endpoints())
+        else:
+            assert isinstance(self.controller, LocalController)
+            image = await trio.to_thread.run_sync(self.controller.load, self._advertised_endpoints())
+        await trio.to_thread.run_sync(self.replicas.load, image)
 
     async def open_listeners(self) -> list[BoundListener]:
         """A TCP listener for every configured endpoint (``listeners``)."""
@@ -136,11 +158,13 @@ class Broker:
         if self.endpoints:
             self.port = self.endpoints[0].port
         try:
-            await trio.to_thread.run_sync(self._load)
+            await self._load()
             await self.replicas.announce_leadership()
         except BaseException:
             for _, listener in bound:
                 await listener.aclose()
+            if self.member is not None:
+                await self.member.leave()
             raise
         log.info(
             "broker %d listening on %s (data in %s, engine %s, open-files limit %d, up to %d partitions)",
@@ -159,10 +183,14 @@ class Broker:
                     nursery.start_soon(self._retention_loop)
                     nursery.start_soon(self.replicas.purge_loop)
                     nursery.start_soon(self._accept, bound, nursery)
+                    if self.member is not None:
+                        nursery.start_soon(self.member.run)
                     task_status.started(self)
         finally:
             for _, listener in bound:
                 await listener.aclose()
+            if self.member is not None:
+                await self.member.leave()
             await trio.to_thread.run_sync(self.replicas.close)
             log.info("broker %d stopped; logs flushed and closed cleanly", self.config.node_id)
 

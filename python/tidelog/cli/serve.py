@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd call otherwise
     overrides: dict[str, object] = {}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
@@ -47,6 +48,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.listen:
         host, _, port = args.listen.rpartition(":")
         overrides.update(host=host or "127.0.0.1", port=int(port))
+    if args.etcd:
+        overrides["etcd_endpoints"] = [u.strip() for u in args.etcd.split(",") if u.strip()]
+    if args.cluster_id:
+        overrides["cluster_name"] = args.cluster_id
+    if args.node_id is not None:
+        overrides["node_id"] = args.node_id
     settings = dict(kv.split("=", 1) for kv in args.set)
     if args.config:
         config = BrokerConfig.from_properties(args.config, **overrides)
@@ -59,7 +66,16 @@ def _serve(args: argparse.Namespace) -> int:
         sys.stdout.write(f"tidelog broker listening on {config.host}:{port}\n")
         sys.stdout.flush()
 
-    run(config, on_ready=ready)
+    from tidelog.cluster.registration import NodeIdInUse
+
+    refused: list[BaseException] = []
+    try:
+        run(config, on_ready=ready)
+    except* NodeIdInUse as group:
+        refused += group.exceptions
+    if refused:
+        sys.stderr.write(f"tidelog serve: {refused[0]}\n")
+        return 2
     return 0
 
 
@@ -68,6 +84,9 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--listen", default="127.0.0.1:9092", help="host:port (port 0: any free port)")
     serve.add_argument("--data-dir", default="./tidelog-data")
     serve.add_argument("--engine", choices=["auto", "rust", "python"], default=None)
+    serve.add_argument("--node-id", type=int, default=None, help="this broker's node.id")
+    serve.add_argument("--etcd", help="etcd URL[,URL...]: join that cluster (default: run alone)")
+    serve.add_argument("--cluster-id", help="the cluster's name in etcd (default: tidelog)")
     serve.add_argument("--config", help="a Kafka-style server.properties file")
     serve.add_argument(
         "--set",

@@ -15,9 +15,24 @@ from typing import Any
 
 import trio
 
+from tidelog.broker.config import Endpoint
 from tidelog.cluster.etcd import Etcd, EtcdError, key_absent, put_op, range_op
 
 log = logging.getLogger("tidelog.cluster")
+
+
+def broker_doc(node_id: int, endpoints: Sequence[Endpoint], rack: str | None = None) -> bytes:
+    """A broker's registration: its id, rack and advertised endpoints."""
+    return json.dumps(
+        {
+            "node_id": node_id,
+            "rack": rack,
+            "endpoints": [
+                {"name": e.name, "host": e.host, "port": e.port, "security_protocol": e.security_protocol}
+                for e in endpoints
+            ],
+        }
+    ).encode()
 
 
 class NodeIdInUse(Exception):
@@ -39,14 +54,14 @@ class Registration:
         etcd: Etcd,
         prefix: bytes,
         node_id: int,
-        endpoints: Sequence[str],
+        doc: bytes,
         session_timeout_ms: int,
         monotonic: Callable[[], float],
     ) -> None:
         self.etcd = etcd
         self.key = prefix + b"brokers/%d" % node_id
         self.node_id = node_id
-        self.doc = json.dumps({"node_id": node_id, "endpoints": list(endpoints)}).encode()
+        self.doc = doc
         self.session = session_timeout_ms / 1000
         self.ttl = max(1, round(self.session))
         self.monotonic = monotonic

@@ -33,6 +33,6 @@ def resolve_partition(
     part = broker.replicas.partition(topic, index)
     if not needs_leader:
         return part, ec.NONE
-    if meta.leader != broker.config.node_id:
+    if meta.leader != broker.config.node_id or broker.fenced:
         return None, ec.NOT_LEADER_OR_FOLLOWER
     return (part, ec.NONE) if part is not None else (None, broker.replicas.missing_code(topic, index))

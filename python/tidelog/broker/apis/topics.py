@@ -26,6 +26,8 @@ async def auto_create(broker: Broker, name: str) -> tuple[TopicMetadata | None, 
     try:
         return await broker.controller.create_topic(name, -1, -1, {}), ec.NONE
     except TopicError as e:
+        if e.code == ec.TOPIC_ALREADY_EXISTS and (made := broker.image.topic(name)) is not None:
+            return made, ec.NONE  # another request (or broker) made it meanwhile
         log.info("auto-create of %r refused: %s", name, e)
         # Being created or deleted by another request: the client retries.
         return None, ec.LEADER_NOT_AVAILABLE if e.code == ec.TOPIC_ALREADY_EXISTS else e.code

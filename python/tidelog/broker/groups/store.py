@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from tidelog.broker.controller import TopicError
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16, Reader
@@ -94,6 +96,9 @@ class OffsetsStore:
         self._creating = trio.Event()
         try:
             await self.controller.create_topic(TOPIC, self.partitions, -1, self._configs(), internal=True)
+        except TopicError as e:
+            if e.code != ec.TOPIC_ALREADY_EXISTS:  # another broker of the cluster made it first
+                raise
         finally:
             self._creating.set()
             self._creating = None

@@ -1,0 +1,354 @@
+"""The cluster's metadata in etcd, and the controller that changes it. Keys, under the
+cluster's prefix (``/<cluster id>/``):
+
+- ``cluster_id``: the id clients see, made once by the first broker;
+- ``brokers/<id>``: a live broker's endpoints (held by its lease, see ``registration``);
+- ``controller`` and ``controller_epoch`` (see ``election``);
+- ``topics/<name>``: ``{"id", "partitions", "configs", "internal"}``;
+- ``partitions/<name>/<index>``: ``{"leader", "leader_epoch", "replicas", "isr"}``;
+- ``producer_ids``: the first id not yet handed out in blocks.
+
+Every change is one etcd transaction conditional on what it read (a key absent, or a key's
+revision unchanged), so two brokers changing the same thing cannot both succeed. Every
+broker watches the prefix and builds its ``MetadataImage`` from it; a change made here
+returns once this broker's own image shows it.
+
+This first step has no replication yet: topics have one replica each, spread over the live
+brokers, and a replication factor above 1 is refused rather than acknowledged without copies."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import trio
+
+from tidelog.broker.config import BrokerConfig, Endpoint
+from tidelog.broker.controller import PRODUCER_ID_BLOCK, TopicError, check_new_topic, validate_configs
+from tidelog.broker.metadata import (
+    NO_LEADER,
+    BrokerMetadata,
+    MetadataImage,
+    PartitionMetadata,
+    TopicMetadata,
+)
+from tidelog.cluster.etcd import (
+    Etcd,
+    EtcdError,
+    EtcdUnavailable,
+    KeyValue,
+    WatchCompacted,
+    delete_op,
+    key_absent,
+    mod_revision_is,
+    put_op,
+)
+from tidelog.error_codes import ErrorCode as ec
+
+log = logging.getLogger("tidelog.cluster")
+#: How long a change waits for this broker's image to show it.
+APPLY_TIMEOUT = 30.0
+
+
+class MetadataState:
+    """The metadata keys as last read or watched, and the image they make."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.kvs: dict[bytes, KeyValue] = {}
+        self.revision = 0
+
+    def load(self, kvs: list[KeyValue], revision: int) -> None:
+        self.kvs = {kv.key: kv for kv in kvs}
+        self.revision = revision
+
+    def image(self) -> MetadataImage:
+        n = len(self.prefix)
+        brokers: list[BrokerMetadata] = []
+        topics: dict[str, dict[str, Any]] = {}
+        partitions: dict[str, dict[int, dict[str, Any]]] = {}
+        cluster_id, controller_id = "", NO_LEADER
+        for key, kv in self.kvs.items():
+            parts = key[n:].decode().split("/")
+            doc = json.loads(kv.value) if parts[0] != "cluster_id" else None
+            if parts == ["cluster_id"]:
+                cluster_id = kv.value.decode()
+            elif parts == ["controller"] and doc is not None:
+                controller_id = int(doc["node_id"])
+            elif parts[0] == "brokers" and len(parts) == 2 and doc is not None:
+                endpoints = tuple(
+                    Endpoint(e["name"], e["host"], int(e["port"]), e["security_protocol"])
+                    for e in doc["endpoints"]
+                )
+                brokers.append(BrokerMetadata(int(doc["node_id"]), endpoints, doc.get("rack")))
+            elif parts[0] == "topics" and len(parts) == 2 and doc is not None:
+                topics[parts[1]] = doc
+            elif parts[0] == "partitions" and len(parts) == 3 and doc is not None:
+                partitions.setdefault(parts[1], {})[int(parts[2])] = doc
+        built = []
+        for name, doc in topics.items():
+            found = partitions.get(name, {})
+            parts_meta = tuple(
+                PartitionMetadata(
+                    i,
+                    int(found[i]["leader"]),
+                    int(found[i]["leader_epoch"]),
+                    tuple(found[i]["replicas"]),
+                    tuple(found[i]["isr"]),
+                )
+                for i in range(int(doc["partitions"]))
+                if i in found  # a grown topic's new partitions arrive in the same revision
+            )
+            built.append(
+                TopicMetadata(
+                    name,
+                    uuid.UUID(doc["id"]),
+                    parts_meta,
+                    MappingProxyType(dict(doc.get("configs", {}))),
+                    bool(doc.get("internal", False)),
+                )
+            )
+        image = MetadataImage(cluster_id=cluster_id)
+        image = image.with_brokers(sorted(brokers, key=lambda b: b.node_id), controller_id).with_topics(built)
+        return dataclasses.replace(image, version=self.revision)  # the etcd revision it shows
+
+
+class EtcdController:
+    """The ``Controller`` of a broker in an etcd-coordinated cluster, and the watch that
+    keeps its image current (``run`` in a nursery after ``load``)."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        etcd: Etcd,
+        prefix: bytes,
+        on_image: Callable[[MetadataImage], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.etcd = etcd
+        self.prefix = prefix
+        self.state = MetadataState(prefix)
+        self._image = MetadataImage()
+        self._on_image = on_image
+        self._changed = trio.Event()  # set whenever a new image is installed
+        self._next_producer_id = 0
+        self._producer_id_limit = 0
+        self._producer_id_lock = trio.Lock()
+
+    @property
+    def image(self) -> MetadataImage:
+        return self._image
+
+    # ---- the image ----
+
+    async def load(self) -> MetadataImage:
+        """Makes the cluster id if this is the cluster's first broker, then reads the whole
+        prefix; returns the first image."""
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        key = self.prefix + b"cluster_id"
+        await self.etcd.txn([key_absent(key)], [put_op(key, cluster_id.encode())])
+        kvs, revision = await self.etcd.range(self.prefix, prefix=True)
+        self.state.load(kvs, revision)
+        self._image = self.state.image()
+        return self._image
+
+    async def run(self) -> None:
+        """Watches the prefix from the last revision read and publishes every change; a
+        compacted or broken watch is resumed from a fresh read, so no change is missed."""
+        while True:
+            try:
+                async for events in self.etcd.watch(
+                    self.prefix, prefix=True, start_revision=self.state.revision + 1
+                ):
+                    for e in events:
+                        if e.deleted:
+                            self.state.kvs.pop(e.kv.key, None)
+                        else:
+                            self.state.kvs[e.kv.key] = e.kv
+                        self.state.revision = max(self.state.revision, e.kv.mod_revision)
+                    await self._install(self.state.image())
+            except (WatchCompacted, EtcdError) as e:
+                log.warning("metadata watch interrupted (%s): reading again", e)
+                await trio.sleep(0.2)
+                try:
+                    kvs, revision = await self.etcd.range(self.prefix, prefix=True)
+                except EtcdUnavailable as again:
+                    log.warning("etcd unavailable: %s (serving the last image)", again)
+                    continue
+                self.state.load(kvs, revision)
+                await self._install(self.state.image())
+
+    async def _install(self, image: MetadataImage) -> None:
+        # Applied first: a change is "seen" only once requests can find what it made.
+        await self._on_image(image)
+        self._image = image
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _until(self, shown: Callable[[MetadataImage], bool], what: str) -> None:
+        """Waits until this broker's image shows a change just made."""
+        with trio.move_on_after(APPLY_TIMEOUT):
+            while not shown(self._image):
+                await self._changed.wait()
+            return
+        raise TopicError(ec.REQUEST_TIMED_OUT, f"{what} was made but not yet seen by this broker")
+
+    # ---- topics ----
+
+    def _topic_key(self, name: str) -> bytes:
+        return self.prefix + b"topics/" + name.encode()
+
+    def _partition_key(self, name: str, index: int) -> bytes:
+        return self.prefix + b"partitions/%s/%d" % (name.encode(), index)
+
+    def _assign(self, first: int, count: int) -> list[int]:
+        """Leaders for partitions ``first..first+count-1``: round robin over the live
+        brokers from a random start, as Kafka places replicas without racks."""
+        live = sorted(self._image.brokers)
+        if not live:
+            raise TopicError(ec.BROKER_NOT_AVAILABLE, "no live broker is registered")
+        start = random.randrange(len(live))
+        return [live[(start + first + i) % len(live)] for i in range(count)]
+
+    @staticmethod
+    def _partition_doc(leader: int) -> bytes:
+        return json.dumps(
+            {"leader": leader, "leader_epoch": 0, "replicas": [leader], "isr": [leader]}
+        ).encode()
+
+    @staticmethod
+    def _topic_doc(topic_id: uuid.UUID, partitions: int, configs: Mapping[str, str], internal: bool) -> bytes:
+        return json.dumps(
+            {"id": str(topic_id), "partitions": partitions, "configs": dict(configs), "internal": internal}
+        ).encode()
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str],
+        *,
+        validate_only: bool = False,
+        internal: bool = False,
+    ) -> TopicMetadata:
+        if self._image.topic(name) is not None:
+            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+        count = check_new_topic(self.config, name, partitions, configs)
+        if replication_factor not in (-1, 1):
+            raise TopicError(
+                ec.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication_factor}: replication between brokers is not built yet",
+            )
+        leaders = self._assign(0, count)
+        topic_id = uuid.uuid4()
+        if validate_only:
+            return TopicMetadata(
+                name, topic_id, tuple(PartitionMetadata(i, b, 0, (b,), (b,)) for i, b in enumerate(leaders))
+            )
+        ops = [put_op(self._topic_key(name), self._topic_doc(topic_id, count, configs, internal))]
+        ops += [put_op(self._partition_key(name, i), self._partition_doc(b)) for i, b in enumerate(leaders)]
+        result = await self.etcd.txn([key_absent(self._topic_key(name))], ops)
+        if not result.succeeded:
+            # Made by another broker just now: once this broker sees it, the caller may use it.
+            await self._until(lambda image: image.topic(name) is not None, f"topic {name!r}")
+            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+        await self._until(lambda image: image.topic_by_id(topic_id) is not None, f"topic {name!r}")
+        created = self._image.topic_by_id(topic_id)
+        assert created is not None
+        log.info("created topic %s with %d partitions (leaders %s)", name, count, leaders)
+        return created
+
+    async def _read_topic(self, name: str) -> tuple[KeyValue, dict[str, Any]]:
+        kv = await self.etcd.get(self._topic_key(name))
+        if kv is None:
+            raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
+        return kv, json.loads(kv.value)
+
+    async def delete_topic(self, name: str) -> TopicMetadata:
+        kv, doc = await self._read_topic(name)
+        ops = [delete_op(self._topic_key(name))]
+        ops += [delete_op(self._partition_key(name, i)) for i in range(int(doc["partitions"]))]
+        result = await self.etcd.txn([mod_revision_is(kv.key, kv.mod_revision)], ops)
+        if not result.succeeded:
+            raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} changed while being deleted")
+        topic_id = uuid.UUID(doc["id"])
+        gone = self._image.topic_by_id(topic_id)
+        await self._until(lambda image: image.topic_by_id(topic_id) is None, f"the deletion of {name!r}")
+        log.info("deleted topic %s", name)
+        return gone or TopicMetadata(name, topic_id, ())
+
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        kv, doc = await self._read_topic(name)
+        have = int(doc["partitions"])
+        if count <= have:
+            raise TopicError(
+                ec.INVALID_PARTITIONS, f"topic {name!r} has {have} partitions; {count} is not more"
+            )
+        leaders = self._assign(have, count - have)
+        if validate_only:
+            return
+        doc["partitions"] = count
+        ops = [put_op(kv.key, json.dumps(doc).encode())]
+        ops += [
+            put_op(self._partition_key(name, have + i), self._partition_doc(b)) for i, b in enumerate(leaders)
+        ]
+        result = await self.etcd.txn([mod_revision_is(kv.key, kv.mod_revision)], ops)
+        if not result.succeeded:
+            raise TopicError(ec.INVALID_PARTITIONS, f"topic {name!r} changed while the request waited")
+
+        def grown(image: MetadataImage) -> bool:
+            t = image.topic(name)
+            return t is not None and len(t.partitions) >= count
+
+        await self._until(grown, f"the new partitions of {name!r}")
+
+    async def alter_topic_configs(
+        self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False
+    ) -> None:
+        kv, doc = await self._read_topic(name)
+        merged = {k: v for k, v in {**doc.get("configs", {}), **changes}.items() if v is not None}
+        validate_configs(self.config, merged)
+        if validate_only:
+            return
+        doc["configs"] = merged
+        result = await self.etcd.txn(
+            [mod_revision_is(kv.key, kv.mod_revision)], [put_op(kv.key, json.dumps(doc).encode())]
+        )
+        if not result.succeeded:
+            raise TopicError(
+                ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} changed while the request waited"
+            )
+
+        def shown(image: MetadataImage) -> bool:
+            t = image.topic(name)
+            return t is not None and dict(t.configs) == merged
+
+        await self._until(shown, f"the configs of {name!r}")
+
+    # ---- producer ids ----
+
+    async def next_producer_id(self) -> int:
+        """Producer ids unique across the cluster: blocks reserved from the etcd counter
+        ``producer_ids`` by compare-and-swap, one reservation at a time here."""
+        async with self._producer_id_lock:
+            if self._next_producer_id >= self._producer_id_limit:
+                key = self.prefix + b"producer_ids"
+                while True:
+                    kv = await self.etcd.get(key)
+                    start = int(kv.value) if kv else 0
+                    guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
+                    limit = start + PRODUCER_ID_BLOCK
+                    if (await self.etcd.txn([guard], [put_op(key, str(limit).encode())])).succeeded:
+                        break
+                self._next_producer_id, self._producer_id_limit = start, limit
+            pid = self._next_producer_id
+            self._next_producer_id += 1
+            return pid
