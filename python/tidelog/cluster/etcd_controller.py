@@ -19,12 +19,13 @@ brokers, and a replication factor above 1 is refused rather than acknowledged wi
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -118,6 +119,16 @@ class MetadataState:
         image = MetadataImage(cluster_id=cluster_id)
         image = image.with_brokers(sorted(brokers, key=lambda b: b.node_id), controller_id).with_topics(built)
         return dataclasses.replace(image, version=self.revision)  # the etcd revision it shows
+
+
+@contextlib.contextmanager
+def etcd_errors(what: str) -> Iterator[None]:
+    """An etcd that cannot be reached makes a metadata change REQUEST_TIMED_OUT (retriable),
+    as a Kafka controller that does not answer in time."""
+    try:
+        yield
+    except EtcdError as e:
+        raise TopicError(ec.REQUEST_TIMED_OUT, f"{what}: etcd did not answer ({e})") from e
 
 
 class EtcdController:
@@ -239,32 +250,37 @@ class EtcdController:
         validate_only: bool = False,
         internal: bool = False,
     ) -> TopicMetadata:
-        if self._image.topic(name) is not None:
-            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
-        count = check_new_topic(self.config, name, partitions, configs)
-        if replication_factor not in (-1, 1):
-            raise TopicError(
-                ec.INVALID_REPLICATION_FACTOR,
-                f"replication factor {replication_factor}: replication between brokers is not built yet",
-            )
-        leaders = self._assign(0, count)
-        topic_id = uuid.uuid4()
-        if validate_only:
-            return TopicMetadata(
-                name, topic_id, tuple(PartitionMetadata(i, b, 0, (b,), (b,)) for i, b in enumerate(leaders))
-            )
-        ops = [put_op(self._topic_key(name), self._topic_doc(topic_id, count, configs, internal))]
-        ops += [put_op(self._partition_key(name, i), self._partition_doc(b)) for i, b in enumerate(leaders)]
-        result = await self.etcd.txn([key_absent(self._topic_key(name))], ops)
-        if not result.succeeded:
-            # Made by another broker just now: once this broker sees it, the caller may use it.
-            await self._until(lambda image: image.topic(name) is not None, f"topic {name!r}")
-            raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
-        await self._until(lambda image: image.topic_by_id(topic_id) is not None, f"topic {name!r}")
-        created = self._image.topic_by_id(topic_id)
-        assert created is not None
-        log.info("created topic %s with %d partitions (leaders %s)", name, count, leaders)
-        return created
+        with etcd_errors("creating a topic"):
+            if self._image.topic(name) is not None:
+                raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+            count = check_new_topic(self.config, name, partitions, configs)
+            if replication_factor not in (-1, 1):
+                raise TopicError(
+                    ec.INVALID_REPLICATION_FACTOR,
+                    f"replication factor {replication_factor}: replication between brokers is not built yet",
+                )
+            leaders = self._assign(0, count)
+            topic_id = uuid.uuid4()
+            if validate_only:
+                return TopicMetadata(
+                    name,
+                    topic_id,
+                    tuple(PartitionMetadata(i, b, 0, (b,), (b,)) for i, b in enumerate(leaders)),
+                )
+            ops = [put_op(self._topic_key(name), self._topic_doc(topic_id, count, configs, internal))]
+            ops += [
+                put_op(self._partition_key(name, i), self._partition_doc(b)) for i, b in enumerate(leaders)
+            ]
+            result = await self.etcd.txn([key_absent(self._topic_key(name))], ops)
+            if not result.succeeded:
+                # Made by another broker just now: once this broker sees it, the caller may use it.
+                await self._until(lambda image: image.topic(name) is not None, f"topic {name!r}")
+                raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+            await self._until(lambda image: image.topic_by_id(topic_id) is not None, f"topic {name!r}")
+            created = self._image.topic_by_id(topic_id)
+            assert created is not None
+            log.info("created topic %s with %d partitions (leaders %s)", name, count, leaders)
+            return created
 
     async def _read_topic(self, name: str) -> tuple[KeyValue, dict[str, Any]]:
         kv = await self.etcd.get(self._topic_key(name))
@@ -273,82 +289,87 @@ class EtcdController:
         return kv, json.loads(kv.value)
 
     async def delete_topic(self, name: str) -> TopicMetadata:
-        kv, doc = await self._read_topic(name)
-        ops = [delete_op(self._topic_key(name))]
-        ops += [delete_op(self._partition_key(name, i)) for i in range(int(doc["partitions"]))]
-        result = await self.etcd.txn([mod_revision_is(kv.key, kv.mod_revision)], ops)
-        if not result.succeeded:
-            raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} changed while being deleted")
-        topic_id = uuid.UUID(doc["id"])
-        gone = self._image.topic_by_id(topic_id)
-        await self._until(lambda image: image.topic_by_id(topic_id) is None, f"the deletion of {name!r}")
-        log.info("deleted topic %s", name)
-        return gone or TopicMetadata(name, topic_id, ())
+        with etcd_errors("deleting a topic"):
+            kv, doc = await self._read_topic(name)
+            ops = [delete_op(self._topic_key(name))]
+            ops += [delete_op(self._partition_key(name, i)) for i in range(int(doc["partitions"]))]
+            result = await self.etcd.txn([mod_revision_is(kv.key, kv.mod_revision)], ops)
+            if not result.succeeded:
+                raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} changed while being deleted")
+            topic_id = uuid.UUID(doc["id"])
+            gone = self._image.topic_by_id(topic_id)
+            await self._until(lambda image: image.topic_by_id(topic_id) is None, f"the deletion of {name!r}")
+            log.info("deleted topic %s", name)
+            return gone or TopicMetadata(name, topic_id, ())
 
     async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
-        kv, doc = await self._read_topic(name)
-        have = int(doc["partitions"])
-        if count <= have:
-            raise TopicError(
-                ec.INVALID_PARTITIONS, f"topic {name!r} has {have} partitions; {count} is not more"
-            )
-        leaders = self._assign(have, count - have)
-        if validate_only:
-            return
-        doc["partitions"] = count
-        ops = [put_op(kv.key, json.dumps(doc).encode())]
-        ops += [
-            put_op(self._partition_key(name, have + i), self._partition_doc(b)) for i, b in enumerate(leaders)
-        ]
-        result = await self.etcd.txn([mod_revision_is(kv.key, kv.mod_revision)], ops)
-        if not result.succeeded:
-            raise TopicError(ec.INVALID_PARTITIONS, f"topic {name!r} changed while the request waited")
+        with etcd_errors("adding partitions"):
+            kv, doc = await self._read_topic(name)
+            have = int(doc["partitions"])
+            if count <= have:
+                raise TopicError(
+                    ec.INVALID_PARTITIONS, f"topic {name!r} has {have} partitions; {count} is not more"
+                )
+            leaders = self._assign(have, count - have)
+            if validate_only:
+                return
+            doc["partitions"] = count
+            ops = [put_op(kv.key, json.dumps(doc).encode())]
+            ops += [
+                put_op(self._partition_key(name, have + i), self._partition_doc(b))
+                for i, b in enumerate(leaders)
+            ]
+            result = await self.etcd.txn([mod_revision_is(kv.key, kv.mod_revision)], ops)
+            if not result.succeeded:
+                raise TopicError(ec.INVALID_PARTITIONS, f"topic {name!r} changed while the request waited")
 
-        def grown(image: MetadataImage) -> bool:
-            t = image.topic(name)
-            return t is not None and len(t.partitions) >= count
+            def grown(image: MetadataImage) -> bool:
+                t = image.topic(name)
+                return t is not None and len(t.partitions) >= count
 
-        await self._until(grown, f"the new partitions of {name!r}")
+            await self._until(grown, f"the new partitions of {name!r}")
 
     async def alter_topic_configs(
         self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False
     ) -> None:
-        kv, doc = await self._read_topic(name)
-        merged = {k: v for k, v in {**doc.get("configs", {}), **changes}.items() if v is not None}
-        validate_configs(self.config, merged)
-        if validate_only:
-            return
-        doc["configs"] = merged
-        result = await self.etcd.txn(
-            [mod_revision_is(kv.key, kv.mod_revision)], [put_op(kv.key, json.dumps(doc).encode())]
-        )
-        if not result.succeeded:
-            raise TopicError(
-                ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} changed while the request waited"
+        with etcd_errors("altering configs"):
+            kv, doc = await self._read_topic(name)
+            merged = {k: v for k, v in {**doc.get("configs", {}), **changes}.items() if v is not None}
+            validate_configs(self.config, merged)
+            if validate_only:
+                return
+            doc["configs"] = merged
+            result = await self.etcd.txn(
+                [mod_revision_is(kv.key, kv.mod_revision)], [put_op(kv.key, json.dumps(doc).encode())]
             )
+            if not result.succeeded:
+                raise TopicError(
+                    ec.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} changed while the request waited"
+                )
 
-        def shown(image: MetadataImage) -> bool:
-            t = image.topic(name)
-            return t is not None and dict(t.configs) == merged
+            def shown(image: MetadataImage) -> bool:
+                t = image.topic(name)
+                return t is not None and dict(t.configs) == merged
 
-        await self._until(shown, f"the configs of {name!r}")
+            await self._until(shown, f"the configs of {name!r}")
 
     # ---- producer ids ----
 
     async def next_producer_id(self) -> int:
         """Producer ids unique across the cluster: blocks reserved from the etcd counter
         ``producer_ids`` by compare-and-swap, one reservation at a time here."""
-        async with self._producer_id_lock:
-            if self._next_producer_id >= self._producer_id_limit:
-                key = self.prefix + b"producer_ids"
-                while True:
-                    kv = await self.etcd.get(key)
-                    start = int(kv.value) if kv else 0
-                    guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
-                    limit = start + PRODUCER_ID_BLOCK
-                    if (await self.etcd.txn([guard], [put_op(key, str(limit).encode())])).succeeded:
-                        break
-                self._next_producer_id, self._producer_id_limit = start, limit
-            pid = self._next_producer_id
-            self._next_producer_id += 1
-            return pid
+        with etcd_errors("allocating producer ids"):
+            async with self._producer_id_lock:
+                if self._next_producer_id >= self._producer_id_limit:
+                    key = self.prefix + b"producer_ids"
+                    while True:
+                        kv = await self.etcd.get(key)
+                        start = int(kv.value) if kv else 0
+                        guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
+                        limit = start + PRODUCER_ID_BLOCK
+                        if (await self.etcd.txn([guard], [put_op(key, str(limit).encode())])).succeeded:
+                            break
+                    self._next_producer_id, self._producer_id_limit = start, limit
+                pid = self._next_producer_id
+                self._next_producer_id += 1
+                return pid

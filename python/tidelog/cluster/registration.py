@@ -1,10 +1,16 @@
 """A broker's registration in etcd: the key ``<prefix>brokers/<node id>`` with its endpoints,
 held by a lease of ``broker.session.timeout.ms`` and kept alive, as a Kafka broker kept its
 ephemeral znode in ZooKeeper. The key is created only if absent, so a second broker with a
-live ``node.id`` is refused. A broker whose lease may have lapsed is *fenced*: from the
-moment its last successful renewal was sent plus the session timeout, it must act as a
-leader no more (the controller may already have moved its partitions), until it has
-registered again."""
+live ``node.id`` is refused.
+
+A broker whose lease may have lapsed is *fenced*: it must act as a leader no more (the
+controller may already have moved its partitions) until etcd has confirmed its lease or it
+has registered again. It knows the lease may have lapsed when etcd says so, or when its own
+renewal loop did not run for a session (the process was paused or starved: on waking it
+refuses writes before it answers anything). An etcd that is merely unreachable does not
+fence it, as a ZooKeeper outage did not end Kafka sessions: etcd expires no lease while it
+is down, and a broker cut off from an etcd that others still reach loses its partitions'
+followers to the new leader, so acks=all writes cannot complete there."""
 
 from __future__ import annotations
 
@@ -66,13 +72,15 @@ class Registration:
         self.ttl = max(1, round(self.session))
         self.monotonic = monotonic
         self.lease = 0
-        self._valid_until = float("-inf")  # the lease is surely alive until then
+        self._lapsed = True  # no lease known to be live (not yet registered, or etcd said so)
+        self._suspect = False  # the loop stalled for a session: unfenced by the next renewal
+        self._awake_at = monotonic()  # when the renewal loop last ran
         self.registered = trio.Event()  # set while registered; replaced when fenced
 
     @property
     def fenced(self) -> bool:
-        """True once the lease may have lapsed (read at every produce: no etcd call)."""
-        return self.monotonic() >= self._valid_until
+        """True while the lease may have lapsed (read at every produce: no etcd call)."""
+        return self._lapsed or self._suspect or self.monotonic() - self._awake_at > self.session
 
     async def register(self) -> None:
         """Takes the key, under a new lease; raises NodeIdInUse if a live broker holds it."""
@@ -86,21 +94,29 @@ class Registration:
             held = result.ranged(0)
             raise NodeIdInUse(self.node_id, json.loads(held[0].value) if held else {})
         self.lease = lease
-        self._valid_until = sent + self.session
+        self._lapsed = self._suspect = False
+        self._awake_at = max(self._awake_at, sent)
         if not self.registered.is_set():
             self.registered.set()
         log.info("broker %d registered in etcd (lease %x, %ds)", self.node_id, lease, self.ttl)
 
     async def run(self) -> None:
         """Renews the lease every third of its TTL. A lapsed lease (etcd says it is gone) is
-        replaced by registering again; an etcd that does not answer leaves the broker to
-        become fenced when its session runs out, and it tries again meanwhile."""
+        replaced by registering again; an etcd that does not answer is tried again."""
         while True:
             await trio.sleep(self.ttl / 3)
-            sent = self.monotonic()
+            now = self.monotonic()
+            if now - self._awake_at > self.session:
+                log.warning(
+                    "broker %d: renewals stalled for %.1fs: fenced until etcd confirms",
+                    self.node_id,
+                    now - self._awake_at,
+                )
+                self._suspect = True
+            self._awake_at = now
             try:
                 if await self.etcd.keepalive(self.lease) > 0:
-                    self._valid_until = sent + self.session
+                    self._suspect = False
                     continue
                 log.warning("broker %d: its etcd lease lapsed (fenced); registering again", self.node_id)
                 self._fence()
@@ -109,12 +125,12 @@ class Registration:
                 log.error("%s", e)
                 self._fence()
             except EtcdError as e:
-                if self.fenced:
-                    self._fence()
                 log.warning("broker %d: could not renew its etcd lease: %s", self.node_id, e)
+            finally:
+                self._awake_at = max(self._awake_at, self.monotonic())
 
     def _fence(self) -> None:
-        self._valid_until = float("-inf")
+        self._lapsed = True
         if self.registered.is_set():
             self.registered = trio.Event()
 

@@ -119,14 +119,20 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
 
 
 def _partition_metadata(broker: Broker, topic: TopicMetadata, p: PartitionMetadata) -> Any:
-    """One partition in a Metadata response, from the image; a replica of this broker that
-    is offline here (its log could not be opened) has no leader, as in Kafka."""
-    me = broker.config.node_id
-    offline = [me] if isinstance(broker.replicas.hosted(topic.name, p.index), OfflinePartition) else []
+    """One partition in a Metadata response, from the image. As in Kafka, a replica whose
+    broker is not live, or whose log is offline here, is an offline replica; a partition
+    whose leader is one of those has no leader (LEADER_NOT_AVAILABLE, or KAFKA_STORAGE_ERROR
+    for this broker's own offline log)."""
+    me, live = broker.config.node_id, broker.image.brokers
+    broken_here = isinstance(broker.replicas.hosted(topic.name, p.index), OfflinePartition)
+    offline = [r for r in p.replicas if r not in live or (r == me and broken_here)]
+    code: int = ec.NONE
+    if p.leader in offline or p.leader not in live:
+        code = ec.KAFKA_STORAGE_ERROR if p.leader == me and broken_here else ec.LEADER_NOT_AVAILABLE
     return m.MetadataResponse.MetadataResponseTopic.MetadataResponsePartition(
-        error_code=ec.KAFKA_STORAGE_ERROR if offline and p.leader in offline else ec.NONE,
+        error_code=code,
         partition_index=p.index,
-        leader_id=NO_LEADER if p.leader in offline else p.leader,
+        leader_id=NO_LEADER if code else p.leader,
         leader_epoch=p.leader_epoch,
         replica_nodes=list(p.replicas),
         isr_nodes=[r for r in p.isr if r not in offline],

@@ -10,6 +10,7 @@ from tidelog.broker.apis._registry import (
     log,
 )
 from tidelog.broker.apis._resolve import resolve_partition
+from tidelog.broker.controller import TopicError
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AclOperation
@@ -32,7 +33,14 @@ async def init_producer_id(ctx: RequestContext, req: m.InitProducerIdRequest) ->
         return R(
             error_code=ec.NONE, producer_id=req.producer_id, producer_epoch=(req.producer_epoch + 1) & 0x7FFF
         )
-    return R(error_code=ec.NONE, producer_id=await broker.controller.next_producer_id(), producer_epoch=0)
+    try:
+        pid = await broker.controller.next_producer_id()
+    except TopicError as e:
+        # The id store (etcd) did not answer: a retriable error, as Kafka's when its
+        # producer-id manager cannot get a block.
+        log.warning("InitProducerId: %s", e)
+        return R(error_code=ec.COORDINATOR_NOT_AVAILABLE, producer_id=-1, producer_epoch=-1)
+    return R(error_code=ec.NONE, producer_id=pid, producer_epoch=0)
 
 
 @handles(m.DescribeProducersRequest, 0, 0)
