@@ -181,7 +181,8 @@ def test_a_live_node_id_is_refused_and_replication_is_not_pretended(tmp_path, et
 def test_etcd_away_leaves_leaders_serving_and_makes_metadata_changes_wait(tmp_path, etcd):
     """etcd paused (SIGSTOP) past the session timeout: produce and fetch on the existing
     leader keep working, a metadata change gets REQUEST_TIMED_OUT (retriable), and with
-    etcd back everything acknowledged is there."""
+    etcd back everything acknowledged is there. (A paused etcd may expire the lease when it
+    resumes: the broker is fenced until it has registered again.)"""
     cluster = uuid.uuid4().hex[:8]
     p1, port1 = member(tmp_path, etcd, 1, cluster)
     w = Wire(f"127.0.0.1:{port1}")
@@ -198,6 +199,14 @@ def test_etcd_away_leaves_leaders_serving_and_makes_metadata_changes_wait(tmp_pa
             etcd.proc.send_signal(signal.SIGCONT)
         assert all(code == ec.NONE for code, _ in acked)
         poll_until(lambda: create_topic(w, "later", 1) in (ec.NONE, ec.TOPIC_ALREADY_EXISTS), "etcd back", 30)
+
+        def leads_again() -> bool:
+            answer = produce_one(w, "away", b"after")
+            if answer[0] == ec.NONE:
+                acked.append(answer)
+            return answer[0] == ec.NONE
+
+        poll_until(leads_again, "the broker to lead again", 30)
         assert sorted(read_all(f"127.0.0.1:{port1}", "away")) == [offset for _, offset in acked]
     finally:
         w.close()

@@ -139,3 +139,53 @@ def test_group_coordination_follows_the_offsets_partition_leadership(tidelog_bro
         )
     finally:
         w.close()
+
+
+def test_an_image_from_etcd_keys_skips_what_does_not_decode():
+    """The image a cluster's brokers build from etcd's keys: well-formed keys make brokers,
+    topics and partitions; a key that is not JSON, or lacks a field, is skipped (logged), and
+    a topic shows its partitions only up to the first one missing, so indexes never shift."""
+    import json
+    import uuid
+
+    from tidelog.cluster.etcd import KeyValue
+    from tidelog.cluster.etcd_controller import MetadataState
+
+    topic_id = uuid.uuid4()
+
+    def kv(key: str, value) -> KeyValue:
+        data = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return KeyValue(b"/c/" + key.encode(), data, 1, 1, 1, 0)
+
+    def part(leader: int) -> dict:
+        return {"leader": leader, "leader_epoch": 3, "replicas": [leader], "isr": [leader]}
+
+    endpoint = {"name": "PLAINTEXT", "host": "h", "port": 1, "security_protocol": "PLAINTEXT"}
+    state = MetadataState(b"/c/")
+    state.load(
+        [
+            kv("cluster_id", b"abc"),
+            kv("controller", {"node_id": 2, "epoch": 1}),
+            kv("brokers/2", {"node_id": 2, "rack": None, "endpoints": [endpoint]}),
+            kv("brokers/3", b"not json"),
+            kv("topics/t", {"id": str(topic_id), "partitions": 4, "configs": {"retention.ms": 5}}),
+            kv("topics/broken", {"partitions": 1}),
+            kv("partitions/t/0", part(2)),
+            kv("partitions/t/1", part(2)),
+            kv("partitions/t/3", part(2)),
+            kv("partitions/t/x", part(2)),
+        ],
+        revision=42,
+    )
+    image = state.image()
+    assert (image.version, image.cluster_id, image.controller_id, sorted(image.brokers)) == (
+        42,
+        "abc",
+        2,
+        [2],
+    )
+    assert image.brokers[2].endpoint("PLAINTEXT") == Endpoint("PLAINTEXT", "h", 1, "PLAINTEXT")
+    assert sorted(image.topics) == ["t"]
+    t = image.topic_by_id(topic_id)
+    assert [(p.index, p.leader, p.leader_epoch) for p in t.partitions] == [(0, 2, 3), (1, 2, 3)]
+    assert dict(t.configs) == {"retention.ms": "5"}

@@ -71,50 +71,59 @@ class MetadataState:
         self.revision = revision
 
     def image(self) -> MetadataImage:
+        """The image these keys make. A key that is not ours or does not decode is logged
+        and skipped: it never stops a broker from serving."""
         n = len(self.prefix)
         brokers: list[BrokerMetadata] = []
-        topics: dict[str, dict[str, Any]] = {}
-        partitions: dict[str, dict[int, dict[str, Any]]] = {}
+        topics: dict[str, tuple[uuid.UUID, int, dict[str, str], bool]] = {}
+        partitions: dict[str, dict[int, PartitionMetadata]] = {}
         cluster_id, controller_id = "", NO_LEADER
         for key, kv in self.kvs.items():
-            parts = key[n:].decode().split("/")
-            doc = json.loads(kv.value) if parts[0] != "cluster_id" else None
-            if parts == ["cluster_id"]:
-                cluster_id = kv.value.decode()
-            elif parts == ["controller"] and doc is not None:
-                controller_id = int(doc["node_id"])
-            elif parts[0] == "brokers" and len(parts) == 2 and doc is not None:
-                endpoints = tuple(
-                    Endpoint(e["name"], e["host"], int(e["port"]), e["security_protocol"])
-                    for e in doc["endpoints"]
-                )
-                brokers.append(BrokerMetadata(int(doc["node_id"]), endpoints, doc.get("rack")))
-            elif parts[0] == "topics" and len(parts) == 2 and doc is not None:
-                topics[parts[1]] = doc
-            elif parts[0] == "partitions" and len(parts) == 3 and doc is not None:
-                partitions.setdefault(parts[1], {})[int(parts[2])] = doc
+            parts = key[n:].decode(errors="replace").split("/")
+            try:
+                if parts == ["cluster_id"]:
+                    cluster_id = kv.value.decode()
+                    continue
+                doc = json.loads(kv.value)
+                if parts == ["controller"]:
+                    controller_id = int(doc["node_id"])
+                elif parts[0] == "brokers" and len(parts) == 2:
+                    endpoints = tuple(
+                        Endpoint(e["name"], e["host"], int(e["port"]), e["security_protocol"])
+                        for e in doc["endpoints"]
+                    )
+                    brokers.append(BrokerMetadata(int(doc["node_id"]), endpoints, doc.get("rack")))
+                elif parts[0] == "topics" and len(parts) == 2:
+                    configs = {str(k): str(v) for k, v in dict(doc.get("configs", {})).items()}
+                    topics[parts[1]] = (
+                        uuid.UUID(doc["id"]),
+                        int(doc["partitions"]),
+                        configs,
+                        bool(doc.get("internal")),
+                    )
+                elif parts[0] == "partitions" and len(parts) == 3:
+                    index = int(parts[2])
+                    partitions.setdefault(parts[1], {})[index] = PartitionMetadata(
+                        index,
+                        int(doc["leader"]),
+                        int(doc["leader_epoch"]),
+                        tuple(int(r) for r in doc["replicas"]),
+                        tuple(int(r) for r in doc["isr"]),
+                    )
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("ignored undecodable metadata key %r: %r", key, e)
         built = []
-        for name, doc in topics.items():
+        for name, (topic_id, count, configs, internal) in topics.items():
             found = partitions.get(name, {})
-            parts_meta = tuple(
-                PartitionMetadata(
-                    i,
-                    int(found[i]["leader"]),
-                    int(found[i]["leader_epoch"]),
-                    tuple(found[i]["replicas"]),
-                    tuple(found[i]["isr"]),
-                )
-                for i in range(int(doc["partitions"]))
-                if i in found  # a grown topic's new partitions arrive in the same revision
-            )
+            # Partitions by index, up to the first one missing (a topic's keys are written in
+            # one transaction, so none is, unless someone else wrote there).
+            parts_meta: list[PartitionMetadata] = []
+            for i in range(count):
+                if i not in found:
+                    break
+                parts_meta.append(found[i])
             built.append(
-                TopicMetadata(
-                    name,
-                    uuid.UUID(doc["id"]),
-                    parts_meta,
-                    MappingProxyType(dict(doc.get("configs", {}))),
-                    bool(doc.get("internal", False)),
-                )
+                TopicMetadata(name, topic_id, tuple(parts_meta), MappingProxyType(configs), internal)
             )
         image = MetadataImage(cluster_id=cluster_id)
         image = image.with_brokers(sorted(brokers, key=lambda b: b.node_id), controller_id).with_topics(built)

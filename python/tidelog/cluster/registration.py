@@ -25,6 +25,7 @@ from tidelog.broker.config import Endpoint
 from tidelog.cluster.etcd import Etcd, EtcdError, key_absent, put_op, range_op
 
 log = logging.getLogger("tidelog.cluster")
+GRPC_NOT_FOUND = 5
 
 
 def broker_doc(node_id: int, endpoints: Sequence[Endpoint], rack: str | None = None) -> bytes:
@@ -140,4 +141,8 @@ class Registration:
         if self.lease:
             lease, self.lease = self.lease, 0
             self._fence()
-            await self.etcd.revoke(lease)
+            try:
+                await self.etcd.revoke(lease)
+            except EtcdError as e:
+                if e.code != GRPC_NOT_FOUND:  # already expired: nothing left to take back
+                    raise
