@@ -345,6 +345,19 @@ def test_cluster_up_runs_etcd_and_brokers_until_interrupted(tmp_path):
             check=True,
         ).stdout
         assert "broker 1 at 127.0.0.1:" in status and "broker 2 at 127.0.0.1:" in status
+        first = bootstrap.split(",")[0]
+
+        def cli(*args: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "tidelog.cli", *args, "--bootstrap-server", first],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        cli("topics", "create", "up", "--partitions", "4")
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
         for i in range(100):
             producer.produce("up", key=b"%d" % i, value=b"v%d" % i)
@@ -361,6 +374,13 @@ def test_cluster_up_runs_etcd_and_brokers_until_interrupted(tmp_path):
                 got.add(msg.value())
         consumer.close()
         assert got == {b"v%d" % i for i in range(100)}
+        # `topics describe` asks each partition's leader for its offsets.
+        rows = [
+            line.split("\t") for line in cli("topics", "describe", "up").splitlines() if "Offsets:" in line
+        ]
+        leaders = {row[3] for row in rows}
+        assert leaders == {"Leader: 1", "Leader: 2"}, rows
+        assert sum(int(row[6].rsplit("..", 1)[1]) for row in rows) == 100
     finally:
         up.send_signal(signal.SIGINT)
         rest, _ = up.communicate(timeout=90)

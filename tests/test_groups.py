@@ -3,11 +3,16 @@ persistence across restarts, static membership, mixed clients, bad requests."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
+from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.pytest_plugin import start_broker
+from tidelog.pytest_plugin import serve_process, start_broker
 
+from .conftest import stop_gracefully
 from .group_clients import GROUP_CLIENTS, Member, notify, wait_until
 from .kafka_clients import create_topic, produce
 from .wire import Wire
@@ -425,3 +430,43 @@ def test_members_joining_at_once_on_a_fresh_broker(broker, caplog):
         r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("tidelog")
     ]
     assert not errors, errors
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc to read a process's CPU time")
+def test_waiting_out_a_rebalance_costs_the_broker_no_cpu(tmp_path):
+    """A join waits out group.initial.rebalance.delay.ms on the broker's clock without
+    spinning: a wait once computed on Trio's clock from the broker's clock ended at once,
+    every time, and burnt a core for the whole delay (starving clients that share it)."""
+    proc, port = serve_process(tmp_path / "b", "--set", "group.initial.rebalance.delay.ms=3000")
+    w = Wire(f"127.0.0.1:{port}")
+    J = m.JoinGroupRequest
+    proto = [J.JoinGroupRequestProtocol(name="range", metadata=b"\0" * 10)]
+
+    def join(member_id: str) -> m.JoinGroupResponse:
+        req = J(
+            group_id="idle",
+            session_timeout_ms=10_000,
+            rebalance_timeout_ms=10_000,
+            member_id=member_id,
+            protocol_type="consumer",
+            protocols=proto,
+        )
+        return w.request(req, 7)
+
+    try:
+        first = join("")
+        assert first.error_code == ec.MEMBER_ID_REQUIRED
+        before, start = _cpu_seconds(proc.pid), time.monotonic()
+        assert join(first.member_id).error_code == ec.NONE
+        took, used = time.monotonic() - start, _cpu_seconds(proc.pid) - before
+        assert took >= 2.5, "the initial rebalance delay was not waited out"
+        assert used < took / 4, f"the broker used {used:.1f}s of CPU in a {took:.1f}s wait"
+    finally:
+        w.close()
+        assert stop_gracefully(proc) == 0

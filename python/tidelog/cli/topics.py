@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import uuid
 from typing import Any, TextIO
@@ -10,7 +11,7 @@ from typing import Any, TextIO
 from tidelog.cli._common import add_bootstrap, check, offsets, run
 from tidelog.client.connection import Connection
 from tidelog.protocol import _messages as m
-from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType, OffsetSpec
+from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType, ConfigSource, OffsetSpec
 
 
 def _configs(pairs: list[str]) -> dict[str, str]:
@@ -29,6 +30,28 @@ def _need_topic(args: argparse.Namespace) -> argparse.Namespace:
     if args.action == "create" and args.partitions is None:
         args.partitions = -1
     return args
+
+
+def _offset_ranges(conn: Connection, meta: Any, t: Any) -> dict[int, str]:
+    """ "start..end" of each partition with a leader, asked of that leader (in a cluster, the
+    partitions of a topic are led by different brokers)."""
+    by_leader: dict[int, list[int]] = {}
+    for p in t.partitions:
+        if p.leader_id >= 0:
+            by_leader.setdefault(p.leader_id, []).append(p.partition_index)
+    addresses = {b.node_id: f"{b.host}:{b.port}" for b in meta.brokers}
+    out = {}
+    for leader, parts in sorted(by_leader.items()):
+        if leader not in addresses:
+            continue
+        with contextlib.ExitStack() as stack:
+            there = conn
+            if len(addresses) > 1:
+                there = stack.enter_context(Connection(addresses[leader]))
+            start = offsets(there, t.name, parts, OffsetSpec.EARLIEST)
+            end = offsets(there, t.name, parts, OffsetSpec.LATEST)
+        out.update({p: f"{start[p]}..{end[p]}" for p in parts})
+    return out
 
 
 def topics(args: argparse.Namespace, out: TextIO) -> int:
@@ -78,19 +101,23 @@ def topics(args: argparse.Namespace, out: TextIO) -> int:
                         ]
                     )
                 )
-                explicit = [f"{c.name}={c.value}" for c in configs.results[0].configs if c.config_source == 1]
+                explicit = [
+                    f"{c.name}={c.value}"
+                    for c in configs.results[0].configs
+                    if c.config_source == ConfigSource.DYNAMIC_TOPIC_CONFIG
+                ]
+                factor = len(t.partitions[0].replica_nodes) if t.partitions else 0
                 out.write(
                     f"Topic: {t.name}\tTopicId: {t.topic_id}\tPartitionCount: {len(parts)}\t"
-                    f"ReplicationFactor: 1\tConfigs: {','.join(explicit)}\n"
+                    f"ReplicationFactor: {factor}\tConfigs: {','.join(explicit)}\n"
                 )
-                start = offsets(conn, t.name, parts, OffsetSpec.EARLIEST)
-                end = offsets(conn, t.name, parts, OffsetSpec.LATEST)
+                ranges = _offset_ranges(conn, meta, t)
                 for p in sorted(t.partitions, key=lambda p: p.partition_index):
                     out.write(
                         f"\tTopic: {t.name}\tPartition: {p.partition_index}\tLeader: {p.leader_id}\t"
                         f"Replicas: {','.join(map(str, p.replica_nodes))}\t"
                         f"Isr: {','.join(map(str, p.isr_nodes))}"
-                        f"\tOffsets: {start[p.partition_index]}..{end[p.partition_index]}\n"
+                        f"\tOffsets: {ranges.get(p.partition_index, 'unavailable')}\n"
                     )
         elif args.action == "alter":
             if args.partitions:
