@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import trio
+
 from tidelog.storage.api import wall_clock_ms
 
 
@@ -18,6 +20,11 @@ class Clock:
 
     def wall_ms(self) -> int:
         return wall_clock_ms()
+
+    def move_on_at(self, deadline: float) -> trio.CancelScope:
+        """A cancel scope ending at ``deadline`` on this clock (``monotonic``), which is not
+        Trio's: a deadline from it must never be given to ``trio.move_on_at`` directly."""
+        return trio.move_on_after(max(0.0, deadline - self.monotonic()))
 
 
 class ManualClock(Clock):

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
@@ -95,6 +95,27 @@ class Controller(Protocol):
     ) -> None: ...
 
     async def next_producer_id(self) -> int: ...
+
+
+async def create_or_get(
+    controller: Controller,
+    image: Callable[[], MetadataImage],
+    name: str,
+    partitions: int,
+    configs: Mapping[str, str],
+    *,
+    internal: bool = False,
+) -> TopicMetadata:
+    """Creates a topic wanted on first use (auto-creation, ``__consumer_offsets``), or the
+    topic another request or broker made meanwhile, once this broker's image shows it.
+    TopicError otherwise (a name being deleted stays TOPIC_ALREADY_EXISTS)."""
+    try:
+        return await controller.create_topic(name, partitions, -1, configs, internal=internal)
+    except TopicError as e:
+        made = image().topic(name)
+        if e.code == ec.TOPIC_ALREADY_EXISTS and made is not None:
+            return made
+        raise
 
 
 class LocalController:

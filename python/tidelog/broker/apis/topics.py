@@ -10,7 +10,7 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
-from tidelog.broker.controller import TopicError
+from tidelog.broker.controller import TopicError, create_or_get
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import ConfigSource
@@ -24,10 +24,8 @@ if TYPE_CHECKING:
 async def auto_create(broker: Broker, name: str) -> tuple[TopicMetadata | None, int]:
     """Creates a topic on first use (auto.create.topics.enable): (topic, NONE) or (None, code)."""
     try:
-        return await broker.controller.create_topic(name, -1, -1, {}), ec.NONE
+        return await create_or_get(broker.controller, lambda: broker.image, name, -1, {}), ec.NONE
     except TopicError as e:
-        if e.code == ec.TOPIC_ALREADY_EXISTS and (made := broker.image.topic(name)) is not None:
-            return made, ec.NONE  # another request (or broker) made it meanwhile
         log.info("auto-create of %r refused: %s", name, e)
         # Being created or deleted by another request: the client retries.
         return None, ec.LEADER_NOT_AVAILABLE if e.code == ec.TOPIC_ALREADY_EXISTS else e.code

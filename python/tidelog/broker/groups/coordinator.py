@@ -243,9 +243,7 @@ class Coordinator:
                 if (all_in and now >= not_before) or now >= g.rebalance_deadline:
                     break
                 g.joined = trio.Event()
-                # The broker's clock is not Trio's: wait for the time left on it.
-                until = g.rebalance_deadline if all_in is False else not_before
-                with trio.move_on_after(max(0.0, until - now)):
+                with self.clock.move_on_at(g.rebalance_deadline if all_in is False else not_before):
                     await g.joined.wait()
             for member_id in [mid for mid, mb in g.members.items() if mb.join is None]:
                 self._remove(

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tidelog.broker.controller import TopicError
-from tidelog.error_codes import ErrorCode as ec
+from tidelog.broker.controller import create_or_get
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16, Reader
@@ -95,10 +94,14 @@ class OffsetsStore:
             return
         self._creating = trio.Event()
         try:
-            await self.controller.create_topic(TOPIC, self.partitions, -1, self._configs(), internal=True)
-        except TopicError as e:
-            if e.code != ec.TOPIC_ALREADY_EXISTS:  # another broker of the cluster made it first
-                raise
+            await create_or_get(
+                self.controller,
+                lambda: self.replicas.image,
+                TOPIC,
+                self.partitions,
+                self._configs(),
+                internal=True,
+            )
         finally:
             self._creating.set()
             self._creating = None
