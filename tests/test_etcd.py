@@ -43,6 +43,26 @@ def run(etcd_url: str, fn, timeout: float = 30):
     return trio.run(main)
 
 
+async def wait_for(condition, what: str, timeout: float = 10) -> None:
+    """Waits, up to ``timeout`` seconds, for in-process state nothing notifies a test about
+    (a registration's renewals), re-checking every 20 ms."""
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(0.02)
+
+
+def registration(
+    etcd: Etcd,
+    prefix: bytes,
+    node_id: int,
+    port: int = 9092,
+    session_ms: int = 3000,
+    monotonic=trio.current_time,
+):
+    doc = broker_doc(node_id, [Endpoint("PLAINTEXT", "127.0.0.1", port)])
+    return Registration(etcd, prefix, node_id, doc, session_ms, monotonic)
+
+
 def test_prefix_end():
     assert prefix_end(b"/t/") == b"/t0"
     assert prefix_end(b"a\xff") == b"b"
@@ -106,10 +126,20 @@ def test_a_lease_keeps_its_keys_only_while_it_is_renewed(etcd_url):
         await etcd.put(b"/lease/held", b"x", lease=held)
         await etcd.put(b"/lease/lapsing", b"y", lease=lapsing)
         assert (await etcd.get(b"/lease/held")).lease == held
-        with trio.fail_after(10):
-            while await etcd.get(b"/lease/lapsing") is not None:
+        _, revision = await etcd.range(b"/lease/lapsing")
+
+        async def renew_held():
+            while True:
                 assert await etcd.keepalive(held) > 0
-                await trio.sleep(0.2)
+                await trio.sleep(0.2)  # a renewer's pace, well inside the 2 s TTL
+
+        async with trio.open_nursery() as n:
+            n.start_soon(renew_held)
+            with trio.fail_after(10):
+                async for events in etcd.watch(b"/lease/lapsing", start_revision=revision + 1):
+                    if any(e.deleted for e in events):
+                        break
+            n.cancel_scope.cancel()
         assert await etcd.keepalive(lapsing) == 0
         assert await etcd.get(b"/lease/held") is not None
         await etcd.revoke(held)
@@ -184,29 +214,17 @@ def test_a_second_endpoint_takes_over_when_the_first_is_down(etcd_url):
 
 def test_a_node_id_is_registered_once_and_kept_alive(etcd_url):
     async def scenario(etcd: Etcd):
-        first = Registration(
-            etcd,
-            b"/reg/",
-            1,
-            broker_doc(1, [Endpoint("PLAINTEXT", "127.0.0.1", 9092)]),
-            3000,
-            trio.current_time,
-        )
+        first = registration(etcd, b"/reg/", 1)
         await first.register()
         assert not first.fenced
-        twin = Registration(
-            etcd,
-            b"/reg/",
-            1,
-            broker_doc(1, [Endpoint("PLAINTEXT", "127.0.0.1", 9093)]),
-            3000,
-            trio.current_time,
-        )
+        twin = registration(etcd, b"/reg/", 1, port=9093)
         with pytest.raises(NodeIdInUse, match=r"node\.id 1 is registered by a live broker"):
             await twin.register()
+        registered_at = first.last_renewal
         async with trio.open_nursery() as n:
             n.start_soon(first.run)
-            await trio.sleep(4)  # past the TTL: only the renewals keep the key
+            # Only renewals can keep the key once the lease's TTL has passed.
+            await wait_for(lambda: first.last_renewal > registered_at + first.ttl, "a renewal past the TTL")
             assert (await etcd.get(b"/reg/brokers/1")).lease == first.lease and not first.fenced
             n.cancel_scope.cancel()
         await first.deregister()
@@ -225,23 +243,21 @@ def test_an_unreachable_etcd_does_not_fence_a_registration(tmp_path):
 
         async def main():
             async with Etcd([server.url], timeout=1) as etcd:
-                reg = Registration(
-                    etcd, b"/u/", 3, broker_doc(3, [Endpoint("PLAINTEXT", "h", 1)]), 2000, trio.current_time
-                )
+                reg = registration(etcd, b"/u/", 3, session_ms=2000)
                 await reg.register()
                 async with trio.open_nursery() as n:
                     n.start_soon(reg.run)
                     server.proc.send_signal(signal.SIGSTOP)
                     try:
-                        with trio.move_on_after(3.5):  # well past the 2 s session
-                            while True:
-                                assert not reg.fenced
-                                await trio.sleep(0.05)
+                        away = 1.5 * reg.session
+                        await wait_for(
+                            lambda: trio.current_time() - reg.last_renewal > away,
+                            "etcd away past the session",
+                        )
+                        assert not reg.fenced
                     finally:
                         server.proc.send_signal(signal.SIGCONT)
-                    with trio.fail_after(20):
-                        while reg.fenced or (await etcd.get(b"/u/brokers/3")) is None:
-                            await trio.sleep(0.05)
+                    await wait_for(lambda: not reg.fenced, "the registration confirmed or renewed", 20)
                     n.cancel_scope.cancel()
                 await reg.deregister()
 
@@ -255,13 +271,8 @@ def test_a_registration_whose_own_renewals_stalled_is_fenced_until_etcd_confirms
     offset = [0.0]
 
     async def scenario(etcd: Etcd):
-        reg = Registration(
-            etcd,
-            b"/s/",
-            4,
-            broker_doc(4, [Endpoint("PLAINTEXT", "h", 1)]),
-            2000,
-            lambda: trio.current_time() + offset[0],
+        reg = registration(
+            etcd, b"/s/", 4, session_ms=2000, monotonic=lambda: trio.current_time() + offset[0]
         )
         await reg.register()
         async with trio.open_nursery() as n:
@@ -269,9 +280,7 @@ def test_a_registration_whose_own_renewals_stalled_is_fenced_until_etcd_confirms
             assert not reg.fenced
             offset[0] += 3
             assert reg.fenced
-            with trio.fail_after(10):
-                while reg.fenced:
-                    await trio.sleep(0.05)
+            await wait_for(lambda: not reg.fenced, "a renewal etcd answers")
             assert (await etcd.get(b"/s/brokers/4")).lease == reg.lease
             n.cancel_scope.cancel()
         await reg.deregister()

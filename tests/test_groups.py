@@ -15,7 +15,7 @@ from tidelog.pytest_plugin import serve_process, start_broker
 from .conftest import stop_gracefully
 from .group_clients import GROUP_CLIENTS, Member, notify, wait_until
 from .kafka_clients import create_topic, produce
-from .wire import Wire
+from .wire import Wire, join_request
 
 FAST = {"group.initial.rebalance.delay.ms": "0"}
 
@@ -445,19 +445,9 @@ def test_waiting_out_a_rebalance_costs_the_broker_no_cpu(tmp_path):
     every time, and burnt a core for the whole delay (starving clients that share it)."""
     proc, port = serve_process(tmp_path / "b", "--set", "group.initial.rebalance.delay.ms=3000")
     w = Wire(f"127.0.0.1:{port}")
-    J = m.JoinGroupRequest
-    proto = [J.JoinGroupRequestProtocol(name="range", metadata=b"\0" * 10)]
 
     def join(member_id: str) -> m.JoinGroupResponse:
-        req = J(
-            group_id="idle",
-            session_timeout_ms=10_000,
-            rebalance_timeout_ms=10_000,
-            member_id=member_id,
-            protocol_type="consumer",
-            protocols=proto,
-        )
-        return w.request(req, 7)
+        return w.request(join_request("idle", member_id), 7)
 
     try:
         first = join("")

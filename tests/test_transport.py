@@ -17,11 +17,10 @@ from tidelog.broker.clock import ManualClock
 from tidelog.broker.config import Endpoint
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol.framing import encode_request, response_header_version
 from tidelog.records import build_batch, decode_batches
 
 from .conftest import poll_until
-from .wire import Wire, fetch_request
+from .wire import Wire, decode_response, fetch_request, join_request, request_frame
 
 
 class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
@@ -53,13 +52,7 @@ class MemoryClient:
 
     async def request(self, body: Any, version: int) -> Any:
         self.correlation += 1
-        header = m.RequestHeader(
-            request_api_key=body.API_KEY,
-            request_api_version=version,
-            correlation_id=self.correlation,
-            client_id="memory-client",
-        )
-        await self.stream.send_all(encode_request(header, body, version))
+        await self.stream.send_all(request_frame(body, version, self.correlation))
         with trio.fail_after(10):
             while len(self.buf) < 4 or len(self.buf) < 4 + struct.unpack_from(">i", self.buf)[0]:
                 data = await self.stream.receive_some()
@@ -68,10 +61,9 @@ class MemoryClient:
         (size,) = struct.unpack_from(">i", self.buf)
         frame = bytes(self.buf[4 : 4 + size])
         del self.buf[: 4 + size]
-        hv = response_header_version(body.API_KEY, version)
-        got = m.ResponseHeader.decode(frame, hv)
-        assert got.correlation_id == self.correlation
-        return m.RESPONSES[body.API_KEY].decode(frame[4 if hv == 0 else 5 :], version)
+        correlation_id, response = decode_response(frame, body, version)
+        assert correlation_id == self.correlation
+        return response
 
 
 def test_a_broker_serves_an_in_memory_listener_copying_record_bytes(tmp_path):
@@ -179,21 +171,9 @@ def test_the_group_coordinator_reads_the_brokers_clock(tmp_path):
     )
     with Broker(config, clock=clock).run_in_thread() as b:
         w = Wire(b.bootstrap)
-        J = m.JoinGroupRequest
-        proto = [J.JoinGroupRequestProtocol(name="range", metadata=b"\0" * 10)]
 
         def join(member_id: str) -> Any:
-            return w.request(
-                J(
-                    group_id="clocked",
-                    session_timeout_ms=30_000,
-                    rebalance_timeout_ms=30_000,
-                    member_id=member_id,
-                    protocol_type="consumer",
-                    protocols=proto,
-                ),
-                7,
-            )
+            return w.request(join_request("clocked", member_id, 30_000, 30_000), 7)
 
         try:
             first = join("")

@@ -28,6 +28,39 @@ def fetch_request(topic: str, partition: int, offset: int, max_wait_ms: int) -> 
     )
 
 
+def request_frame(body: Any, version: int, correlation_id: int) -> bytes:
+    """A whole request frame for ``body`` at ``version``."""
+    header = m.RequestHeader(
+        request_api_key=body.API_KEY,
+        request_api_version=version,
+        correlation_id=correlation_id,
+        client_id="tidelog-tests",
+    )
+    return encode_request(header, body, version)
+
+
+def decode_response(frame: bytes, body: Any, version: int) -> tuple[int, Any]:
+    """(correlation id, response) of a response frame to ``body`` at ``version``."""
+    header_version = response_header_version(body.API_KEY, version)
+    header = m.ResponseHeader.decode(frame, header_version)
+    return header.correlation_id, m.RESPONSES[body.API_KEY].decode(
+        frame[4 if header_version == 0 else 5 :], version
+    )
+
+
+def join_request(group: str, member_id: str, session_ms: int = 10_000, rebalance_ms: int = 10_000) -> Any:
+    """A JoinGroup of a consumer with one (empty) range subscription."""
+    J = m.JoinGroupRequest
+    return J(
+        group_id=group,
+        session_timeout_ms=session_ms,
+        rebalance_timeout_ms=rebalance_ms,
+        member_id=member_id,
+        protocol_type="consumer",
+        protocols=[J.JoinGroupRequestProtocol(name="range", metadata=b"\0" * 10)],
+    )
+
+
 class Wire:
     def __init__(self, bootstrap: str, timeout: float = 10) -> None:
         host, _, port = bootstrap.rpartition(":")
@@ -59,21 +92,14 @@ class Wire:
 
     def request(self, body: Any, version: int, expect_response: bool = True) -> Any:
         self.correlation += 1
-        header = m.RequestHeader(
-            request_api_key=body.API_KEY,
-            request_api_version=version,
-            correlation_id=self.correlation,
-            client_id="tidelog-tests",
-        )
-        self.send_raw(encode_request(header, body, version))
+        self.send_raw(request_frame(body, version, self.correlation))
         if not expect_response:
             return None
         frame = self.read_frame()
         assert frame is not None, "broker closed the connection"
-        resp_header = m.ResponseHeader.decode(frame, response_header_version(body.API_KEY, version))
-        assert resp_header.correlation_id == self.correlation
-        hdr_len = 4 if response_header_version(body.API_KEY, version) == 0 else 5
-        return m.RESPONSES[body.API_KEY].decode(frame[hdr_len:], version)
+        correlation_id, response = decode_response(frame, body, version)
+        assert correlation_id == self.correlation
+        return response
 
     def closed_by_peer(self) -> bool:
         """True once the broker has closed this connection (waits up to the socket timeout)."""

@@ -76,6 +76,8 @@ class Registration:
         self._lapsed = True  # no lease known to be live (not yet registered, or etcd said so)
         self._suspect = False  # the loop stalled for a session: unfenced by the next renewal
         self._awake_at = monotonic()  # when the renewal loop last ran
+        #: When the last renewal (or registration) that etcd confirmed was sent.
+        self.last_renewal = float("-inf")
         self.registered = trio.Event()  # set while registered; replaced when fenced
 
     @property
@@ -96,6 +98,7 @@ class Registration:
             raise NodeIdInUse(self.node_id, json.loads(held[0].value) if held else {})
         self.lease = lease
         self._lapsed = self._suspect = False
+        self.last_renewal = sent
         self._awake_at = max(self._awake_at, sent)
         if not self.registered.is_set():
             self.registered.set()
@@ -117,6 +120,7 @@ class Registration:
             self._awake_at = now
             try:
                 if await self.etcd.keepalive(self.lease) > 0:
+                    self.last_renewal = now
                     self._suspect = False
                     continue
                 log.warning("broker %d: its etcd lease lapsed (fenced); registering again", self.node_id)
