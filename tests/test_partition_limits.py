@@ -81,5 +81,5 @@ def test_a_creation_that_runs_out_of_descriptors_leaves_nothing_behind(tmp_path,
         w.close()
     finally:
         assert stop_gracefully(proc) == 0
-    kept = sorted(p.name for p in data.iterdir() if p.name != "meta")
+    kept = sorted(p.name for p in data.iterdir() if p.is_dir() and p.name != "meta")
     assert kept == ["after-0", "after-1", "small-0", "small-1", "small-2"]

@@ -147,6 +147,25 @@ def test_slice_sends_whole_first_batch_with_sendfile(open_log):
     assert log.slice(log.end_offset, 100) is None
 
 
+def test_slice_below_a_bound_ends_where_the_batch_holding_it_starts(open_log):
+    """What a leader sends consumers: only whole batches below its high watermark."""
+    log = open_log(segment_bytes=400, index_interval_bytes=1)
+    for i in range(8):  # batches of 3 records: offsets 3i..3i+2, about 120 bytes each
+        log.append([(None, b"%d" % i * 20)] * 3, timestamp=i)
+    segments = log.segments
+    assert len(segments) > 2
+    second = segments[1]
+    whole = log.slice(second, 1 << 20)
+    below = log.slice(second, 1 << 20, max_offset=second + 3)
+    assert below.read() == log.read_raw(second, 1)  # one batch: the next holds the bound
+    assert log.slice(second, 1 << 20, max_offset=second + 4).length == below.length  # mid-batch bound
+    assert log.slice(second, 1 << 20, max_offset=second) is None
+    assert log.slice(second + 1, 1 << 20, max_offset=second + 2) is None  # inside one batch
+    assert log.slice(second, 1 << 20, max_offset=log.end_offset).length == whole.length
+    assert log.slice(second, 1 << 20, max_offset=segments[2] + 3).length == whole.length  # later segment
+    assert log.slice(0, 1 << 20, max_offset=log.end_offset + 10).length == log.slice(0, 1 << 20).length
+
+
 def test_batches_larger_than_the_scan_buffer(open_log, tmp_path):
     log = open_log(max_message_bytes=1 << 20, index_interval_bytes=100)
     big = [(b"k%d" % i, bytes([i]) * 70_000) for i in range(4)]

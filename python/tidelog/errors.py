@@ -122,16 +122,27 @@ class LogLockedError(TidelogError):
         self.path = path
 
 
-class UnknownTopicOrPartitionError(TidelogError):
-    """The partition does not exist here (any more): its topic was deleted while the request
-    waited. Retriable: a producer that retries finds the topic re-created, or learns it is gone."""
-
-    error_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+class PartitionError(TidelogError):
+    """An error about one partition of a broker, which it names (``topic``, ``partition``)."""
 
     def __init__(self, message: str, *, topic: str, partition: int) -> None:
         super().__init__(message)
         self.topic = topic
         self.partition = partition
+
+
+class UnknownTopicOrPartitionError(PartitionError):
+    """The partition does not exist here (any more): its topic was deleted while the request
+    waited. Retriable: a producer that retries finds the topic re-created, or learns it is gone."""
+
+    error_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+class NotLeaderOrFollowerError(PartitionError):
+    """The partition's replica here no longer has the role the request or response was for
+    (its leadership moved, or it follows another leader now)."""
+
+    error_code = ErrorCode.NOT_LEADER_OR_FOLLOWER
 
 
 class StorageError(TidelogError):
@@ -160,5 +171,7 @@ __all__ = [
     "StorageError",
     "TidelogError",
     "UnknownTopicOrPartitionError",
+    "NotLeaderOrFollowerError",
+    "PartitionError",
     "UnsupportedCompressionError",
 ]

@@ -685,12 +685,30 @@ impl Log {
         }
     }
 
-    /// The file range a fetch at `offset` sends (None at the log end offset).
-    pub fn slice(&self, offset: i64, max_bytes: u64) -> Result<Option<FileSlice>> {
-        match self.locate(offset)? {
-            None => Ok(None),
-            Some((seg, info)) => seg.slice(info.position, max_bytes).map(Some),
+    /// The file range a fetch at `offset` sends, of batches wholly below `max_offset` when
+    /// given (None at the log end offset, or when no whole batch lies below the bound).
+    pub fn slice(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        max_offset: Option<i64>,
+    ) -> Result<Option<FileSlice>> {
+        let Some((seg, info)) = self.locate(offset)? else {
+            return Ok(None);
+        };
+        // A bound below the log end (a leader's high watermark) ends the range where the
+        // batch holding it starts, if that batch is in this segment.
+        let end = match max_offset {
+            Some(bound) if bound < self.end_offset() => match self.locate(bound.max(offset))? {
+                Some((s, b)) if s.base_offset() == seg.base_offset() => Some(b.position),
+                _ => None,
+            },
+            _ => None,
+        };
+        if end.is_some_and(|e| e <= info.position) {
+            return Ok(None);
         }
+        seg.slice(info.position, max_bytes, end).map(Some)
     }
 
     /// The first record with timestamp >= `timestamp`, as (offset, timestamp).

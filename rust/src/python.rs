@@ -701,9 +701,16 @@ impl PyLog {
     }
 
     /// The segment range a fetch at `offset` would send, or None at the log end offset.
-    fn slice(&self, py: Python<'_>, offset: i64, max_bytes: u64) -> PyResult<Option<PyFileSlice>> {
+    #[pyo3(signature = (offset, max_bytes, max_offset = None))]
+    fn slice(
+        &self,
+        py: Python<'_>,
+        offset: i64,
+        max_bytes: u64,
+        max_offset: Option<i64>,
+    ) -> PyResult<Option<PyFileSlice>> {
         Ok(self
-            .read(py, |l| l.slice(offset, max_bytes))?
+            .read(py, |l| l.slice(offset, max_bytes, max_offset))?
             .map(|inner| PyFileSlice { inner }))
     }
 

@@ -662,7 +662,9 @@ impl Segment {
 
     /// The file range for a fetch from `position`: up to `max_bytes`, but at least the first
     /// whole batch. Like Kafka, the range may end inside a batch (clients drop a partial tail).
-    pub fn slice(&self, position: u64, max_bytes: u64) -> Result<FileSlice> {
+    /// Whole batches from `position` up to `max_bytes` (at least one batch), ending at or
+    /// before `end` (a batch boundary) when given.
+    pub fn slice(&self, position: u64, max_bytes: u64, end: Option<u64>) -> Result<FileSlice> {
         // One descriptor for the header read and the send (an inactive segment opens one).
         let file = self.file()?;
         let head = read_exact_at(&file, &self.log_path, position, LOG_OVERHEAD)?;
@@ -675,7 +677,9 @@ impl Segment {
         }
         let first = i32::from_be_bytes(head[8..12].try_into().expect("4 bytes")) as u64
             + LOG_OVERHEAD as u64;
-        let length = max_bytes.max(first).min(self.size - position);
+        let length = max_bytes
+            .max(first)
+            .min(end.unwrap_or(self.size).min(self.size) - position);
         Ok(FileSlice {
             file,
             path: self.log_path.clone(),

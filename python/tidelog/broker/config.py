@@ -72,6 +72,20 @@ def _protocol_map(v: str) -> dict[str, str]:
     return out
 
 
+def _min_insync(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise ValueError(f"min.insync.replicas must be at least 1, not {n}")
+    return n
+
+
+#: Topic configs the broker applies itself, not the log: name -> the broker setting that
+#: gives their default, and how they are parsed.
+BROKER_TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "min.insync.replicas": ("min.insync.replicas", _min_insync),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One broker setting, declared once, as Kafka's ``ConfigDef`` declares its settings:
@@ -203,6 +217,37 @@ SETTINGS: tuple[Setting, ...] = (
         default=str(64 << 20),
     ),
     Setting("tidelog.engine", "storage engine: auto, rust or python", field="engine"),
+    Setting(
+        "default.replication.factor", "replication factor of topics created without one", int, default="1"
+    ),
+    Setting(
+        "min.insync.replicas",
+        "default min.insync.replicas of topics: in-sync replicas an acks=all produce needs",
+        _min_insync,
+        default="1",
+    ),
+    Setting(
+        "replica.lag.time.max.ms",
+        "a follower that has not caught up with its leader for this long leaves the ISR",
+        int,
+        default="30000",
+    ),
+    Setting("replica.fetch.wait.max.ms", "how long a follower's fetch waits for data", int, default="500"),
+    Setting("replica.fetch.max.bytes", "bytes a follower asks for per partition", int, default=str(1 << 20)),
+    Setting(
+        "replica.fetch.backoff.ms", "how long a follower waits after a failed fetch", int, default="1000"
+    ),
+    Setting(
+        "replica.high.watermark.checkpoint.interval.ms",
+        "how often high watermarks are written to replication-offset-checkpoint",
+        int,
+        default="5000",
+    ),
+    Setting(
+        "inter.broker.listener.name",
+        "the listener followers fetch from (empty: the first listener)",
+        default="",
+    ),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 #: Other names Kafka accepts for a setting, and the factor to its unit.
@@ -413,12 +458,32 @@ class BrokerConfig:
 
     def effective_topic_configs(self, topic_configs: Mapping[str, str]) -> dict[str, Any]:
         """A topic's configs in force: its own, over this broker's defaults."""
-        return {**self.log_config(topic_configs).to_kafka(), "cleanup.policy": "delete", **topic_configs}
+        broker_applied = {name: self.setting(default) for name, (default, _) in BROKER_TOPIC_CONFIGS.items()}
+        return {
+            **self.log_config(topic_configs).to_kafka(),
+            "cleanup.policy": "delete",
+            **broker_applied,
+            **topic_configs,
+        }
 
     def log_config(self, topic_configs: Mapping[str, Any]) -> LogConfig:
+        """The log settings of a topic with ``topic_configs``; ValueError if one is invalid
+        (those the broker applies itself are checked here too)."""
         merged = {**self.topic_defaults(), **topic_configs}
         merged.pop("cleanup.policy", None)
+        for name, (_, parse) in BROKER_TOPIC_CONFIGS.items():
+            if name in merged:
+                try:
+                    parse(str(merged.pop(name)))
+                except ValueError as e:
+                    raise ValueError(f"invalid config {name}: {e}") from None
         return LogConfig.from_kafka(merged)
+
+    def topic_setting(self, topic_configs: Mapping[str, str], name: str) -> Any:
+        """A topic config the broker applies (``BROKER_TOPIC_CONFIGS``): the topic's own value,
+        else the broker's default, parsed."""
+        default, parse = BROKER_TOPIC_CONFIGS[name]
+        return parse(topic_configs.get(name, self.setting(default)))
 
 
 def _as_setting(v: Any) -> str | None:

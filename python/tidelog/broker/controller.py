@@ -4,8 +4,8 @@ with a new ``MetadataImage`` published to the replica manager. ``LocalController
 single broker's controller: the metadata lives in files under ``meta/`` (one JSON file per
 topic, ``meta.properties``, ``producer-ids``), and since the controller and the only replica
 are one process, a creation is all or nothing: the logs are made before the metadata is
-written, and removed again if that fails. A cluster's controller (on etcd) comes next and
-implements the same protocol."""
+written, and removed again if that fails. A cluster's controller (``cluster.etcd_controller``)
+implements the same protocol; replica placement is shared (``assign_replicas``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import contextlib
 import json
 import logging
 import os
+import random
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
@@ -68,6 +69,53 @@ def check_new_topic(config: BrokerConfig, name: str, partitions: int, configs: M
     return partitions
 
 
+def assign_replicas(
+    brokers: Sequence[int], first: int, count: int, replication_factor: int, rng: random.Random
+) -> list[tuple[int, ...]]:
+    """Replicas for partitions ``first..first+count-1``, as Kafka places them without racks:
+    the first replica round robin from a random start, the others after it with a random
+    shift that moves each time every broker has led once, so leaders and followers both
+    spread evenly. INVALID_REPLICATION_FACTOR if there are not enough brokers."""
+    n = len(brokers)
+    if replication_factor < 1 or replication_factor > n:
+        raise TopicError(
+            ec.INVALID_REPLICATION_FACTOR,
+            f"replication factor {replication_factor} is not between 1 and the {n} brokers available",
+        )
+    start, shift = rng.randrange(n), rng.randrange(n)
+    out = []
+    for i in range(first, first + count):
+        if i > 0 and i % n == 0:
+            shift += 1
+        lead = (i + start) % n
+        follow = [(lead + 1 + (shift + j) % (n - 1)) % n for j in range(replication_factor - 1)]
+        out.append(tuple(brokers[b] for b in [lead, *follow]))
+    return out
+
+
+def check_assignments(
+    assignments: Sequence[Sequence[int]], brokers: Collection[int]
+) -> list[tuple[int, ...]]:
+    """Explicit replica assignments (CreateTopics, CreatePartitions): each names distinct
+    registered brokers, all of one length; INVALID_REPLICA_ASSIGNMENT otherwise."""
+    out = [tuple(a) for a in assignments]
+    for i, replicas in enumerate(out):
+        if not replicas or len(set(replicas)) != len(replicas):
+            raise TopicError(
+                ec.INVALID_REPLICA_ASSIGNMENT, f"partition {i}: replicas {list(replicas)} are not distinct"
+            )
+        unknown = [b for b in replicas if b not in brokers]
+        if unknown:
+            raise TopicError(
+                ec.INVALID_REPLICA_ASSIGNMENT, f"partition {i}: brokers {unknown} are not registered"
+            )
+        if len(replicas) != len(out[0]):
+            raise TopicError(
+                ec.INVALID_REPLICA_ASSIGNMENT, f"partition {i}: {len(replicas)} replicas, not {len(out[0])}"
+            )
+    return out
+
+
 class Controller(Protocol):
     """What may change the cluster's metadata; each method publishes the resulting image
     before it returns (so the change is visible to the next request)."""
@@ -84,11 +132,28 @@ class Controller(Protocol):
         *,
         validate_only: bool = False,
         internal: bool = False,
-    ) -> TopicMetadata: ...
+        assignments: Sequence[Sequence[int]] | None = None,
+    ) -> TopicMetadata:
+        """``partitions`` and ``replication_factor`` -1: the broker's defaults (or, with
+        ``assignments``, the replicas of each partition as given)."""
+        ...
 
     async def delete_topic(self, name: str) -> TopicMetadata: ...
 
-    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None: ...
+    async def create_partitions(
+        self,
+        name: str,
+        count: int,
+        *,
+        validate_only: bool = False,
+        assignments: Sequence[Sequence[int]] | None = None,
+    ) -> None: ...
+
+    async def alter_isr(self, name: str, index: int, leader_epoch: int, isr: tuple[int, ...]) -> bool:
+        """A leader's change of its partition's ISR, made only if this broker still leads it
+        in ``leader_epoch`` and nobody changed the partition since; returns whether it was
+        made (and is in this broker's image)."""
+        ...
 
     async def alter_topic_configs(
         self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False
@@ -210,19 +275,23 @@ class LocalController:
             )
 
     def _check_new(
-        self, name: str, partitions: int, replication_factor: int, configs: Mapping[str, str], internal: bool
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str],
+        internal: bool,
+        assignments: Sequence[Sequence[int]] | None,
     ) -> TopicMetadata:
         if name in self._image.topics or name in self._creating:
             raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
         if name in self._deleting:
             raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} is marked for deletion")
-        count = check_new_topic(self.config, name, partitions, configs)
-        if replication_factor not in (-1, 1):
-            raise TopicError(
-                ec.INVALID_REPLICATION_FACTOR,
-                f"replication factor {replication_factor} is larger than the 1 broker available",
-            )
         me = self.config.node_id
+        if assignments:
+            partitions = len(check_assignments(assignments, (me,)))
+        count = check_new_topic(self.config, name, partitions, configs)
+        self._check_replication_factor(replication_factor)
         return TopicMetadata(
             name,
             uuid.uuid4(),
@@ -230,6 +299,15 @@ class LocalController:
             MappingProxyType(dict(configs)),
             internal=internal,
         )
+
+    def _check_replication_factor(self, replication_factor: int) -> None:
+        if replication_factor == -1:
+            replication_factor = int(self.config.setting("default.replication.factor"))
+        if replication_factor != 1:
+            raise TopicError(
+                ec.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication_factor} is larger than the 1 broker available",
+            )
 
     async def _create_logs_then_persist(self, topic: TopicMetadata, first: int) -> None:
         """Opens partitions ``first..`` of ``topic``, then writes its metadata; if the write
@@ -255,8 +333,9 @@ class LocalController:
         *,
         validate_only: bool = False,
         internal: bool = False,
+        assignments: Sequence[Sequence[int]] | None = None,
     ) -> TopicMetadata:
-        topic = self._check_new(name, partitions, replication_factor, configs, internal)
+        topic = self._check_new(name, partitions, replication_factor, configs, internal, assignments)
         self._check_limit(len(topic.partitions))
         if validate_only:
             return topic
@@ -271,10 +350,19 @@ class LocalController:
             self._reserved -= len(topic.partitions)
         return topic
 
-    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+    async def create_partitions(
+        self,
+        name: str,
+        count: int,
+        *,
+        validate_only: bool = False,
+        assignments: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         topic = self._image.topic(name)
         if topic is None:
             raise TopicError(ec.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}")
+        if assignments:
+            check_assignments(assignments, (self.config.node_id,))
         if count <= len(topic.partitions):
             raise TopicError(
                 ec.INVALID_PARTITIONS,
@@ -295,6 +383,10 @@ class LocalController:
                 await self._publish(self._image.with_topics([grown]))
             finally:
                 self._reserved -= added
+
+    async def alter_isr(self, name: str, index: int, leader_epoch: int, isr: tuple[int, ...]) -> bool:
+        """A single broker's partitions have no followers: their ISR never changes."""
+        return False
 
     async def alter_topic_configs(
         self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False

@@ -1,18 +1,34 @@
-"""One partition on this broker: its log, high watermark, leader epoch, idempotent-producer
-state (with its snapshots), flush policy, and the event that wakes long-polling fetches."""
+"""One partition on this broker: its log, its replica role (leader or follower, leader epoch,
+replicas and ISR), the high watermark, the followers' progress as its leader sees it,
+idempotent-producer state (with its snapshots), the leader-epoch cache, the flush policy, and
+the events that wake long-polling fetches and acks=all produces.
+
+The high watermark is the smallest log end offset in the ISR (Kafka's rule): consumers are
+served only below it, and an acks=all produce is answered once it passes the batch. While an
+ISR change is waiting for etcd, the larger of the two sets counts (Kafka's "maximal ISR"), so
+the high watermark never counts a replica out before the change is committed."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import trio
 
+from tidelog.broker.checkpoints import LeaderEpochCache
 from tidelog.broker.clock import Clock
+from tidelog.broker.metadata import NO_LEADER, PartitionMetadata
 from tidelog.broker.producer_state import ProducerStateManager
 from tidelog.buffers import as_view
-from tidelog.errors import CorruptRecordError, LogClosedError, UnknownTopicOrPartitionError
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.errors import (
+    CorruptRecordError,
+    LogClosedError,
+    NotLeaderOrFollowerError,
+    UnknownTopicOrPartitionError,
+)
 from tidelog.records import BatchHeader, iter_batches
 from tidelog.storage import Log
 
@@ -41,9 +57,22 @@ class OfflinePartition:
         self.leader_epoch = 0
 
 
+@dataclasses.dataclass
+class FollowerState:
+    """A follower as its leader sees it, from its fetches (times on the broker's clock)."""
+
+    #: Its log end offset: the offset it last fetched from (-1 before its first fetch).
+    log_end_offset: int = -1
+    #: When it was last known to have everything the leader had.
+    last_caught_up: float = 0.0
+    #: The leader's log end offset and the time at its previous fetch.
+    last_fetch_leader_end: int = -1
+    last_fetch_time: float = 0.0
+
+
 class Partition:
-    """A partition led by this broker. With one replica the high watermark is the log end
-    offset; the cluster work will make it the ISR minimum."""
+    """A partition hosted by this broker, as leader or follower (``set_state``). A lone
+    replica is its own ISR, so its high watermark is its log end offset."""
 
     def __init__(
         self,
@@ -54,12 +83,25 @@ class Partition:
         flush_ms: int | None,
         producer_id_expiration_ms: int,
         clock: Clock,
+        node_id: int = 0,
+        high_watermark: int = 0,
     ) -> None:
         self.topic = topic
         self.clock = clock
         self.index = index
         self.log = log
+        self.node_id = node_id
+        self.leader_id = NO_LEADER
         self.leader_epoch = 0
+        self.replicas: tuple[int, ...] = ()
+        self.isr: tuple[int, ...] = ()  # as committed in the metadata
+        self.pending_isr: tuple[int, ...] | None = None  # a change sent, not yet committed
+        self.followers: dict[int, FollowerState] = {}
+        self.min_insync_replicas = 1
+        self._hw = min(high_watermark, log.end_offset)
+        self._hw_moved = trio.Event()
+        self.epochs = LeaderEpochCache(log.path)
+        self.epochs.truncate_from_end(log.end_offset + 1)
         self.producer_state = ProducerStateManager(log.path, producer_id_expiration_ms)
         self.flush_messages = flush_messages
         self.flush_ms = flush_ms
@@ -76,9 +118,150 @@ class Partition:
         self.opened_end = log.end_offset
         self.verified_to = log.start_offset
 
+    # ---- replica role ----
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader_id == self.node_id
+
+    @property
+    def maximal_isr(self) -> frozenset[int]:
+        return frozenset(self.isr) | frozenset(self.pending_isr or ())
+
+    def set_state(self, meta: PartitionMetadata) -> bool:
+        """Takes the role the metadata gives: leader (a new epoch starts at the log end
+        offset; every follower counts as caught up now, as Kafka's makeLeader) or follower of
+        ``meta.leader``. Returns whether the leader-epoch cache changed (then write it, off the
+        event loop)."""
+        now = self.clock.monotonic()
+        new_term = (meta.leader, meta.leader_epoch) != (self.leader_id, self.leader_epoch)
+        self.replicas, self.isr = meta.replicas, meta.isr
+        if self.pending_isr is not None and (new_term or set(self.pending_isr) == set(meta.isr)):
+            self.pending_isr = None
+        changed = False
+        if new_term:
+            self.leader_id, self.leader_epoch = meta.leader, meta.leader_epoch
+            self.followers = {}
+            if self.is_leader:
+                self.followers = {
+                    r: FollowerState(last_caught_up=now) for r in meta.replicas if r != self.node_id
+                }
+                changed = self.epochs.assign(meta.leader_epoch, self.log.end_offset)
+        self._maybe_advance_hw()
+        self._wake_waiters()  # acks=all waits see a lost leadership or a smaller ISR
+        return changed
+
     @property
     def high_watermark(self) -> int:
-        return self.log.end_offset
+        return min(self._hw, self.log.end_offset)
+
+    def _maybe_advance_hw(self) -> None:
+        """As leader: the high watermark becomes the smallest log end offset in the maximal
+        ISR, if that is higher (it never goes back)."""
+        if not self.is_leader:
+            return
+        end = self.log.end_offset
+        for r in self.maximal_isr:
+            if r != self.node_id:
+                end = min(end, self.followers[r].log_end_offset if r in self.followers else -1)
+        if end > self._hw:
+            self._hw = end
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        self._hw_moved.set()
+        self._hw_moved = trio.Event()
+
+    def follower_fetched(self, replica: int, fetch_offset: int) -> bool:
+        """The leader's record of a follower's fetch at ``fetch_offset`` (its log end offset),
+        with Kafka's caught-up rule: caught up now if it has all the leader has, or at its
+        previous fetch if it now has what the leader had then. Returns whether it should join
+        the ISR (it is caught up to the high watermark and not in it)."""
+        now = self.clock.monotonic()
+        state = self.followers.get(replica)
+        if state is None:
+            return False
+        end = self.log.end_offset
+        if fetch_offset >= end:
+            state.last_caught_up = now
+        elif fetch_offset >= state.last_fetch_leader_end:
+            state.last_caught_up = max(state.last_caught_up, state.last_fetch_time)
+        state.log_end_offset = fetch_offset
+        state.last_fetch_leader_end, state.last_fetch_time = end, now
+        self._maybe_advance_hw()
+        return replica not in self.maximal_isr and fetch_offset >= self.high_watermark
+
+    def lagging(self, max_lag_s: float) -> list[int]:
+        """ISR members (not the leader) that have not caught up for longer than ``max_lag_s``."""
+        now = self.clock.monotonic()
+        return [
+            r
+            for r in self.isr
+            if r != self.node_id
+            and r in self.followers
+            and now - self.followers[r].last_caught_up > max_lag_s
+        ]
+
+    def proposed_isr(self, max_lag_s: float) -> tuple[int, ...] | None:
+        """As leader with no ISR change pending: the ISR it should have, if not the one it
+        has. Out: members that have not caught up for ``max_lag_s``. In: followers caught up
+        recently to the high watermark and to the start of this leader's epoch (Kafka's rule:
+        a replica that has not reached the current epoch cannot be trusted with it)."""
+        if not self.is_leader or self.pending_isr is not None or self.retired:
+            return None
+        now = self.clock.monotonic()
+        lagging = set(self.lagging(max_lag_s))
+        floor = max(self.high_watermark, self.epochs.entries[-1][1] if self.epochs.entries else 0)
+        joining = {
+            r
+            for r, f in self.followers.items()
+            if r not in self.isr and f.log_end_offset >= floor and now - f.last_caught_up <= max_lag_s
+        }
+        proposed = tuple(
+            r
+            for r in self.replicas
+            if r == self.node_id or (r in self.isr and r not in lagging) or r in joining
+        )
+        return proposed if set(proposed) != set(self.isr) else None
+
+    def follower_high_watermark(self, leader_hw: int) -> None:
+        """As follower: the leader's high watermark, bounded by what this replica has."""
+        if not self.is_leader:
+            hw = min(leader_hw, self.log.end_offset)
+            if hw > self._hw:
+                self._hw = hw
+
+    async def wait_for_high_watermark(self, offset: int, deadline: float) -> int:
+        """Waits (up to ``deadline``, Trio's clock) until the high watermark passes ``offset``
+        as an acks=all produce does; returns the error code its client gets: NONE,
+        NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below min.insync.replicas),
+        NOT_LEADER_OR_FOLLOWER (leadership moved), or REQUEST_TIMED_OUT."""
+        epoch = self.leader_epoch
+        with trio.move_on_at(deadline):
+            while True:
+                if not self.is_leader or self.leader_epoch != epoch or self.retired:
+                    return ec.NOT_LEADER_OR_FOLLOWER
+                if self.high_watermark > offset:
+                    if len(self.isr) < self.min_insync_replicas:
+                        return ec.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                    return ec.NONE
+                await self._hw_moved.wait()
+        return ec.REQUEST_TIMED_OUT
+
+    def check_leader_epoch(self, current_leader_epoch: int) -> int:
+        """A request's ``current_leader_epoch`` (-1: not given) against this replica's:
+        FENCED_LEADER_EPOCH if older (the client's metadata is stale), UNKNOWN_LEADER_EPOCH if
+        newer (this broker's is), else NONE."""
+        if current_leader_epoch < 0 or current_leader_epoch == self.leader_epoch:
+            return ec.NONE
+        if current_leader_epoch < self.leader_epoch:
+            return ec.FENCED_LEADER_EPOCH
+        return ec.UNKNOWN_LEADER_EPOCH
+
+    def check_insync(self) -> int:
+        """Before an acks=all append: NOT_ENOUGH_REPLICAS if the ISR is smaller than
+        ``min.insync.replicas``, else NONE."""
+        return ec.NOT_ENOUGH_REPLICAS if len(self.isr) < self.min_insync_replicas else ec.NONE
 
     @property
     def log_start_offset(self) -> int:
@@ -97,7 +280,9 @@ class Partition:
     async def append_own(self, records: list[tuple[bytes, bytes | None]], size: int) -> None:
         """Records the broker itself writes (``__consumer_offsets``): the same lock, roll
         handling and flush policy as produced records. ``size``: about how many bytes."""
-        await self._locked_append(lambda recs: self.log.append(recs), records, size)
+        await self._locked_append(
+            lambda recs: self.log.append(recs, leader_epoch=self.leader_epoch), records, size
+        )
         if self.appended(len(records)):
             await self.flush()
 
@@ -129,7 +314,7 @@ class Partition:
                     return value, -1, 0
                 if verdict == "error":
                     raise OutOfOrder(value)
-        res = self.log.append_batches(records)
+        res = self.log.append_batches(records, leader_epoch=self.leader_epoch)
         offset = res.first_offset
         now = self.clock.wall_ms()
         for h in headers:
@@ -137,6 +322,38 @@ class Partition:
                 self.producer_state.record_batch(h, offset, now)
             offset += h.last_offset_delta + 1
         return res.first_offset, res.log_append_time, res.record_count
+
+    async def append_as_follower(self, records: Any, leader: int, leader_epoch: int) -> int:
+        """Batches fetched from ``leader``, appended with the offsets and epochs the leader
+        gave them (each must continue this log exactly); the producers' state and the epoch
+        cache follow them. Refused (NotLeaderOrFollowerError) unless this replica still
+        follows ``leader`` in ``leader_epoch``: a response that crossed a leadership change is
+        dropped, never appended. Returns the records appended."""
+
+        def append(data: Any) -> tuple[int, bool]:
+            if (self.leader_id, self.leader_epoch) != (leader, leader_epoch) or self.is_leader:
+                raise NotLeaderOrFollowerError(
+                    f"partition {self.topic}-{self.index} no longer follows broker {leader} in epoch "
+                    f"{leader_epoch}",
+                    topic=self.topic,
+                    partition=self.index,
+                )
+            headers = [h for h, _ in iter_batches(as_view(data))]
+            res = self.log.append_batches(data, assign_offsets=False)
+            now = self.clock.wall_ms()
+            epochs_changed = False
+            for h in headers:
+                if h.producer_id >= 0:
+                    self.producer_state.record_batch(h, h.base_offset, now)
+                epochs_changed |= self.epochs.assign(h.partition_leader_epoch, h.base_offset)
+            return res.record_count, epochs_changed
+
+        count, epochs_changed = await self._locked_append(append, records, len(records))
+        if epochs_changed:
+            await trio.to_thread.run_sync(self.epochs.write)
+        if count and self.appended(count):
+            await self.flush()
+        return count
 
     async def run_exclusive(self, fn: Callable[[Log], T]) -> T | None:
         """Runs ``fn(log)`` in a worker thread with no append running, unless the partition was
@@ -172,13 +389,18 @@ class Partition:
             self.verified_to = next_offset
 
     def wait_for_data(self) -> trio.Event:
-        """An event set by the next append."""
+        """An event set when the high watermark next moves (what consumers may read)."""
+        return self._hw_moved
+
+    def wait_for_append(self) -> trio.Event:
+        """An event set by the next append (what followers fetch)."""
         return self._appended
 
     def appended(self, records: int) -> bool:
         """Wakes fetchers; returns True if the flush policy says to fsync now."""
         self._appended.set()
         self._appended = trio.Event()
+        self._maybe_advance_hw()
         self.unflushed += records
         due = self.flush_messages is not None and self.unflushed >= self.flush_messages
         return due or (

@@ -1,7 +1,12 @@
 """The replicas this broker hosts. The replica manager applies each new ``MetadataImage``:
 it opens the logs of partitions assigned to this broker, closes and deletes those of
-partitions that are gone, applies changed topic configs in place, and tells the services that
-care (the group coordinator) which partitions this broker now leads or no longer leads. A
+partitions that are gone, applies changed topic configs in place, gives each partition the
+role the image says (leader, or follower fed by the replica fetchers), and tells the services
+that care (the group coordinator) which partitions this broker now leads or no longer leads.
+As leader it keeps the ISR: followers that have not caught up for
+``replica.lag.time.max.ms`` are taken out, and those caught up to the high watermark are
+taken back, through the controller's conditional ``alter_isr``. High watermarks are
+checkpointed to ``replication-offset-checkpoint`` and restored at start. A
 partition's log that cannot be opened makes it an ``OfflinePartition`` while every other is
 served. Deleted partitions' directories are renamed to Kafka's ``<topic>-<p>.<uuid>-delete``
 and removed in the background."""
@@ -12,15 +17,17 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import trio
 
+from tidelog.broker.checkpoints import REPLICATION_OFFSET_CHECKPOINT, read_offsets, write_checkpoint
 from tidelog.broker.clock import Clock
-from tidelog.broker.config import BrokerConfig
+from tidelog.broker.config import BrokerConfig, Endpoint
 from tidelog.broker.metadata import MetadataImage, PartitionMetadata, TopicMetadata
 from tidelog.broker.partition import OfflinePartition, Partition
+from tidelog.broker.replica_fetcher import ReplicaFetcherManager
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.storage import Log
@@ -30,12 +37,14 @@ log = logging.getLogger("tidelog.broker")
 DELETE_SUFFIX = "-delete"  # partition directories being deleted, as Kafka names them
 #: Called with (topic name, partition index) when this broker starts or stops leading it.
 LeadershipListener = Callable[[str, int, bool], Awaitable[None]]
+#: The controller's ``alter_isr``: (topic, partition, leader epoch, new ISR) -> made.
+AlterIsr = Callable[[str, int, int, tuple[int, ...]], Awaitable[bool]]
 Hosted = Partition | OfflinePartition
 
 
 class ReplicaManager:
     """Hosts this broker's partitions by (topic id, index), each as its image says: leader
-    for now (followers come with replication)."""
+    or follower. ``run`` hosts the fetchers and the ISR, checkpoint and purge loops."""
 
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:
         self.config = config
@@ -44,6 +53,12 @@ class ReplicaManager:
         self._hosted: dict[tuple[uuid.UUID, int], Hosted] = {}
         self._purge_wanted = trio.Event()
         self.leadership_listeners: list[LeadershipListener] = []
+        #: Set by the broker to its controller's ``alter_isr``.
+        self.alter_isr: AlterIsr | None = None
+        self.fetchers = ReplicaFetcherManager(config, self._inter_broker_endpoint)
+        self._isr_wanted = trio.Event()
+        self._checkpointed: dict[tuple[str, int], int] = {}
+        self.max_lag_s = int(config.setting("replica.lag.time.max.ms")) / 1000
 
     # ---- lookups ----
 
@@ -120,8 +135,9 @@ class ReplicaManager:
                     flush_ms,
                     self.config.producer_id_expiration_ms,
                     self.clock,
+                    node_id=self.config.node_id,
+                    high_watermark=0 if fresh else self._checkpointed.get((topic.name, p.index), 0),
                 )
-                part.leader_epoch = p.leader_epoch
                 opened.append(part)
         except BaseException:
             if strict:
@@ -170,11 +186,62 @@ class ReplicaManager:
 
     def _move_aside(self, path: str) -> None:
         """Renames a partition directory to Kafka's ``<topic>-<p>.<uuid>-delete`` (durably), so
-        its name is free at once; ``purge_loop`` removes it later."""
+        its name is free at once; the purge loop (in ``run``) removes it later."""
         os.rename(path, f"{path}.{uuid.uuid4().hex}{DELETE_SUFFIX}")
         sync_dir(self.config.data_dir)
 
-    async def purge_loop(self) -> None:
+    async def run(self) -> None:
+        """The replica fetchers and the ISR, high-watermark checkpoint and purge loops."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.fetchers.run)
+            nursery.start_soon(self._isr_loop)
+            nursery.start_soon(self._checkpoint_loop)
+            nursery.start_soon(self._purge_loop)
+
+    # ---- the ISR, as leader ----
+
+    def isr_change_wanted(self) -> None:
+        """A follower caught up (or the ISR needs a look for another reason)."""
+        self._isr_wanted.set()
+
+    async def _isr_loop(self) -> None:
+        """Every half of ``replica.lag.time.max.ms`` (as Kafka), or when a follower catches
+        up: each partition led here whose ISR should change asks the controller, one change
+        at a time per partition."""
+        while True:
+            with trio.move_on_after(self.max_lag_s / 2):
+                await self._isr_wanted.wait()
+            self._isr_wanted = trio.Event()
+            for part in list(self.all_online()):
+                proposed = part.proposed_isr(self.max_lag_s)
+                if proposed is None or self.alter_isr is None:
+                    continue
+                part.pending_isr = proposed
+                made = await self.alter_isr(part.topic, part.index, part.leader_epoch, proposed)
+                if not made and part.pending_isr == proposed:
+                    part.pending_isr = None
+
+    # ---- high watermarks ----
+
+    def _checkpoint_path(self) -> str:
+        return os.path.join(self.config.data_dir, REPLICATION_OFFSET_CHECKPOINT)
+
+    def _write_checkpoint(self, entries: list[tuple[str, int, int]]) -> None:
+        try:
+            write_checkpoint(self._checkpoint_path(), entries)
+        except (TidelogError, OSError) as e:  # a full disk: the last one written still holds
+            log.warning("high watermarks not checkpointed: %s", e)
+
+    def _high_watermarks(self) -> list[tuple[str, int, int]]:
+        return [(p.topic, p.index, p.high_watermark) for p in self.all_online() if not p.log.closed]
+
+    async def _checkpoint_loop(self) -> None:
+        interval = int(self.config.setting("replica.high.watermark.checkpoint.interval.ms")) / 1000
+        while True:
+            await trio.sleep(interval)
+            await trio.to_thread.run_sync(self._write_checkpoint, self._high_watermarks())
+
+    async def _purge_loop(self) -> None:
         """Removes moved-aside partition directories in a worker thread: those of topics
         deleted now and any a crash left behind."""
         self._purge_wanted.set()
@@ -191,16 +258,47 @@ class ReplicaManager:
     # ---- applying images ----
 
     def load(self, image: MetadataImage) -> None:
-        """Opens every partition of the first image that this broker hosts (blocking I/O, at
-        start, before anything is served)."""
+        """Opens every partition of the first image that this broker hosts, each in the role
+        the image gives it and with its checkpointed high watermark (blocking I/O, at start,
+        before anything is served)."""
         me = self.config.node_id
         os.makedirs(self.config.data_dir, exist_ok=True)
+        self._checkpointed = read_offsets(self._checkpoint_path())
         for topic in image.topics.values():
             self._host(
                 topic, self._open(topic, [p for p in topic.partitions if me in p.replicas], False, False)
             )
         self.image = image
+        _write_epochs(self._take_roles(image.topics.values()))
         self._log_recovery_summary()
+
+    def _take_roles(self, topics: Iterable[TopicMetadata]) -> list[Partition]:
+        """Gives the partitions of ``topics`` hosted here their role, ``min.insync.replicas``
+        and followers' fetchers; returns those whose leader-epoch cache must be written."""
+        epochs_changed = []
+        for topic in topics:
+            min_insync = self.config.topic_setting(topic.configs, "min.insync.replicas")
+            for p in topic.partitions:
+                part = self._hosted.get((topic.topic_id, p.index))
+                if isinstance(part, Partition):
+                    part.min_insync_replicas = min_insync
+                    if part.set_state(p):
+                        epochs_changed.append(part)
+        following: dict[int, dict[tuple[str, int], Partition]] = {}
+        for part in self.all_online():
+            if not part.is_leader and part.leader_id >= 0:
+                following.setdefault(part.leader_id, {})[(part.topic, part.index)] = part
+        self.fetchers.update(following)
+        return epochs_changed
+
+    def _inter_broker_endpoint(self, node_id: int) -> Endpoint | None:
+        """Where followers fetch from broker ``node_id``: its ``inter.broker.listener.name``
+        listener (default: this broker's first listener's name), if it is registered."""
+        broker = self.image.brokers.get(node_id)
+        if broker is None:
+            return None
+        name = self.config.setting("inter.broker.listener.name") or self.config.listeners[0][0]
+        return broker.endpoint(name) or (broker.endpoints[0] if broker.endpoints else None)
 
     async def announce_leadership(self) -> None:
         """Tells the leadership listeners about every partition led here (at start)."""
@@ -246,6 +344,10 @@ class ReplicaManager:
             ]
         gone = [t for t in old.topics.values() if image.topic_by_id(t.topic_id) is None]
         self.image = image
+        changed = [t for t in image.topics.values() if old.topic_by_id(t.topic_id) is not t]
+        epochs_changed = self._take_roles(changed)
+        if epochs_changed:
+            await trio.to_thread.run_sync(_write_epochs, epochs_changed)
         for topic in reconfigured:
             settings, flush_messages, flush_ms = self._log_settings(topic)
             for part in self.online(topic.name):
@@ -290,10 +392,17 @@ class ReplicaManager:
             log.info("%s", summary)
 
     def close(self) -> None:
-        """Closes every partition cleanly; one that cannot be (a full or failed disk) is
-        logged and left for recovery at the next start, and the others still close."""
+        """Checkpoints the high watermarks and closes every partition cleanly; one that cannot
+        be (a full or failed disk) is logged and left for recovery at the next start, and the
+        others still close."""
+        self._write_checkpoint(self._high_watermarks())
         for part in self.all_online():
             try:
                 part.close()
             except TidelogError as e:
                 log.error("partition %s-%d not closed cleanly: %s", part.topic, part.index, e)
+
+
+def _write_epochs(parts: list[Partition]) -> None:
+    for part in parts:
+        part.epochs.write()

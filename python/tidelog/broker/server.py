@@ -59,6 +59,7 @@ class Broker:
             self.controller = self.member.controller
         else:
             self.controller = LocalController(self.config, self.replicas)
+        self.replicas.alter_isr = self.controller.alter_isr
         self.authorizer: Authorizer = AllowAll()
         self.port = self.config.port
         #: The listeners being served, with their bound ports (set by ``serve``).
@@ -181,7 +182,7 @@ class Broker:
                     self._nursery = nursery
                     nursery.start_soon(self.groups.sweep)
                     nursery.start_soon(self._retention_loop)
-                    nursery.start_soon(self.replicas.purge_loop)
+                    nursery.start_soon(self.replicas.run)
                     nursery.start_soon(self._accept, bound, nursery)
                     if self.member is not None:
                         nursery.start_soon(self.member.run)

@@ -13,8 +13,10 @@ revision unchanged), so two brokers changing the same thing cannot both succeed.
 broker watches the prefix and builds its ``MetadataImage`` from it; a change made here
 returns once this broker's own image shows it.
 
-This first step has no replication yet: topics have one replica each, spread over the live
-brokers, and a replication factor above 1 is refused rather than acknowledged without copies."""
+Replicas are placed over the live brokers as Kafka places them (``assign_replicas``), or as
+a CreateTopics/CreatePartitions request assigns them; a partition's first replica leads it,
+and all its replicas start in the ISR. A partition's leader changes its ISR (``alter_isr``)
+by a transaction conditional on the key's revision, its own leadership and its epoch."""
 
 from __future__ import annotations
 
@@ -25,14 +27,21 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import trio
 
 from tidelog.broker.config import BrokerConfig, Endpoint
-from tidelog.broker.controller import PRODUCER_ID_BLOCK, TopicError, check_new_topic, validate_configs
+from tidelog.broker.controller import (
+    PRODUCER_ID_BLOCK,
+    TopicError,
+    assign_replicas,
+    check_assignments,
+    check_new_topic,
+    validate_configs,
+)
 from tidelog.broker.metadata import (
     NO_LEADER,
     BrokerMetadata,
@@ -228,19 +237,27 @@ class EtcdController:
     def _partition_key(self, name: str, index: int) -> bytes:
         return self.prefix + b"partitions/%s/%d" % (name.encode(), index)
 
-    def _assign(self, first: int, count: int) -> list[int]:
-        """Leaders for partitions ``first..first+count-1``: round robin over the live
-        brokers from a random start, as Kafka places replicas without racks."""
+    def _assign(
+        self,
+        first: int,
+        count: int,
+        replication_factor: int,
+        assignments: Sequence[Sequence[int]] | None,
+    ) -> list[tuple[int, ...]]:
+        """Replicas for partitions ``first..first+count-1``: as assigned, else placed over the
+        live brokers (``assign_replicas``)."""
         live = sorted(self._image.brokers)
+        if assignments:
+            return check_assignments(assignments, live)
         if not live:
             raise TopicError(ec.BROKER_NOT_AVAILABLE, "no live broker is registered")
-        start = random.randrange(len(live))
-        return [live[(start + first + i) % len(live)] for i in range(count)]
+        return assign_replicas(live, first, count, replication_factor, random.Random())
 
     @staticmethod
-    def _partition_doc(leader: int) -> bytes:
+    def _partition_doc(replicas: tuple[int, ...]) -> bytes:
+        leader = replicas[0]
         return json.dumps(
-            {"leader": leader, "leader_epoch": 0, "replicas": [leader], "isr": [leader]}
+            {"leader": leader, "leader_epoch": 0, "replicas": list(replicas), "isr": list(replicas)}
         ).encode()
 
     @staticmethod
@@ -258,27 +275,25 @@ class EtcdController:
         *,
         validate_only: bool = False,
         internal: bool = False,
+        assignments: Sequence[Sequence[int]] | None = None,
     ) -> TopicMetadata:
         with etcd_errors("creating a topic"):
             if self._image.topic(name) is not None:
                 raise TopicError(ec.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+            if assignments:
+                partitions = len(assignments)
             count = check_new_topic(self.config, name, partitions, configs)
-            if replication_factor not in (-1, 1):
-                raise TopicError(
-                    ec.INVALID_REPLICATION_FACTOR,
-                    f"replication factor {replication_factor}: replication between brokers is not built yet",
-                )
-            leaders = self._assign(0, count)
+            if replication_factor == -1:
+                replication_factor = int(self.config.setting("default.replication.factor"))
+            placed = self._assign(0, count, replication_factor, assignments)
             topic_id = uuid.uuid4()
             if validate_only:
                 return TopicMetadata(
-                    name,
-                    topic_id,
-                    tuple(PartitionMetadata(i, b, 0, (b,), (b,)) for i, b in enumerate(leaders)),
+                    name, topic_id, tuple(PartitionMetadata(i, r[0], 0, r, r) for i, r in enumerate(placed))
                 )
             ops = [put_op(self._topic_key(name), self._topic_doc(topic_id, count, configs, internal))]
             ops += [
-                put_op(self._partition_key(name, i), self._partition_doc(b)) for i, b in enumerate(leaders)
+                put_op(self._partition_key(name, i), self._partition_doc(r)) for i, r in enumerate(placed)
             ]
             result = await self.etcd.txn([key_absent(self._topic_key(name))], ops)
             if not result.succeeded:
@@ -288,7 +303,7 @@ class EtcdController:
             await self._until(lambda image: image.topic_by_id(topic_id) is not None, f"topic {name!r}")
             created = self._image.topic_by_id(topic_id)
             assert created is not None
-            log.info("created topic %s with %d partitions (leaders %s)", name, count, leaders)
+            log.info("created topic %s with %d partitions (replicas %s)", name, count, placed)
             return created
 
     async def _read_topic(self, name: str) -> tuple[KeyValue, dict[str, Any]]:
@@ -311,7 +326,14 @@ class EtcdController:
             log.info("deleted topic %s", name)
             return gone or TopicMetadata(name, topic_id, ())
 
-    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+    async def create_partitions(
+        self,
+        name: str,
+        count: int,
+        *,
+        validate_only: bool = False,
+        assignments: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         with etcd_errors("adding partitions"):
             kv, doc = await self._read_topic(name)
             have = int(doc["partitions"])
@@ -319,14 +341,21 @@ class EtcdController:
                 raise TopicError(
                     ec.INVALID_PARTITIONS, f"topic {name!r} has {have} partitions; {count} is not more"
                 )
-            leaders = self._assign(have, count - have)
+            if assignments and len(assignments) != count - have:
+                raise TopicError(
+                    ec.INVALID_REPLICA_ASSIGNMENT,
+                    f"{len(assignments)} assignments for {count - have} new partitions",
+                )
+            topic = self._image.topic(name)
+            rf = len(topic.partitions[0].replicas) if topic is not None and topic.partitions else 1
+            placed = self._assign(have, count - have, rf, assignments)
             if validate_only:
                 return
             doc["partitions"] = count
             ops = [put_op(kv.key, json.dumps(doc).encode())]
             ops += [
-                put_op(self._partition_key(name, have + i), self._partition_doc(b))
-                for i, b in enumerate(leaders)
+                put_op(self._partition_key(name, have + i), self._partition_doc(r))
+                for i, r in enumerate(placed)
             ]
             result = await self.etcd.txn([mod_revision_is(kv.key, kv.mod_revision)], ops)
             if not result.succeeded:
@@ -361,6 +390,39 @@ class EtcdController:
                 return t is not None and dict(t.configs) == merged
 
             await self._until(shown, f"the configs of {name!r}")
+
+    # ---- partition state ----
+
+    async def alter_isr(self, name: str, index: int, leader_epoch: int, isr: tuple[int, ...]) -> bool:
+        me = self.config.node_id
+        key = self._partition_key(name, index)
+        try:
+            kv = await self.etcd.get(key)
+            if kv is None:
+                return False
+            doc = json.loads(kv.value)
+            if doc["leader"] != me or doc["leader_epoch"] != leader_epoch:
+                return False
+            doc["isr"] = list(isr)
+            result = await self.etcd.txn(
+                [mod_revision_is(key, kv.mod_revision)], [put_op(key, json.dumps(doc).encode())]
+            )
+        except EtcdError as e:
+            log.warning("ISR of %s-%d not changed to %s: etcd did not answer (%s)", name, index, list(isr), e)
+            return False
+        if not result.succeeded:
+            return False
+        log.info("ISR of %s-%d is now %s (leader epoch %d)", name, index, list(isr), leader_epoch)
+
+        def shown(image: MetadataImage) -> bool:
+            p = image.partition(name, index)
+            return p is None or p.isr == isr or p.leader_epoch != leader_epoch
+
+        try:
+            await self._until(shown, f"the ISR of {name}-{index}")
+        except TopicError:
+            log.warning("ISR of %s-%d changed in etcd but not yet seen here", name, index)
+        return True
 
     # ---- producer ids ----
 

@@ -305,10 +305,11 @@ class Log:
             yield from batch
             pos = batch[-1].offset + 1
 
-    def slice(self, offset: int, max_bytes: int) -> Any:
+    def slice(self, offset: int, max_bytes: int, max_offset: int | None = None) -> Any:
         """The segment file range a fetch at ``offset`` sends (at least one whole batch), as an
-        object with ``position``, ``length``, ``send(fd, sent)`` and ``read()``; None at the end."""
-        return self._core.slice(offset, max_bytes)
+        object with ``position``, ``length``, ``send(fd, sent)`` and ``read()``; None at the end.
+        ``max_offset`` (a high watermark): only batches wholly below it, None if there is none."""
+        return self._core.slice(offset, max_bytes, max_offset)
 
     def index_lookup(self, offset: int) -> IndexEntry:
         """Where a read of ``offset`` starts scanning, from the in-memory offset index alone:

@@ -418,10 +418,22 @@ class Log:
                 raise corrupt_segment(rng.path, rng.position + h.position, str(e)) from None
         return out
 
-    def slice(self, offset: int, max_bytes: int) -> FileSlice | None:
+    def slice(self, offset: int, max_bytes: int, max_offset: int | None = None) -> FileSlice | None:
         def go() -> FileSlice | None:
             found = self._locate(offset)
-            return None if found is None else found[0].slice(found[1].position, max_bytes)
+            if found is None:
+                return None
+            seg, h = found
+            end = None
+            # A bound below the log end (a leader's high watermark) ends the range where the
+            # batch holding it starts, if that batch is in this segment.
+            if max_offset is not None and max_offset < self.end_offset:
+                bound = self._locate(max(max_offset, offset))
+                if bound is not None and bound[0] is seg:
+                    end = bound[1].position
+                    if end <= h.position:
+                        return None
+            return seg.slice(h.position, max_bytes, end)
 
         return self._locked(go)
 

@@ -399,13 +399,15 @@ class Segment:
         with self._reading() as fd:
             return FileSlice(fd, self.log_path, position, length)
 
-    def slice(self, position: int, max_bytes: int) -> FileSlice:
+    def slice(self, position: int, max_bytes: int, end: int | None = None) -> FileSlice:
+        """Whole batches from ``position`` up to ``max_bytes`` (at least one batch), ending
+        at or before ``end`` (a batch boundary) when given."""
         with self._reading() as fd:
             head = pread_exact(fd, self.log_path, position, LOG_OVERHEAD)
             if len(head) < LOG_OVERHEAD:
                 raise corrupt_segment(self.log_path, position, "batch header past the end of the segment")
             first = _I32.unpack_from(head, 8)[0] + LOG_OVERHEAD
-            length = min(max(max_bytes, first), self.size - position)
+            length = min(max(max_bytes, first), min(self.size if end is None else end, self.size) - position)
             return FileSlice(fd, self.log_path, position, length)
 
     def offset_for_time(self, timestamp: int, min_offset: int) -> tuple[int, int] | None:

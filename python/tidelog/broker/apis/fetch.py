@@ -1,9 +1,15 @@
-"""Fetch v4-12: long polls woken by appends; records sent zero-copy from the segment file,
-except data not yet CRC-checked since the log was opened (read through the checked path)."""
+"""Fetch v4-12: long polls; records sent zero-copy from the segment file, except data not
+yet CRC-checked since the log was opened (read through the checked path).
+
+Consumers are served below the high watermark and woken when it moves. A follower (a
+``replica_id`` of 0 or more) is served up to the log end offset and woken by appends; its
+fetch offset is its log end offset, which the leader records (``Partition.follower_fetched``)
+to move the high watermark and the ISR. ``current_leader_epoch`` is checked as Kafka does:
+older than the leader's is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,13 +33,16 @@ if TYPE_CHECKING:
 @handles(m.FetchRequest, 4, 12)
 async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
     deadline = trio.current_time() + max(0, req.max_wait_ms) / 1000
+    follower = req.replica_id >= 0
+    if follower:
+        _record_follower(ctx, req)
     while True:
-        resp, total, parts = _fetch_once(ctx, req)
+        resp, total, events = _fetch_once(ctx, req, follower)
         if (
             total >= max(1, req.min_bytes)
             or req.max_wait_ms <= 0
             or trio.current_time() >= deadline
-            or not parts
+            or not events
         ):
             return resp
         with trio.move_on_at(deadline):
@@ -43,11 +52,28 @@ async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
                     await ev.wait()
                     nursery.cancel_scope.cancel()
 
-                for p in parts:
-                    nursery.start_soon(wake, p.wait_for_data())
+                for ev in events:
+                    nursery.start_soon(wake, ev)
 
 
-def _fetch_once(ctx: RequestContext, req: m.FetchRequest) -> tuple[m.FetchResponse, int, list[Any]]:
+def _record_follower(ctx: RequestContext, req: m.FetchRequest) -> None:
+    """A follower's fetch offsets are its log end offsets: the leader takes them up once per
+    request (a follower caught up to the high watermark is proposed for the ISR)."""
+    for t in req.topics:
+        for p in t.partitions:
+            part, code = resolve_partition(ctx, t.topic, p.partition, AclOperation.READ)
+            if (
+                part is not None
+                and code == ec.NONE
+                and part.check_leader_epoch(p.current_leader_epoch) == ec.NONE
+                and part.follower_fetched(req.replica_id, p.fetch_offset)
+            ):
+                ctx.broker.replicas.isr_change_wanted()
+
+
+def _fetch_once(
+    ctx: RequestContext, req: m.FetchRequest, follower: bool
+) -> tuple[m.FetchResponse, int, list[trio.Event]]:
     version = ctx.api_version
     R = m.FetchResponse
     budget = req.max_bytes if version >= 3 else 1 << 31
@@ -73,25 +99,29 @@ def _fetch_once(ctx: RequestContext, req: m.FetchRequest) -> tuple[m.FetchRespon
             part, res.error_code = resolve_partition(ctx, name, p.partition, AclOperation.READ)
             if part is None:
                 continue
+            res.error_code = part.check_leader_epoch(p.current_leader_epoch)
+            if res.error_code:
+                continue
             hw = part.high_watermark
             res.high_watermark = res.last_stable_offset = hw
             res.log_start_offset = part.log_start_offset
             offset = p.fetch_offset
-            if offset < part.log_start_offset or offset > hw:
+            end = part.log.end_offset if follower else hw  # what this fetcher may read
+            if offset < part.log_start_offset or offset > end:
                 res.error_code = ec.OFFSET_OUT_OF_RANGE
                 continue
-            waiting.append(part)
-            if offset == hw:
+            waiting.append(part.wait_for_append() if follower else part.wait_for_data())
+            if offset == end:
                 continue
             limit = min(p.partition_max_bytes, budget - total)
             if limit <= 0 and total > 0:
                 continue
             try:
                 if part.unverified(offset):
-                    checked = _checked_read(part, offset, max(limit, 1))
+                    checked = _checked_read(part, offset, max(limit, 1), end)
                     res.records, total = checked, total + len(checked)
                     continue
-                sl = part.log.slice(offset, max(limit, 1))
+                sl = part.log.slice(offset, max(limit, 1), end)
             except OffsetOutOfRangeError:
                 res.error_code = ec.OFFSET_OUT_OF_RANGE
                 continue
@@ -106,11 +136,13 @@ def _fetch_once(ctx: RequestContext, req: m.FetchRequest) -> tuple[m.FetchRespon
     return R(throttle_time_ms=0, error_code=ec.NONE, session_id=0, responses=responses), total, waiting
 
 
-def _checked_read(part: Partition, offset: int, max_bytes: int) -> bytes:
-    """Whole batches from ``offset``, each CRC-checked (the valid ones before a damaged one;
-    CorruptRecordError if the first is damaged), for data this process did not check."""
+def _checked_read(part: Partition, offset: int, max_bytes: int, end: int) -> bytes:
+    """Whole batches from ``offset`` wholly below ``end``, each CRC-checked (the valid ones
+    before a damaged one; CorruptRecordError if the first is damaged), for data this process
+    did not check."""
     raw = part.log.read_raw(offset, max_bytes)
     headers = [h for h, _ in iter_batches(raw)]
     if headers:
         part.verified(offset, headers[-1].next_offset)
-    return raw
+    below = [h for h in headers if h.next_offset <= end]
+    return raw[: below[-1].position + below[-1].size] if below else b""

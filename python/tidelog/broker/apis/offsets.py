@@ -40,6 +40,9 @@ async def list_offsets(ctx: RequestContext, req: m.ListOffsetsRequest) -> m.List
             part, res.error_code = resolve_partition(ctx, t.name, p.partition_index, AclOperation.DESCRIBE)
             if part is None:
                 continue
+            res.error_code = part.check_leader_epoch(p.current_leader_epoch)
+            if res.error_code:
+                continue
             res.leader_epoch = part.leader_epoch
             ts = p.timestamp
             if ts in (OffsetSpec.EARLIEST, OffsetSpec.EARLIEST_LOCAL):  # all of the log is local
@@ -48,13 +51,11 @@ async def list_offsets(ctx: RequestContext, req: m.ListOffsetsRequest) -> m.List
                 res.offset = -1
             elif ts == OffsetSpec.LATEST:
                 res.offset = part.high_watermark
-            elif ts == OffsetSpec.MAX_TIMESTAMP:
-                best = _max_timestamp(part)
-                if best is not None:
-                    res.offset, res.timestamp = best
             else:
-                found = part.log.offset_for_time(ts)
-                if found is not None:
+                found = (
+                    _max_timestamp(part) if ts == OffsetSpec.MAX_TIMESTAMP else part.log.offset_for_time(ts)
+                )
+                if found is not None and found[0] < part.high_watermark:  # consumers see no more
                     res.offset, res.timestamp = found
         topics.append(R.ListOffsetsTopicResponse(name=t.name, partitions=parts))
     return R(throttle_time_ms=0, topics=topics)

@@ -42,8 +42,21 @@ async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.Cr
         )
         results.append(res)
         try:
+            assignments = None
             if t.assignments:
-                raise TopicError(ec.INVALID_REQUEST, "manual replica assignment is not supported")
+                if t.num_partitions != -1 or t.replication_factor != -1:
+                    raise TopicError(
+                        ec.INVALID_REQUEST,
+                        "both numPartitions or replicationFactor and replicasAssignments were set; "
+                        "both cannot be used at the same time",
+                    )
+                by_index = {a.partition_index: list(a.broker_ids) for a in t.assignments}
+                if sorted(by_index) != list(range(len(t.assignments))):
+                    raise TopicError(
+                        ec.INVALID_REPLICA_ASSIGNMENT,
+                        f"partitions {sorted(by_index)} are not consecutive from 0",
+                    )
+                assignments = [by_index[i] for i in range(len(by_index))]
             nulls = [c.name for c in t.configs if c.value is None]
             if nulls:  # as Kafka: a config given must have a value
                 raise TopicError(
@@ -51,7 +64,12 @@ async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.Cr
                 )
             configs = {c.name: c.value for c in t.configs if c.value is not None}
             topic = await broker.controller.create_topic(
-                t.name, t.num_partitions, t.replication_factor, configs, validate_only=req.validate_only
+                t.name,
+                t.num_partitions,
+                t.replication_factor,
+                configs,
+                validate_only=req.validate_only,
+                assignments=assignments,
             )
             res.topic_id = topic.topic_id
             res.num_partitions = len(topic.partitions)
@@ -116,7 +134,12 @@ async def create_partitions(
     for t in req.topics:
         res = R.CreatePartitionsTopicResult(name=t.name, error_code=ec.NONE)
         try:
-            await broker.controller.create_partitions(t.name, t.count, validate_only=req.validate_only)
+            await broker.controller.create_partitions(
+                t.name,
+                t.count,
+                validate_only=req.validate_only,
+                assignments=[list(a.broker_ids) for a in t.assignments] if t.assignments else None,
+            )
         except TopicError as e:
             res.error_code = e.code
             res.error_message = str(e)
