@@ -24,6 +24,7 @@ ops = st.lists(
         st.tuples(st.just("roll")),
         st.tuples(st.just("truncate"), st.integers(0, 60)),
         st.tuples(st.just("delete_before"), st.integers(0, 60)),
+        st.tuples(st.just("start_at"), st.integers(0, 90)),
         st.tuples(st.just("retention"), st.integers(0, 2 * 10**6)),
         st.tuples(st.just("reopen")),
     ),
@@ -48,6 +49,8 @@ def run(engine: str, path: Path, script: list[tuple]) -> list:
             elif name == "delete_before":
                 if op[1] <= log.end_offset:
                     log.delete_records_before(op[1])
+            elif name == "start_at":
+                log.truncate_fully_and_start_at(op[1])
             elif name == "retention":
                 observed.append(log.apply_retention(op[1]))
             elif name == "reopen":

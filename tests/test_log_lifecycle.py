@@ -92,6 +92,21 @@ def test_truncate_below_start_restarts_the_log(open_log):
     assert log.append([(None, b"x")], timestamp=1) == 10
 
 
+def test_truncate_fully_and_start_at_empties_the_log_and_continues_from_there(open_log, tmp_path):
+    """A replica whose leader's log starts past this log's end: everything goes, the log
+    starts (and is read) at the new offset, and stays there across a reopen."""
+    log = open_log(segment_bytes=1000)
+    fill(log, 30)
+    log.truncate_fully_and_start_at(500)
+    assert (log.start_offset, log.end_offset, log.segments) == (500, 500, [500])
+    assert sorted(p.name for p in (tmp_path / "t-0").glob("*.log")) == [f"{500:020d}.log"]
+    assert log.append([(None, b"next")], timestamp=1) == 500
+    log.close()
+    reopened = open_log(tmp_path / "t-0", segment_bytes=1000)
+    assert (reopened.start_offset, reopened.end_offset) == (500, 501)
+    assert [r.value for r in reopened.records()] == [b"next"]
+
+
 def test_named_positions_are_durable(open_log, tmp_path):
     log = open_log()
     fill(log, 5)

@@ -741,11 +741,7 @@ impl Log {
         self.recovery_point = self.recovery_point.min(new_end);
         self.write_checkpoint(false)?;
         if offset < self.log_start_offset {
-            for seg in self.segments.drain(..) {
-                seg.delete()?;
-            }
-            self.push_active_segment(offset, now_ms)?;
-            self.log_start_offset = offset;
+            self.restart_at(offset, now_ms)?;
         } else {
             while self.segments.len() > 1 && self.active().base_offset() > offset {
                 self.segments.pop().expect("checked").delete()?;
@@ -759,6 +755,29 @@ impl Log {
         }
         self.recovery_point = self.recovery_point.min(self.end_offset());
         self.write_checkpoint(false)
+    }
+
+    /// Empties the log and restarts it at `offset` (Kafka's truncateFullyAndStartAt): what a
+    /// follower does when its leader's log starts past this log's end, so that it can copy
+    /// the leader from there. The checkpoint says so before any segment goes, so a crash
+    /// mid-way never reopens the log below `offset`.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        self.check_open()?;
+        self.recovery_point = offset;
+        self.log_start_offset = offset;
+        self.write_checkpoint(false)?;
+        self.restart_at(offset, now_ms)?;
+        self.write_checkpoint(false)
+    }
+
+    /// Deletes every segment and starts an empty active one at `offset`.
+    fn restart_at(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        for seg in self.segments.drain(..) {
+            seg.delete()?;
+        }
+        self.push_active_segment(offset, now_ms)?;
+        self.log_start_offset = offset;
+        Ok(())
     }
 
     /// Advances the log start offset to `offset`; records below it are no longer readable and

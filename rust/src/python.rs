@@ -738,6 +738,14 @@ impl PyLog {
     fn truncate_to(&self, py: Python<'_>, offset: i64, now_ms: i64) -> PyResult<()> {
         self.write(py, |l| l.truncate_to(offset, now_ms))
     }
+    fn truncate_fully_and_start_at(
+        &self,
+        py: Python<'_>,
+        offset: i64,
+        now_ms: i64,
+    ) -> PyResult<()> {
+        self.write(py, |l| l.truncate_fully_and_start_at(offset, now_ms))
+    }
     fn delete_records_before(&self, py: Python<'_>, offset: i64) -> PyResult<()> {
         self.write(py, |l| l.delete_records_before(offset))
     }

@@ -271,6 +271,12 @@ class Log:
         log start offset the log is emptied and restarts at ``offset``."""
         self._core.truncate_to(offset, wall_clock_ms())
 
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Empties the log and restarts it at ``offset``: both :attr:`start_offset` and
+        :attr:`end_offset` become ``offset`` (what a replica does when the log it copies
+        starts past this one's end)."""
+        self._core.truncate_fully_and_start_at(offset, wall_clock_ms())
+
     def delete_records_before(self, offset: int) -> None:
         """Advances the log start offset to ``offset``; whole segments below it are deleted."""
         self._core.delete_records_before(offset)

@@ -464,11 +464,7 @@ class Log:
         self._recovery_point = min(self._recovery_point, found[1].base_offset if found else offset)
         self._write_checkpoint(False)
         if offset < self._start:
-            for seg in self._segments:
-                seg.delete()
-            self._segments = []
-            self._push_active_segment(offset, now_ms)
-            self._start = offset
+            self._restart_at(offset, now_ms)
         else:
             while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
                 self._segments.pop().delete()
@@ -482,6 +478,25 @@ class Log:
             self._start = min(self._start, self.end_offset)
         self._recovery_point = min(self._recovery_point, self.end_offset)
         self._write_checkpoint(False)
+
+    def truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
+        def go() -> None:
+            # The checkpoint says so before any segment goes: a crash mid-way never reopens
+            # the log below ``offset``.
+            self._recovery_point = self._start = offset
+            self._write_checkpoint(False)
+            self._restart_at(offset, now_ms)
+            self._write_checkpoint(False)
+
+        self._locked(go)
+
+    def _restart_at(self, offset: int, now_ms: int) -> None:
+        """Deletes every segment and starts an empty active one at ``offset``."""
+        for seg in self._segments:
+            seg.delete()
+        self._segments = []
+        self._push_active_segment(offset, now_ms)
+        self._start = offset
 
     def delete_records_before(self, offset: int) -> None:
         def go() -> None:
