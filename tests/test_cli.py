@@ -59,6 +59,14 @@ def test_unreachable_broker_is_a_clear_error():
     assert r.returncode == 1 and "cannot reach the broker" in r.stderr
 
 
+def test_bootstrap_server_takes_a_list_as_kafkas_tools_do(tidelog_broker):
+    """``--bootstrap-server`` is a comma-separated list: the first broker that answers is used."""
+    r = tidelog("topics", "create", "listed", "--bootstrap-server", f"127.0.0.1:1,{tidelog_broker.bootstrap}")
+    assert r.returncode == 0, r.stderr
+    r = tidelog("topics", "list", "--bootstrap-server", f" {tidelog_broker.bootstrap} , 127.0.0.1:1")
+    assert r.returncode == 0 and "listed" in r.stdout.split(), r.stderr
+
+
 def test_groups_list_describe_and_reset(tidelog_broker):
     from .group_clients import Member, wait_until
     from .kafka_clients import create_topic, produce

@@ -20,10 +20,24 @@ class BrokerError(Exception):
         self.code = code
 
 
+def connect(bootstrap: str, timeout: float) -> socket.socket:
+    """A connection to the first broker of ``bootstrap`` (Kafka's comma-separated
+    ``host:port`` list) that accepts one; the last error if none does."""
+    error: OSError = OSError(f"no broker address in {bootstrap!r}")
+    for address in (a.strip() for a in bootstrap.split(",")):
+        if not address:
+            continue
+        host, _, port = address.rpartition(":")
+        try:
+            return socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
+        except OSError as e:
+            error = e
+    raise error
+
+
 class Connection:
     def __init__(self, bootstrap: str, client_id: str = "tidelog-cli", timeout: float = 30) -> None:
-        host, _, port = bootstrap.rpartition(":")
-        self.sock = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
+        self.sock = connect(bootstrap, timeout)
         self.client_id = client_id
         self.correlation = 0
         self.versions: dict[int, int] = {18: 0}
