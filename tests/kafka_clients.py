@@ -14,19 +14,23 @@ Message = tuple[bytes | None, bytes]
 Consumed = tuple[int, int, bytes | None, bytes]  # partition, offset, key, value
 
 
-def create_topic(client: str, bootstrap: str, topic: str, partitions: int) -> None:
+def create_topic(
+    client: str, bootstrap: str, topic: str, partitions: int, replication_factor: int = 1
+) -> None:
     if client == "confluent-kafka":
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
-        futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        futures = admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)]
+        )
         futures[topic].result(30)
     elif client == "kafka-python":
         from kafka.admin import KafkaAdminClient, NewTopic
 
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
-            admin.create_topics([NewTopic(topic, partitions, 1)])
+            admin.create_topics([NewTopic(topic, partitions, replication_factor)])
         finally:
             admin.close()
     else:
@@ -36,7 +40,7 @@ def create_topic(client: str, bootstrap: str, topic: str, partitions: int) -> No
             admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
             await admin.start()
             try:
-                await admin.create_topics([NewTopic(topic, partitions, 1)])
+                await admin.create_topics([NewTopic(topic, partitions, replication_factor)])
             finally:
                 await admin.close()
 

@@ -35,7 +35,8 @@ def test_api_versions_advertises_floors_and_answers_unknown_versions_with_v0(tid
     ranges = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
     assert resp.error_code == 0
     assert ranges[0] == (0, 9) and ranges[18] == (0, 4) and ranges[3] == (0, 12)
-    assert 68 not in ranges and 23 not in ranges  # never advertise what is not implemented
+    assert ranges[23] == (0, 4)  # OffsetForLeaderEpoch
+    assert 68 not in ranges and 24 not in ranges  # never advertise what is not implemented
     bad = w.request(m.ApiVersionsRequest(client_software_name="-bad name", client_software_version="1"), 3)
     assert bad.error_code == ec.INVALID_REQUEST
     # A version the broker does not know: answered with a v0 body listing ApiVersions' range.

@@ -14,7 +14,7 @@ from tidelog.broker.metadata import BrokerMetadata, TopicMetadata
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 
-from .wire import Wire, create_topic, fetch_request, produce_one, read_all
+from .wire import Wire, coordinator, create_topic, fetch_request, produce_one, read_all
 
 
 def commit(w: Wire, group: str, topic: str, offset: int) -> int:
@@ -47,12 +47,6 @@ def fetch_offset(w: Wire, group: str, topic: str) -> tuple[int, int]:
         OF(group_id=group, topics=[OF.OffsetFetchRequestTopic(name=topic, partition_indexes=[0])]), 7
     )
     return r.error_code, r.topics[0].partitions[0].committed_offset if r.topics else -1
-
-
-def coordinator(w: Wire, group: str) -> tuple[int, int, str, int]:
-    r = w.request(m.FindCoordinatorRequest(key_type=0, coordinator_keys=[group]), 4)
-    c = r.coordinators[0]
-    return c.error_code, c.node_id, c.host, c.port
 
 
 def test_every_change_is_a_new_image_the_handlers_answer_from(tidelog_broker):

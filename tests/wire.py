@@ -11,7 +11,7 @@ from tidelog.buffers import as_view
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.framing import encode_request, response_header_version
-from tidelog.records import build_batch, decode_batches
+from tidelog.records import build_batch, complete_batches, decode_batches
 
 
 def fetch_request(topic: str, partition: int, offset: int, max_wait_ms: int) -> Any:
@@ -109,6 +109,13 @@ class Wire:
             return True
 
 
+def coordinator(w: Wire, group: str) -> tuple[int, int, str, int]:
+    """FindCoordinator for ``group``: (error code, node id, host, port)."""
+    r = w.request(m.FindCoordinatorRequest(key_type=0, coordinator_keys=[group]), 4)
+    c = r.coordinators[0]
+    return c.error_code, c.node_id, c.host, c.port
+
+
 def create_topic(w: Wire, name: str, partitions: int) -> int:
     """CreateTopics of one topic; its error code."""
     C = m.CreateTopicsRequest
@@ -148,7 +155,7 @@ def read_all(bootstrap: str, topic: str) -> dict[int, bytes]:
         while True:
             part = w.request(fetch_request(topic, 0, offset, 0), 11).responses[0].partitions[0]
             assert part.error_code == ec.NONE, part.error_code
-            records = decode_batches(as_view(part.records or b""))
+            records = decode_batches(complete_batches(as_view(part.records or b"")))
             if not records:
                 return out
             for rec in records:

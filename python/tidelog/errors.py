@@ -145,6 +145,18 @@ class NotLeaderOrFollowerError(PartitionError):
     error_code = ErrorCode.NOT_LEADER_OR_FOLLOWER
 
 
+class NotReplicatedError(PartitionError):
+    """Records the leader wrote were not acknowledged by its in-sync replicas: the ISR shrank
+    below ``min.insync.replicas`` (NOT_ENOUGH_REPLICAS_AFTER_APPEND), the wait timed out
+    (REQUEST_TIMED_OUT), or the leadership moved (NOT_LEADER_OR_FOLLOWER). ``end_offset``:
+    the offset after the last record that waited. Retriable."""
+
+    def __init__(self, message: str, *, topic: str, partition: int, end_offset: int, error_code: int) -> None:
+        super().__init__(message, topic=topic, partition=partition)
+        self.end_offset = end_offset
+        self.error_code = error_code
+
+
 class StorageError(TidelogError):
     """An operating-system error while reading or writing the log (ENOSPC, EFBIG, EIO, ...).
 

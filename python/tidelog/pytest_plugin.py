@@ -29,12 +29,12 @@ def start_broker(data_dir: Path, engine: str | None = None, **settings: str) -> 
 
 
 def serve_process(
-    data_dir: str | Path, *args: str, stderr: int | None = None
+    data_dir: str | Path, *args: str, stderr: int | None = None, port: int = 0
 ) -> tuple[subprocess.Popen[str], int]:
-    """Starts ``tidelog serve`` as its own process on a free port of 127.0.0.1, with extra
-    command-line ``args``; returns the process (stdout piped; stderr as given, inherited by
-    default) once it listens, and its port. The caller stops it."""
-    cmd = [sys.executable, "-m", "tidelog.cli", "serve", "--listen", "127.0.0.1:0", "--data-dir"]
+    """Starts ``tidelog serve`` as its own process on ``port`` of 127.0.0.1 (0: a free one),
+    with extra command-line ``args``; returns the process (stdout piped; stderr as given,
+    inherited by default) once it listens, and its port. The caller stops it."""
+    cmd = [sys.executable, "-m", "tidelog.cli", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir"]
     proc = subprocess.Popen([*cmd, str(data_dir), *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

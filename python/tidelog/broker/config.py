@@ -172,6 +172,36 @@ SETTINGS: tuple[Setting, ...] = (
         "offsets.topic.segment.bytes", "segment.bytes of __consumer_offsets", int, default=str(100 << 20)
     ),
     Setting(
+        "auto.leader.rebalance.enable",
+        "the controller gives leaderships back to preferred replicas when too many are elsewhere",
+        _bool,
+        default="true",
+    ),
+    Setting(
+        "leader.imbalance.check.interval.seconds",
+        "how often the controller checks the preferred replicas' leaderships",
+        int,
+        default="300",
+    ),
+    Setting(
+        "leader.imbalance.per.broker.percentage",
+        "share of a broker's preferred partitions led elsewhere that starts a rebalance",
+        int,
+        default="10",
+    ),
+    Setting(
+        "offsets.topic.replication.factor",
+        "replication factor of __consumer_offsets (at most the brokers live when it is created)",
+        int,
+        default="3",
+    ),
+    Setting(
+        "offsets.commit.timeout.ms",
+        "an offset commit waits this long for every in-sync replica of its partition",
+        int,
+        default="5000",
+    ),
+    Setting(
         "offsets.retention.minutes",
         "committed offsets of empty groups expire after this",
         int,

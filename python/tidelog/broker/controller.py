@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,14 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from tidelog.broker.config import BrokerConfig, Endpoint
-from tidelog.broker.metadata import BrokerMetadata, MetadataImage, TopicMetadata, single_replica
+from tidelog.broker.metadata import (
+    NO_LEADER,
+    BrokerMetadata,
+    MetadataImage,
+    PartitionMetadata,
+    TopicMetadata,
+    single_replica,
+)
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.storage.fileio import write_file_atomic
@@ -93,6 +101,73 @@ def assign_replicas(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Election:
+    """The outcome of a leader election for one partition: what it should become (None:
+    left as it is) and the code and message its ElectLeaders result carries."""
+
+    code: int
+    new: PartitionMetadata | None = None
+    message: str | None = None
+
+
+def elect_after_loss(p: PartitionMetadata, live: Collection[int]) -> PartitionMetadata | None:
+    """What the controller makes of a partition given the live brokers, or None to leave it:
+    a live leader keeps its epoch and loses its gone followers from the ISR; a gone leader
+    is replaced by the first live ISR member in replica order (the next epoch), or, with none
+    alive, the partition goes offline (leader -1, the next epoch, the ISR kept so that its
+    members, and only they, can lead it again)."""
+    isr_live = tuple(r for r in p.isr if r in live)
+    if p.leader in live:
+        return None if isr_live == p.isr or not isr_live else dataclasses.replace(p, isr=isr_live)
+    candidates = [r for r in p.replicas if r in isr_live]
+    if candidates:
+        return dataclasses.replace(p, leader=candidates[0], leader_epoch=p.leader_epoch + 1, isr=isr_live)
+    if p.leader != NO_LEADER:
+        return dataclasses.replace(p, leader=NO_LEADER, leader_epoch=p.leader_epoch + 1)
+    return None
+
+
+def elect_preferred(p: PartitionMetadata, live: Collection[int]) -> Election:
+    """Preferred-leader election: the first replica leads if it is alive and in sync
+    (the next epoch); ELECTION_NOT_NEEDED if it already leads, else
+    PREFERRED_LEADER_NOT_AVAILABLE."""
+    preferred = p.replicas[0]
+    if p.leader == preferred:
+        return Election(ec.ELECTION_NOT_NEEDED, message=f"broker {preferred} already leads")
+    if preferred not in live or preferred not in p.isr:
+        why = "is not alive" if preferred not in live else "is not in sync"
+        return Election(ec.PREFERRED_LEADER_NOT_AVAILABLE, message=f"preferred replica {preferred} {why}")
+    return Election(ec.NONE, dataclasses.replace(p, leader=preferred, leader_epoch=p.leader_epoch + 1))
+
+
+def elect_unclean(p: PartitionMetadata, live: Collection[int]) -> Election:
+    """Unclean election, asked for by an administrator: a partition without a live leader
+    gets its first live ISR member, else its first live replica (which may lack acknowledged
+    records: the ISR becomes that replica alone); ELECTION_NOT_NEEDED if its leader is alive,
+    ELIGIBLE_LEADERS_NOT_AVAILABLE if no replica is."""
+    if p.leader in live:
+        return Election(ec.ELECTION_NOT_NEEDED, message=f"broker {p.leader} leads")
+    clean = [r for r in p.replicas if r in p.isr and r in live]
+    if clean:
+        isr = tuple(r for r in p.isr if r in live)
+        return Election(
+            ec.NONE, dataclasses.replace(p, leader=clean[0], leader_epoch=p.leader_epoch + 1, isr=isr)
+        )
+    anyone = [r for r in p.replicas if r in live]
+    if not anyone:
+        return Election(ec.ELIGIBLE_LEADERS_NOT_AVAILABLE, message="no replica is alive")
+    leader = anyone[0]
+    log.warning(
+        "unclean election: broker %d leads, though not in the ISR %s: acknowledged records may be lost",
+        leader,
+        list(p.isr),
+    )
+    return Election(
+        ec.NONE, dataclasses.replace(p, leader=leader, leader_epoch=p.leader_epoch + 1, isr=(leader,))
+    )
+
+
 def check_assignments(
     assignments: Sequence[Sequence[int]], brokers: Collection[int]
 ) -> list[tuple[int, ...]]:
@@ -159,6 +234,13 @@ class Controller(Protocol):
         self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False
     ) -> None: ...
 
+    async def elect_leaders(
+        self, preferred: bool, partitions: Sequence[tuple[str, int]] | None
+    ) -> dict[tuple[str, int], Election]:
+        """ElectLeaders: a preferred (else unclean) election for each of ``partitions``
+        (None: every partition), each result once this broker's image shows it."""
+        ...
+
     async def next_producer_id(self) -> int: ...
 
 
@@ -170,12 +252,13 @@ async def create_or_get(
     configs: Mapping[str, str],
     *,
     internal: bool = False,
+    replication_factor: int = -1,
 ) -> TopicMetadata:
     """Creates a topic wanted on first use (auto-creation, ``__consumer_offsets``), or the
     topic another request or broker made meanwhile, once this broker's image shows it.
     TopicError otherwise (a name being deleted stays TOPIC_ALREADY_EXISTS)."""
     try:
-        return await controller.create_topic(name, partitions, -1, configs, internal=internal)
+        return await controller.create_topic(name, partitions, replication_factor, configs, internal=internal)
     except TopicError as e:
         made = image().topic(name)
         if e.code == ec.TOPIC_ALREADY_EXISTS and made is not None:
@@ -387,6 +470,22 @@ class LocalController:
     async def alter_isr(self, name: str, index: int, leader_epoch: int, isr: tuple[int, ...]) -> bool:
         """A single broker's partitions have no followers: their ISR never changes."""
         return False
+
+    async def elect_leaders(
+        self, preferred: bool, partitions: Sequence[tuple[str, int]] | None
+    ) -> dict[tuple[str, int], Election]:
+        """A single broker leads each of its partitions, its only replica: no election is
+        ever needed."""
+        elect = elect_preferred if preferred else elect_unclean
+        out = {}
+        for name, index in self._image.partition_keys() if partitions is None else partitions:
+            p = self._image.partition(name, index)
+            out[(name, index)] = (
+                Election(ec.UNKNOWN_TOPIC_OR_PARTITION, message=f"unknown partition {name}-{index}")
+                if p is None
+                else elect(p, {self.config.node_id})
+            )
+        return out
 
     async def alter_topic_configs(
         self, name: str, changes: Mapping[str, str | None], *, validate_only: bool = False

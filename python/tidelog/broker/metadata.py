@@ -81,6 +81,10 @@ class MetadataImage:
             return None
         return topic.partitions[index]
 
+    def partition_keys(self) -> list[tuple[str, int]]:
+        """Every partition as (topic, index)."""
+        return [(t.name, p.index) for t in self.topics.values() for p in t.partitions]
+
     def with_topics(
         self, changed: Iterable[TopicMetadata] = (), removed: Iterable[str] = ()
     ) -> MetadataImage:

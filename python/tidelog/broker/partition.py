@@ -179,9 +179,9 @@ class Partition:
         the ISR (it is caught up to the high watermark and not in it)."""
         now = self.clock.monotonic()
         state = self.followers.get(replica)
-        if state is None:
-            return False
         end = self.log.end_offset
+        if state is None or fetch_offset > end:  # past the log end: a divergent tail, refused
+            return False
         if fetch_offset >= end:
             state.last_caught_up = now
         elif fetch_offset >= state.last_fetch_leader_end:
@@ -278,8 +278,16 @@ class Partition:
         return result
 
     async def append_own(self, records: list[tuple[bytes, bytes | None]], size: int) -> None:
-        """Records the broker itself writes (``__consumer_offsets``): the same lock, roll
-        handling and flush policy as produced records. ``size``: about how many bytes."""
+        """Records the broker itself writes (``__consumer_offsets``) as its leader: the same
+        lock, roll handling and flush policy as produced records. ``size``: about how many
+        bytes. NotLeaderOrFollowerError once the leadership moved: a follower's log takes only
+        its leader's batches."""
+        if not self.is_leader:
+            raise NotLeaderOrFollowerError(
+                f"{self.topic}-{self.index} is led by broker {self.leader_id}, not this one",
+                topic=self.topic,
+                partition=self.index,
+            )
         await self._locked_append(
             lambda recs: self.log.append(recs, leader_epoch=self.leader_epoch), records, size
         )
@@ -348,12 +356,80 @@ class Partition:
                 epochs_changed |= self.epochs.assign(h.partition_leader_epoch, h.base_offset)
             return res.record_count, epochs_changed
 
+        first = next((h for h, _ in iter_batches(as_view(records))), None)
+        end = self.log.end_offset
+        if first is not None and end == self.log.start_offset and first.base_offset < end < first.next_offset:
+            # An empty log restarted at the leader's log start, which falls inside this batch
+            # (DeleteRecords cuts anywhere): restart at the batch, as Kafka's followers do.
+            await self._exclusive(self._restart_at, first.base_offset)
         count, epochs_changed = await self._locked_append(append, records, len(records))
         if epochs_changed:
             await trio.to_thread.run_sync(self.epochs.write)
         if count and self.appended(count):
             await self.flush()
         return count
+
+    async def truncate_to(self, offset: int) -> None:
+        """As follower: cuts the log's tail from ``offset`` (a divergent tail an old leader
+        wrote and never committed), with the epoch cache and the producers' state rebuilt to
+        match, in a worker thread with no append running."""
+        await self._exclusive(self._truncate, offset)
+
+    def _truncate(self, offset: int) -> None:
+        before = self.log.end_offset
+        self.log.truncate_to(offset)
+        end = self.log.end_offset
+        logger.warning(
+            "partition %s-%d: log truncated from %d to %d to match leader %d in epoch %d",
+            self.topic,
+            self.index,
+            before,
+            end,
+            self.leader_id,
+            self.leader_epoch,
+        )
+        if self.epochs.truncate_from_end(end):
+            self.epochs.write()
+        self.producer_state = ProducerStateManager(self.log.path, self.producer_state.expiration_ms)
+        self._load_producer_state()
+        self._hw = min(self._hw, end)
+        self.opened_end = min(self.opened_end, end)
+
+    async def follow_log_start(self, leader_start: int) -> None:
+        """As follower: takes up the leader's log start offset, as Kafka's followers do, so
+        that what the leader deleted (DeleteRecords, retention, the compaction of
+        ``__consumer_offsets``) goes here too. If the leader's log starts past this log's end
+        (it deleted what this replica never copied), this log restarts there empty, with no
+        epochs and no producers before it, and copies the leader from there."""
+        if leader_start > self.log.end_offset:
+            await self._exclusive(self._restart_at, leader_start)
+        elif leader_start > self.log.start_offset:
+            await self._exclusive(self.log.delete_records_before, leader_start)
+
+    async def _exclusive(self, fn: Callable[[int], None], offset: int) -> None:
+        """Runs ``fn(offset)`` (blocking I/O on the log) in a worker thread with no append
+        running; UnknownTopicOrPartitionError if the partition was retired."""
+        async with self._append_lock:
+            self._check_live()
+            await trio.to_thread.run_sync(fn, offset)
+
+    def _restart_at(self, offset: int) -> None:
+        end = self.log.end_offset
+        self.log.truncate_fully_and_start_at(offset)
+        logger.warning(
+            "partition %s-%d: log restarted at %d (it ended at %d): leader %d's log starts there",
+            self.topic,
+            self.index,
+            offset,
+            end,
+            self.leader_id,
+        )
+        self.epochs.entries = []
+        self.epochs.write()
+        self.producer_state = ProducerStateManager(self.log.path, self.producer_state.expiration_ms)
+        self.producer_state.write_snapshot(offset, self.producer_state.snapshot())
+        self._hw = max(self._hw, offset)
+        self.verified_to = max(self.verified_to, offset)
 
     async def run_exclusive(self, fn: Callable[[Log], T]) -> T | None:
         """Runs ``fn(log)`` in a worker thread with no append running, unless the partition was

@@ -4,6 +4,11 @@ carrying this broker's id as ``replica_id`` (which makes the leader count its pr
 answer past the high watermark). Each response's batches are appended with the leader's
 offsets and epochs (``Partition.append_as_follower``) and its high watermark is taken up.
 
+Before a partition's first fetch in a leader epoch, the fetcher asks the leader for the end
+offset of the follower's latest epoch (OffsetForLeaderEpoch) and truncates the log there if
+it is longer: a tail written by an old leader and never committed is cut, never kept beside
+what the new leader wrote (Kafka's KIP-101/KIP-279 rule, in one round).
+
 A partition whose fetch fails (its leader moved, an epoch changed) waits
 ``replica.fetch.backoff.ms`` before it is fetched again; a broken connection waits as long
 and reconnects. Every network wait has a deadline."""
@@ -12,23 +17,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from tidelog.broker.config import BrokerConfig, Endpoint
 from tidelog.broker.partition import Partition
+from tidelog.buffers import as_view
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol.framing import encode_request, response_header_version
 from tidelog.protocol.primitives import INT32, DecodeError, Reader
+from tidelog.records import complete_batches
 
 log = logging.getLogger("tidelog.replication")
 FETCH_VERSION = 12  # the newest this broker answers, with replica_id in the request
+OFFSET_FOR_LEADER_EPOCH_VERSION = 4
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0  # beyond the fetch's own wait
 RESPONSE_MAX_BYTES = 10 << 20  # replica.fetch.response.max.bytes
 Key = tuple[str, int]
+EpochQuery = m.OffsetForLeaderEpochRequest.OffsetForLeaderTopic.OffsetForLeaderPartition
 
 
 class ReplicaFetcherManager:
@@ -64,10 +74,14 @@ class ReplicaFetcherManager:
                 self._nursery.start_soon(fetcher.run, name=f"replica-fetcher-{leader}")
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._start_missing()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._start_missing()
+                await trio.sleep_forever()
+        finally:
+            # Stopping: an image applied after this (a late watch event) starts no fetcher.
+            self._nursery = None
 
 
 class ReplicaFetcher:
@@ -88,6 +102,7 @@ class ReplicaFetcher:
         self.wait_ms = int(config.setting("replica.fetch.wait.max.ms"))
         self.max_bytes = int(config.setting("replica.fetch.max.bytes"))
         self._delayed: dict[Key, float] = {}  # partitions resting after an error, until when
+        self._checked: dict[Key, tuple[Partition, int]] = {}  # truncated for (replica, epoch)
         self._changed = trio.Event()
         self._correlation = 0
 
@@ -121,7 +136,7 @@ class ReplicaFetcher:
         asked: dict[Key, tuple[Partition, int]] = {}
         topics: dict[str, list[m.FetchRequest.FetchTopic.FetchPartition]] = {}
         for key, part in self.partitions.items():
-            if self._delayed.get(key, 0) > now:
+            if self._delayed.get(key, 0) > now or self._checked.get(key) != (part, part.leader_epoch):
                 continue
             asked[key] = (part, part.leader_epoch)
             topics.setdefault(key[0], []).append(
@@ -147,6 +162,7 @@ class ReplicaFetcher:
         return request, asked
 
     async def _fetch_once(self, stream: trio.SocketStream) -> None:
+        await self._truncate_divergent(stream)
         request, asked = self._request()
         if not asked:
             wake = min(self._delayed.values(), default=trio.current_time() + self.backoff)
@@ -161,44 +177,107 @@ class ReplicaFetcher:
                 if key in asked and self.partitions.get(key) is asked[key][0]:
                     await self._take(*asked[key], p)
 
-    async def _exchange(self, stream: trio.SocketStream, request: m.FetchRequest) -> m.FetchResponse:
+    async def _truncate_divergent(self, stream: trio.SocketStream) -> None:
+        """For each partition not yet checked in its current epoch: asks the leader where this
+        replica's latest epoch ends there, and truncates to that if the log is longer."""
+        now = trio.current_time()
+        todo = {
+            key: (part, part.leader_epoch)
+            for key, part in self.partitions.items()
+            if self._checked.get(key) != (part, part.leader_epoch) and self._delayed.get(key, 0) <= now
+        }
+        if not todo:
+            return
+        Q = m.OffsetForLeaderEpochRequest
+        topics: dict[
+            str, list[m.OffsetForLeaderEpochRequest.OffsetForLeaderTopic.OffsetForLeaderPartition]
+        ] = {}
+        for (topic, index), (part, epoch) in todo.items():
+            topics.setdefault(topic, []).append(
+                Q.OffsetForLeaderTopic.OffsetForLeaderPartition(
+                    partition=index, current_leader_epoch=epoch, leader_epoch=part.epochs.latest_epoch
+                )
+            )
+        request = Q(
+            replica_id=self.config.node_id,
+            topics=[Q.OffsetForLeaderTopic(topic=t, partitions=ps) for t, ps in topics.items()],
+        )
+        with trio.fail_after(REQUEST_TIMEOUT):
+            response = await self._exchange(stream, request, OFFSET_FOR_LEADER_EPOCH_VERSION)
+        for t in response.topics:
+            for p in t.partitions:
+                key = (t.topic, p.partition)
+                if key not in todo or self.partitions.get(key) is not todo[key][0]:
+                    continue
+                part, epoch = todo[key]
+                if p.error_code != ec.NONE:
+                    self._delay(part, f"OffsetForLeaderEpoch error {ec(p.error_code).name}")
+                    continue
+                if p.end_offset < 0:  # the leader has no epoch this old: keep what is committed
+                    target = part.high_watermark
+                else:  # where the leader's answer epoch ends here too (one KIP-279 round)
+                    target = min(
+                        p.end_offset, part.epochs.end_offset_for(p.leader_epoch, part.log.end_offset)[1]
+                    )
+                    if target < 0:
+                        target = part.high_watermark
+                try:
+                    if target < part.log.end_offset:
+                        await part.truncate_to(target)
+                except TidelogError as e:
+                    self._delay(part, f"truncation failed: {e}")
+                    continue
+                self._checked[key] = (part, epoch)
+
+    def _delay(self, part: Partition, why: str) -> None:
+        log.info(
+            "replica %s-%d of broker %d's: %s; retrying in %.1fs",
+            part.topic,
+            part.index,
+            self.leader,
+            why,
+            self.backoff,
+        )
+        self._delayed[(part.topic, part.index)] = trio.current_time() + self.backoff
+
+    async def _exchange(self, stream: trio.SocketStream, request: Any, version: int = FETCH_VERSION) -> Any:
+        """Sends ``request`` at ``version`` and reads its response."""
         self._correlation += 1
         header = m.RequestHeader(
             request_api_key=request.API_KEY,
-            request_api_version=FETCH_VERSION,
+            request_api_version=version,
             correlation_id=self._correlation,
             client_id=f"tidelog-replica-{self.config.node_id}",
         )
-        await stream.send_all(encode_request(header, request, FETCH_VERSION))
+        await stream.send_all(encode_request(header, request, version))
         (size,) = INT32.unpack(await _receive(stream, 4))
         r = Reader(await _receive(stream, size))
-        got = m.ResponseHeader.decode(r, response_header_version(request.API_KEY, FETCH_VERSION))
+        got = m.ResponseHeader.decode(r, response_header_version(request.API_KEY, version))
         if got.correlation_id != self._correlation:
             raise DecodeError(f"response to request {got.correlation_id}, not {self._correlation}", 0)
-        response: m.FetchResponse = m.FetchResponse.decode(r, FETCH_VERSION)
-        return response
+        return m.RESPONSES[request.API_KEY].decode(r, version)
 
     async def _take(
         self, part: Partition, epoch: int, p: m.FetchResponse.FetchableTopicResponse.PartitionData
     ) -> None:
-        key = (part.topic, part.index)
-        if p.error_code != ec.NONE:
-            log.info(
-                "fetch of %s-%d from broker %d: error %s; retrying in %.1fs",
-                part.topic,
-                part.index,
-                self.leader,
-                ec(p.error_code).name,
-                self.backoff,
-            )
-            self._delayed[key] = trio.current_time() + self.backoff
-            return
         try:
-            if p.records:
-                await part.append_as_follower(p.records, self.leader, epoch)
+            if p.error_code == ec.OFFSET_OUT_OF_RANGE and p.log_start_offset > part.log.end_offset:
+                # The leader deleted what this replica has not copied yet: restart at its start.
+                await part.follow_log_start(p.log_start_offset)
+                return
+            if p.error_code != ec.NONE:
+                if p.error_code == ec.OFFSET_OUT_OF_RANGE:  # past the leader's end: diverged
+                    self._checked.pop((part.topic, part.index), None)
+                self._delay(part, f"fetch error {ec(p.error_code).name}")
+                return
+            # The leader may end a response with a partial batch (replica.fetch.max.bytes cut
+            # it): the whole ones are appended, the rest is fetched again.
+            records = complete_batches(as_view(p.records)) if p.records else b""
+            if records:
+                await part.append_as_follower(records, self.leader, epoch)
+            await part.follow_log_start(min(p.log_start_offset, part.log.end_offset))
         except TidelogError as e:
-            log.warning("replica %s-%d could not append what broker %d sent: %s", *key, self.leader, e)
-            self._delayed[key] = trio.current_time() + self.backoff
+            self._delay(part, f"could not take what the leader sent: {e}")
             return
         part.follower_high_watermark(p.high_watermark)
 

@@ -75,6 +75,8 @@ class Broker:
             segment_bytes=int(self.config.setting("offsets.topic.segment.bytes")),
             compact_bytes=int(self.config.setting("tidelog.offsets.compact.bytes")),
             nursery_holder=lambda: self._nursery,
+            replication_factor=int(self.config.setting("offsets.topic.replication.factor")),
+            commit_timeout_s=int(self.config.setting("offsets.commit.timeout.ms")) / 1000,
         )
         self.groups = Coordinator(store, self.config, lambda: self._nursery, self.clock)
         self.replicas.leadership_listeners.append(self.groups.on_leadership)

@@ -16,7 +16,15 @@ returns once this broker's own image shows it.
 Replicas are placed over the live brokers as Kafka places them (``assign_replicas``), or as
 a CreateTopics/CreatePartitions request assigns them; a partition's first replica leads it,
 and all its replicas start in the ISR. A partition's leader changes its ISR (``alter_isr``)
-by a transaction conditional on the key's revision, its own leadership and its epoch."""
+by a transaction conditional on the key's revision, its own leadership and its epoch.
+
+The controller in office (``serve_in_office``) watches the registrations: a partition whose
+leader is gone gets the first live ISR member of its replicas as leader, with the next leader
+epoch; gone followers leave the ISR at once (so acks=all need not wait out
+``replica.lag.time.max.ms`` for them); with no ISR member alive the partition goes offline
+(leader -1, its ISR kept) until one returns. Unclean election is never done. Each change is
+conditional on the partition key's revision and on the controller key still being this
+term's, so a deposed controller changes nothing."""
 
 from __future__ import annotations
 
@@ -36,10 +44,14 @@ import trio
 from tidelog.broker.config import BrokerConfig, Endpoint
 from tidelog.broker.controller import (
     PRODUCER_ID_BLOCK,
+    Election,
     TopicError,
     assign_replicas,
     check_assignments,
     check_new_topic,
+    elect_after_loss,
+    elect_preferred,
+    elect_unclean,
     validate_configs,
 )
 from tidelog.broker.metadata import (
@@ -112,13 +124,7 @@ class MetadataState:
                     )
                 elif parts[0] == "partitions" and len(parts) == 3:
                     index = int(parts[2])
-                    partitions.setdefault(parts[1], {})[index] = PartitionMetadata(
-                        index,
-                        int(doc["leader"]),
-                        int(doc["leader_epoch"]),
-                        tuple(int(r) for r in doc["replicas"]),
-                        tuple(int(r) for r in doc["isr"]),
-                    )
+                    partitions.setdefault(parts[1], {})[index] = decode_partition(index, doc)
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("ignored undecodable metadata key %r: %r", key, e)
         built = []
@@ -137,6 +143,29 @@ class MetadataState:
         image = MetadataImage(cluster_id=cluster_id)
         image = image.with_brokers(sorted(brokers, key=lambda b: b.node_id), controller_id).with_topics(built)
         return dataclasses.replace(image, version=self.revision)  # the etcd revision it shows
+
+    def live_brokers(self) -> set[int]:
+        """The ids of the brokers registered in these keys."""
+        brokers = self.prefix + b"brokers/"
+        return {int(key[len(brokers) :]) for key in self.kvs if key.startswith(brokers)}
+
+
+def decode_partition(index: int, doc: Mapping[str, Any]) -> PartitionMetadata:
+    """A partition's key as read (``partition_doc`` writes it)."""
+    return PartitionMetadata(
+        index,
+        int(doc["leader"]),
+        int(doc["leader_epoch"]),
+        tuple(int(r) for r in doc["replicas"]),
+        tuple(int(r) for r in doc["isr"]),
+    )
+
+
+def partition_doc(p: PartitionMetadata) -> bytes:
+    """A partition's key as stored."""
+    return json.dumps(
+        {"leader": p.leader, "leader_epoch": p.leader_epoch, "replicas": list(p.replicas), "isr": list(p.isr)}
+    ).encode()
 
 
 @contextlib.contextmanager
@@ -255,10 +284,7 @@ class EtcdController:
 
     @staticmethod
     def _partition_doc(replicas: tuple[int, ...]) -> bytes:
-        leader = replicas[0]
-        return json.dumps(
-            {"leader": leader, "leader_epoch": 0, "replicas": list(replicas), "isr": list(replicas)}
-        ).encode()
+        return partition_doc(PartitionMetadata(0, replicas[0], 0, replicas, replicas))
 
     @staticmethod
     def _topic_doc(topic_id: uuid.UUID, partitions: int, configs: Mapping[str, str], internal: bool) -> bytes:
@@ -423,6 +449,123 @@ class EtcdController:
         except TopicError:
             log.warning("ISR of %s-%d changed in etcd but not yet seen here", name, index)
         return True
+
+    def _partitions_watched(self) -> Iterator[tuple[KeyValue, PartitionMetadata]]:
+        """Each partition key as last watched, decoded (those that do not decode were logged
+        when the image was built)."""
+        for key, kv in list(self.state.kvs.items()):
+            if key.startswith(self.prefix + b"partitions/"):
+                try:
+                    yield kv, decode_partition(int(key.rsplit(b"/", 1)[1]), json.loads(kv.value))
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    async def _change_partition(
+        self, kv: KeyValue, old: PartitionMetadata, new: PartitionMetadata, guards: list[Any], why: str
+    ) -> bool:
+        """Writes ``new`` over the partition key ``kv`` if nobody changed it since (and the
+        ``guards`` hold); returns whether it was made."""
+        result = await self.etcd.txn(
+            [mod_revision_is(kv.key, kv.mod_revision), *guards], [put_op(kv.key, partition_doc(new))]
+        )
+        if result.succeeded:
+            log.info(
+                "partition %s: leader %d, epoch %d, ISR %s (was leader %d, ISR %s): %s",
+                kv.key[len(self.prefix) + len(b"partitions/") :].decode(errors="replace"),
+                new.leader,
+                new.leader_epoch,
+                list(new.isr),
+                old.leader,
+                list(old.isr),
+                why,
+            )
+        return bool(result.succeeded)
+
+    async def serve_in_office(self, controller_key: bytes) -> None:
+        """The controller's work while this broker holds ``controller_key``: on every watched
+        change (and every second, to retry what failed), elects leaders and shrinks ISRs as
+        ``elect_after_loss`` says, and every ``leader.imbalance.check.interval.seconds``
+        (with ``auto.leader.rebalance.enable``) gives leaderships back to preferred replicas.
+        Each decision is made from the partition's key as last watched and is conditional on
+        that key's revision, never from an image that may be older than it. Returns if the
+        key is no longer this broker's."""
+        me = self.config.node_id
+        rebalance = self.config.setting("auto.leader.rebalance.enable").lower() == "true"
+        interval = int(self.config.setting("leader.imbalance.check.interval.seconds"))
+        next_rebalance = trio.current_time() + interval
+        while True:
+            held = await self.etcd.get(controller_key)
+            if held is None or int(json.loads(held.value)["node_id"]) != me:
+                return
+            guard = mod_revision_is(controller_key, held.mod_revision)
+            changed = self._changed
+            for kv, p in self._partitions_watched():
+                live = self.state.live_brokers()
+                new = elect_after_loss(p, live)
+                if new is not None:
+                    await self._change_partition(kv, p, new, [guard], f"live brokers {sorted(live)}")
+            if rebalance and trio.current_time() >= next_rebalance:
+                await self._rebalance_leaders(guard)
+                next_rebalance = trio.current_time() + interval
+            with trio.move_on_after(1.0):
+                await changed.wait()
+
+    async def _rebalance_leaders(self, guard: Any) -> None:
+        """Kafka's auto leader rebalance: a broker that is the preferred replica of more
+        partitions than it leads, by more than ``leader.imbalance.per.broker.percentage``,
+        is given back those where it is alive and in sync."""
+        threshold = int(self.config.setting("leader.imbalance.per.broker.percentage")) / 100
+        watched = list(self._partitions_watched())
+        preferred: dict[int, int] = {}
+        lost: dict[int, list[tuple[KeyValue, PartitionMetadata]]] = {}
+        for kv, p in watched:
+            preferred[p.replicas[0]] = preferred.get(p.replicas[0], 0) + 1
+            if p.leader != p.replicas[0]:
+                lost.setdefault(p.replicas[0], []).append((kv, p))
+        for broker, parts in lost.items():
+            if len(parts) / preferred[broker] <= threshold:
+                continue
+            for kv, p in parts:
+                election = elect_preferred(p, self.state.live_brokers())
+                if election.new is not None:
+                    await self._change_partition(kv, p, election.new, [guard], "preferred leader")
+
+    async def _until_epoch(self, name: str, index: int, epoch: int) -> None:
+        """Waits until this broker's image shows the partition in ``epoch`` (or gone)."""
+
+        def shown(image: MetadataImage) -> bool:
+            q = image.partition(name, index)
+            return q is None or q.leader_epoch >= epoch
+
+        await self._until(shown, f"the election of {name}-{index}")
+
+    async def elect_leaders(
+        self, preferred: bool, partitions: Sequence[tuple[str, int]] | None
+    ) -> dict[tuple[str, int], Election]:
+        elect = elect_preferred if preferred else elect_unclean
+        out: dict[tuple[str, int], Election] = {}
+        with etcd_errors("electing leaders"):
+            for name, index in self._image.partition_keys() if partitions is None else partitions:
+                key = self._partition_key(name, index)
+                for _ in range(3):  # retried when an ISR change got there first
+                    kv = await self.etcd.get(key)
+                    if kv is None:
+                        out[(name, index)] = Election(
+                            ec.UNKNOWN_TOPIC_OR_PARTITION, message=f"unknown partition {name}-{index}"
+                        )
+                        break
+                    p = decode_partition(index, json.loads(kv.value))
+                    election = out[(name, index)] = elect(p, set(self._image.brokers))
+                    if election.new is None:
+                        break
+                    if await self._change_partition(kv, p, election.new, [], "ElectLeaders"):
+                        await self._until_epoch(name, index, election.new.leader_epoch)
+                        break
+                else:
+                    out[(name, index)] = Election(
+                        ec.REQUEST_TIMED_OUT, message=f"{name}-{index} kept changing during its election"
+                    )
+        return out
 
     # ---- producer ids ----
 

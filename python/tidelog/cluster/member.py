@@ -69,7 +69,8 @@ class ClusterMember:
             nursery.start_soon(self._campaign)
 
     async def _campaign(self) -> None:
-        """Stands for controller whenever the office is vacant, while registered."""
+        """Stands for controller whenever the office is vacant, while registered, and does
+        the controller's work while in office."""
         assert self.registration is not None
         while True:
             await self.registration.registered.wait()
@@ -78,9 +79,24 @@ class ClusterMember:
                 if term is None:
                     await self.election.campaign(self.registration.lease)
                     term, revision = await self.election.current()
-                await self.election.wait_for_vacancy(revision)
+                if term is not None and term.node_id == self.config.node_id:
+                    async with trio.open_nursery() as office:
+                        office.start_soon(self._in_office)
+                        await self.election.wait_for_vacancy(revision)
+                        office.cancel_scope.cancel()
+                else:
+                    await self.election.wait_for_vacancy(revision)
             except EtcdError as e:
                 log.warning("controller election: %s; trying again", e)
+                await trio.sleep(0.5)
+
+    async def _in_office(self) -> None:
+        while True:
+            try:
+                await self.controller.serve_in_office(self.election.key)
+                return
+            except EtcdError as e:
+                log.warning("controller: etcd did not answer (%s); trying again", e)
                 await trio.sleep(0.5)
 
     async def leave(self) -> None:

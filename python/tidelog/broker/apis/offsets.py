@@ -1,5 +1,7 @@
 """ListOffsets (earliest, latest, max timestamp, v8-9 earliest-local and latest-tiered, by
-time) and DeleteRecords."""
+time), DeleteRecords, and OffsetForLeaderEpoch (the end offset of a leader epoch, from the
+partition's leader-epoch cache: what a follower truncates to before it fetches from a new
+leader, and what clients check their positions against)."""
 
 from __future__ import annotations
 
@@ -89,4 +91,28 @@ async def delete_records(ctx: RequestContext, req: m.DeleteRecordsRequest) -> m.
             except TidelogError as e:
                 res.error_code = error_code_of(e)
         topics.append(R.DeleteRecordsTopicResult(name=t.name, partitions=parts))
+    return R(throttle_time_ms=0, topics=topics)
+
+
+@handles(m.OffsetForLeaderEpochRequest, 0, 4)
+async def offset_for_leader_epoch(
+    ctx: RequestContext, req: m.OffsetForLeaderEpochRequest
+) -> m.OffsetForLeaderEpochResponse:
+    R = m.OffsetForLeaderEpochResponse
+    E = R.OffsetForLeaderTopicResult.EpochEndOffset
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partitions:
+            res = E(error_code=ec.NONE, partition=p.partition, leader_epoch=-1, end_offset=-1)
+            parts.append(res)
+            part, res.error_code = resolve_partition(ctx, t.topic, p.partition, AclOperation.DESCRIBE)
+            if part is None:
+                continue
+            res.error_code = part.check_leader_epoch(p.current_leader_epoch)
+            if not res.error_code:
+                res.leader_epoch, res.end_offset = part.epochs.end_offset_for(
+                    p.leader_epoch, part.log.end_offset
+                )
+        topics.append(R.OffsetForLeaderTopicResult(topic=t.topic, partitions=parts))
     return R(throttle_time_ms=0, topics=topics)

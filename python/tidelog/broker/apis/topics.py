@@ -1,5 +1,8 @@
-"""CreateTopics, DeleteTopics (v6 by topic id) and CreatePartitions, and auto-creation on first
-use; each is a change the controller makes and publishes before the answer."""
+"""CreateTopics, DeleteTopics (v6 by topic id), CreatePartitions and ElectLeaders, and
+auto-creation on first use; each is a change the controller makes and publishes before the
+answer. ElectLeaders (v0: preferred only) answers each partition with NONE,
+ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE or ELIGIBLE_LEADERS_NOT_AVAILABLE; asked
+for every partition, it lists only those where an election was needed, as Kafka does."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
-from tidelog.broker.controller import TopicError, create_or_get
+from tidelog.broker.controller import Election, TopicError, create_or_get
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import ConfigSource
@@ -145,3 +148,33 @@ async def create_partitions(
             res.error_message = str(e)
         results.append(res)
     return R(throttle_time_ms=0, results=results)
+
+
+@handles(m.ElectLeadersRequest, 0, 2)
+async def elect_leaders(ctx: RequestContext, req: m.ElectLeadersRequest) -> m.ElectLeadersResponse:
+    R = m.ElectLeadersResponse
+    Result = R.ReplicaElectionResult
+    preferred = ctx.api_version == 0 or req.election_type == 0
+    wanted = (
+        None
+        if req.topic_partitions is None
+        else [(t.topic, p) for t in req.topic_partitions for p in t.partitions]
+    )
+    try:
+        elections = await ctx.broker.controller.elect_leaders(preferred, wanted)
+    except TopicError as e:
+        if ctx.api_version == 0:  # no top-level code: each partition carries it
+            elections = {key: Election(e.code, message=str(e)) for key in wanted or []}
+        else:
+            return R(throttle_time_ms=0, error_code=e.code, replica_election_results=[])
+    by_topic: dict[str, list[m.ElectLeadersResponse.ReplicaElectionResult.PartitionResult]] = {}
+    for (topic, index), election in elections.items():
+        if wanted is None and election.code == ec.ELECTION_NOT_NEEDED:
+            continue
+        by_topic.setdefault(topic, []).append(
+            Result.PartitionResult(
+                partition_id=index, error_code=election.code, error_message=election.message
+            )
+        )
+    results = [Result(topic=t, partition_result=parts) for t, parts in by_topic.items()]
+    return R(throttle_time_ms=0, error_code=ec.NONE, replica_election_results=results)

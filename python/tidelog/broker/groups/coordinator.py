@@ -86,7 +86,7 @@ class Coordinator:
         self.store = store
         self.clock = clock
         self.node_id = config.node_id
-        self._loading: set[int] = set()  # __consumer_offsets partitions being read
+        self._loaded: set[int] = set()  # __consumer_offsets partitions whose groups are here
         self.groups: dict[str, Group] = {}
         self.initial_delay = int(config.setting("group.initial.rebalance.delay.ms")) / 1000
         self.min_session = int(config.setting("group.min.session.timeout.ms"))
@@ -102,19 +102,17 @@ class Coordinator:
         a group's coordinator can move with its partition."""
         if topic != TOPIC:
             return
-        if not leader:
-            for group_id in [g for g in self.groups if self.store.partition_of(g) == index]:
-                del self.groups[group_id]
-            return
+        self._loaded.discard(index)
+        for group_id in [g for g in self.groups if self.store.partition_of(g) == index]:
+            del self.groups[group_id]
         part = self.store.replicas.partition(TOPIC, index)
-        if part is None:  # offline: its groups stay unknown here until it is back
+        if not leader or part is None:  # offline: its groups stay unknown here until it is back
             return
-        self._loading.add(index)
-        try:
-            offsets, groups = await trio.to_thread.run_sync(self.store.read_partition, part)
-        finally:
-            self._loading.discard(index)
+        offsets, groups = await trio.to_thread.run_sync(self.store.read_partition, part)
+        if not part.is_leader:  # lost again while it was read: the next call loads it
+            return
         self._install(offsets, groups)
+        self._loaded.add(index)
         if offsets or groups:
             log.info(
                 "loaded %d groups and %d committed offsets from %s-%d",
@@ -128,8 +126,9 @@ class Coordinator:
         """NONE if this broker coordinates the group: it leads the group's
         ``__consumer_offsets`` partition (or that topic does not exist yet, and will be made
         here on first use). Else NOT_COORDINATOR (another broker leads it; clients ask
-        FindCoordinator again), COORDINATOR_LOAD_IN_PROGRESS while its groups are being read,
-        or COORDINATOR_NOT_AVAILABLE while its log is offline here."""
+        FindCoordinator again), COORDINATOR_LOAD_IN_PROGRESS until its groups have been read
+        from the log since this broker took the leadership, or COORDINATOR_NOT_AVAILABLE while
+        its log is offline here."""
         replicas = self.store.replicas
         index = self.store.partition_of(group_id)
         part = replicas.image.partition(TOPIC, index)
@@ -137,9 +136,10 @@ class Coordinator:
             return ec.NONE
         if part.leader != self.node_id:
             return ec.NOT_COORDINATOR
-        if index in self._loading:
-            return ec.COORDINATOR_LOAD_IN_PROGRESS
-        return ec.NONE if replicas.partition(TOPIC, index) is not None else ec.COORDINATOR_NOT_AVAILABLE
+        if replicas.partition(TOPIC, index) is None:
+            return ec.COORDINATOR_NOT_AVAILABLE
+        # Until its groups are read from the log (a leadership just taken), none is answered.
+        return ec.NONE if index in self._loaded else ec.COORDINATOR_LOAD_IN_PROGRESS
 
     def _install(self, offsets: dict[tuple[str, str, int], OffsetEntry], groups: dict[str, Any]) -> None:
         for (group_id, topic, partition), entry in offsets.items():

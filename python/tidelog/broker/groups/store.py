@@ -1,7 +1,13 @@
 """Committed offsets and group metadata as records of the internal topic
 ``__consumer_offsets``, with Kafka's key and value schemas: loaded per partition when this
 broker becomes its leader, appended on every change, and bounded by snapshotting a
-partition's live entries and dropping what came before them."""
+partition's live entries and dropping what came before them.
+
+In a cluster the topic is replicated (``offsets.topic.replication.factor``, at most the
+brokers live when it is made) and an offset commit is answered once every in-sync replica
+has it (``offsets.commit.timeout.ms``), so a coordinator's failover loses no acknowledged
+commit. Its errors are Kafka's: COORDINATOR_NOT_AVAILABLE when too few replicas took it in
+time, NOT_COORDINATOR when the leadership moved meanwhile."""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from tidelog.broker.controller import create_or_get
-from tidelog.errors import TidelogError
+from tidelog.error_codes import ErrorCode as ec
+from tidelog.errors import NotReplicatedError, TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import INT16, Reader
 
@@ -48,6 +55,16 @@ def java_hash(s: str) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+#: What an offset commit answers for a write its replicas did not all take (Kafka's
+#: GroupMetadataManager): retriable codes that send the client back to FindCoordinator.
+COMMIT_ERRORS: dict[int, int] = {
+    ec.NOT_ENOUGH_REPLICAS: ec.COORDINATOR_NOT_AVAILABLE,
+    ec.NOT_ENOUGH_REPLICAS_AFTER_APPEND: ec.COORDINATOR_NOT_AVAILABLE,
+    ec.REQUEST_TIMED_OUT: ec.COORDINATOR_NOT_AVAILABLE,
+    ec.NOT_LEADER_OR_FOLLOWER: ec.NOT_COORDINATOR,
+}
+
+
 class _Pending:
     """Records queued for one ``__consumer_offsets`` partition, and who waits for them."""
 
@@ -55,6 +72,7 @@ class _Pending:
         self.records: list[tuple[bytes, bytes | None]] = []
         self.done = trio.Event()
         self.error: TidelogError | None = None
+        self.end_offset = 0  # the log end offset once they were appended
 
 
 class OffsetsStore:
@@ -70,12 +88,16 @@ class OffsetsStore:
         segment_bytes: int,
         compact_bytes: int,
         nursery_holder: Callable[[], trio.Nursery | None],
+        replication_factor: int = 1,
+        commit_timeout_s: float = 5.0,
     ) -> None:
         self.controller = controller
         self.replicas = replicas
         self.partitions = partitions
         self.segment_bytes = segment_bytes
         self.compact_bytes = compact_bytes
+        self.replication_factor = replication_factor
+        self.commit_timeout_s = commit_timeout_s
         self._creating: trio.Event | None = None
         self._nursery_holder = nursery_holder
         self._queues: dict[int, _Pending] = {}  # partition -> records not yet taken by its writer
@@ -101,6 +123,7 @@ class OffsetsStore:
                 self.partitions,
                 self._configs(),
                 internal=True,
+                replication_factor=max(1, min(self.replication_factor, len(self.replicas.image.brokers))),
             )
         finally:
             self._creating.set()
@@ -147,12 +170,29 @@ class OffsetsStore:
 
     async def append(self, group: str, records: list[tuple[bytes, bytes | None]]) -> None:
         """Queues ``records`` for the group's partition and waits until they are appended
-        (and flushed, if the flush policy says so); raises what the append raised."""
+        (and flushed, if the flush policy says so) and every in-sync replica has them; raises
+        what the append raised, or NotReplicatedError with the code a commit answers."""
         pending = self.append_nowait(group, records)
-        if pending is not None:
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
+        if pending is None:
+            return
+        part = self._partition(group)
+        await pending.done.wait()
+        if pending.error is None:
+            code = await part.wait_for_high_watermark(
+                pending.end_offset - 1, trio.current_time() + self.commit_timeout_s
+            )
+        elif pending.error.error_code in COMMIT_ERRORS:  # the leadership moved before the append
+            code = pending.error.error_code
+        else:
+            raise pending.error
+        if code != ec.NONE:
+            raise NotReplicatedError(
+                f"{TOPIC}-{part.index} up to offset {pending.end_offset}: {ec(code).name}",
+                topic=TOPIC,
+                partition=part.index,
+                end_offset=pending.end_offset,
+                error_code=COMMIT_ERRORS.get(code, code),
+            )
 
     def append_nowait(self, group: str, records: list[tuple[bytes, bytes | None]]) -> _Pending | None:
         """Queues ``records`` behind those already queued for the group's partition."""
@@ -176,6 +216,7 @@ class OffsetsStore:
             size = sum(len(k) + len(v or b"") + 32 for k, v in pending.records)
             try:
                 await part.append_own(pending.records, size)
+                pending.end_offset = part.log.end_offset
                 if part.log.size_bytes > self.compact_bytes:
                     await part.run_exclusive(lambda _log: self.compact(part))
             except TidelogError as e:
