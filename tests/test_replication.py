@@ -35,7 +35,7 @@ from tidelog.records import build_batch
 
 from .cluster import isr, needs_etcd, partitions_of, restart, start_cluster, stop_all
 from .conftest import poll_until, stop_gracefully
-from .wire import Wire, coordinator, fetch_request
+from .wire import Wire, coordinator, fetch_request, read_all
 
 
 def test_replicas_are_placed_as_kafka_places_them():
@@ -610,5 +610,47 @@ def test_the_controller_rebalances_leaderships_by_itself(tmp_path, etcd):
             "the preferred leaders back",
             60,
         )
+    finally:
+        stop_all(procs)
+
+
+@needs_etcd
+def test_unclean_election_only_where_the_topic_allows_it(tmp_path, etcd):
+    """Broker 2 falls out of sync, then broker 1, the only ISR member, dies: when broker 2
+    comes back, the topic with unclean.leader.election.enable=true gets it as leader (ISR of
+    one, what it missed is gone) while the default topic stays offline until broker 1 returns
+    and leads it again with everything it acknowledged."""
+    engines = ("rust", "python")
+    cluster, procs, ports = start_cluster(tmp_path, etcd, engines)
+    try:
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{ports[1]}"})
+        topics = [
+            NewTopic("careful", num_partitions=1, replica_assignment=[[1, 2]]),
+            NewTopic(
+                "reckless",
+                num_partitions=1,
+                replica_assignment=[[1, 2]],
+                config={"unclean.leader.election.enable": "true"},
+            ),
+        ]
+        for future in admin.create_topics(topics).values():
+            future.result(30)
+        assert stop_gracefully(procs[2]) == 0
+        for t in ("careful", "reckless"):
+            poll_until(lambda t=t: isr(ports[1], t) == [1], f"broker 2 out of {t}'s ISR", 30)
+            assert produce_acks_all(ports[1], t, b"only on 1") == ec.NONE
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait(30)
+        procs[2], ports[2] = restart(tmp_path, etcd, cluster, 2, ports[2], engines)
+        poll_until(lambda: leaders(ports[2], "reckless") == [2], "broker 2 leading the reckless topic", 30)
+        assert isr(ports[2], "reckless") == [2]
+        assert leaders(ports[2], "careful") == [-1]
+        procs[1], ports[1] = restart(tmp_path, etcd, cluster, 1, ports[1], engines)
+        for port in (ports[2], ports[1]):  # each broker's image shows it once its watch has
+            poll_until(
+                lambda port=port: leaders(port, "careful") == [1], "broker 1 leading careful again", 30
+            )
+        assert set(read_all(f"127.0.0.1:{ports[1]}", "careful").values()) == {b"only on 1"}
+        assert leaders(ports[2], "reckless") == [2]
     finally:
         stop_all(procs)

@@ -83,6 +83,7 @@ def _min_insync(v: str) -> int:
 #: gives their default, and how they are parsed.
 BROKER_TOPIC_CONFIGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "min.insync.replicas": ("min.insync.replicas", _min_insync),
+    "unclean.leader.election.enable": ("unclean.leader.election.enable", _bool),
 }
 
 
@@ -255,6 +256,12 @@ SETTINGS: tuple[Setting, ...] = (
         "default min.insync.replicas of topics: in-sync replicas an acks=all produce needs",
         _min_insync,
         default="1",
+    ),
+    Setting(
+        "unclean.leader.election.enable",
+        "default of topics: with no in-sync replica alive, elect an out-of-sync one (may lose data)",
+        _bool,
+        default="false",
     ),
     Setting(
         "replica.lag.time.max.ms",

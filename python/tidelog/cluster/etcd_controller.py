@@ -460,6 +460,10 @@ class EtcdController:
                 except (ValueError, KeyError, TypeError):
                     continue
 
+    def _topic_of(self, partition_key: bytes) -> str:
+        """The topic name in a ``partitions/<name>/<index>`` key."""
+        return partition_key[len(self.prefix) + len(b"partitions/") :].rsplit(b"/", 1)[0].decode()
+
     async def _change_partition(
         self, kv: KeyValue, old: PartitionMetadata, new: PartitionMetadata, guards: list[Any], why: str
     ) -> bool:
@@ -502,6 +506,13 @@ class EtcdController:
             for kv, p in self._partitions_watched():
                 live = self.state.live_brokers()
                 new = elect_after_loss(p, live)
+                if (new is None and p.leader == NO_LEADER) or (new is not None and new.leader == NO_LEADER):
+                    # No in-sync replica is alive: an out-of-sync one only if the topic allows it.
+                    topic = self._image.topic(self._topic_of(kv.key))
+                    if topic is not None and self.config.topic_setting(
+                        topic.configs, "unclean.leader.election.enable"
+                    ):
+                        new = elect_unclean(p, live).new or new
                 if new is not None:
                     await self._change_partition(kv, p, new, [guard], f"live brokers {sorted(live)}")
             if rebalance and trio.current_time() >= next_rebalance:
