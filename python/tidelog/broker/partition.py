@@ -33,6 +33,8 @@ from tidelog.records import BatchHeader, iter_batches
 from tidelog.storage import Log
 
 T = TypeVar("T")
+#: Appends of at least this many bytes run in a worker thread on the pure-Python engine.
+OFFLOAD_BYTES = 256 << 10
 logger = logging.getLogger("tidelog.broker")
 
 
@@ -296,13 +298,16 @@ class Partition:
 
     async def _locked_append(self, append: Callable[[Any], T], records: Any, size: int) -> T:
         """Runs ``append(records)`` one at a time per partition. When the append will roll the
-        segment, which fsyncs the old one, it runs in a worker thread so the event loop never
-        waits for the disk. After a roll the producer state is snapshotted (at the log end
-        offset), also off the loop."""
+        segment, which fsyncs the old one, or is large on the pure-Python engine
+        (``OFFLOAD_BYTES``: validating it takes tens of milliseconds there, microseconds in
+        Rust), it runs in a worker thread, so the event loop never waits for the disk and keeps
+        answering (etcd keepalives among others) while a big batch is checked. After a roll
+        the producer state is snapshotted (at the log end offset), also off the loop."""
         async with self._append_lock:
             self._check_live()
             active = self._active_segment()
-            if self.log.active_segment_bytes + size > self.log.config.segment_bytes:
+            big = size >= OFFLOAD_BYTES and self.log.engine == "python"
+            if big or self.log.active_segment_bytes + size > self.log.config.segment_bytes:
                 result = await trio.to_thread.run_sync(append, records)
             else:
                 result = append(records)
