@@ -97,6 +97,10 @@ class LeaderEpochCache:
         self.entries = kept
         return changed
 
+    def clear(self) -> None:
+        """Forgets every epoch (the log was emptied); ``write`` it then."""
+        self.entries = []
+
     def end_offset_for(self, epoch: int, log_end_offset: int) -> tuple[int, int]:
         """(the largest epoch <= ``epoch``, the offset where the next one starts or the log end
         offset), as OffsetForLeaderEpoch answers; (-1, -1) if there is none."""

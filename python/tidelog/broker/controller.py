@@ -148,12 +148,9 @@ def elect_unclean(p: PartitionMetadata, live: Collection[int]) -> Election:
     ELIGIBLE_LEADERS_NOT_AVAILABLE if no replica is."""
     if p.leader in live:
         return Election(ec.ELECTION_NOT_NEEDED, message=f"broker {p.leader} leads")
-    clean = [r for r in p.replicas if r in p.isr and r in live]
-    if clean:
-        isr = tuple(r for r in p.isr if r in live)
-        return Election(
-            ec.NONE, dataclasses.replace(p, leader=clean[0], leader_epoch=p.leader_epoch + 1, isr=isr)
-        )
+    clean = elect_after_loss(p, live)
+    if clean is not None and clean.leader != NO_LEADER:
+        return Election(ec.NONE, clean)
     anyone = [r for r in p.replicas if r in live]
     if not anyone:
         return Election(ec.ELIGIBLE_LEADERS_NOT_AVAILABLE, message="no replica is alive")

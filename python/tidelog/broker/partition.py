@@ -429,7 +429,7 @@ class Partition:
             end,
             self.leader_id,
         )
-        self.epochs.entries = []
+        self.epochs.clear()
         self.epochs.write()
         self.producer_state = ProducerStateManager(self.log.path, self.producer_state.expiration_ms)
         self.producer_state.write_snapshot(offset, self.producer_state.snapshot())

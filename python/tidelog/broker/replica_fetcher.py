@@ -38,7 +38,6 @@ CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0  # beyond the fetch's own wait
 RESPONSE_MAX_BYTES = 10 << 20  # replica.fetch.response.max.bytes
 Key = tuple[str, int]
-EpochQuery = m.OffsetForLeaderEpochRequest.OffsetForLeaderTopic.OffsetForLeaderPartition
 
 
 class ReplicaFetcherManager:

@@ -22,7 +22,9 @@ The controller in office (``serve_in_office``) watches the registrations: a part
 leader is gone gets the first live ISR member of its replicas as leader, with the next leader
 epoch; gone followers leave the ISR at once (so acks=all need not wait out
 ``replica.lag.time.max.ms`` for them); with no ISR member alive the partition goes offline
-(leader -1, its ISR kept) until one returns. Unclean election is never done. Each change is
+(leader -1, its ISR kept) until one returns, unless the topic enables
+``unclean.leader.election.enable``; it also gives leaderships back to preferred replicas
+(``auto.leader.rebalance.enable``). Each change is
 conditional on the partition key's revision and on the controller key still being this
 term's, so a deposed controller changes nothing."""
 
