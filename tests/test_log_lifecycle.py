@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -105,6 +106,23 @@ def test_truncate_fully_and_start_at_empties_the_log_and_continues_from_there(op
     reopened = open_log(tmp_path / "t-0", segment_bytes=1000)
     assert (reopened.start_offset, reopened.end_offset) == (500, 501)
     assert [r.value for r in reopened.records()] == [b"next"]
+
+
+def test_a_crash_inside_truncate_fully_and_start_at_never_reopens_the_log_below_it(engine, tmp_path):
+    """The files a crash leaves between the two steps (the new checkpoint, written first,
+    beside the old segments, not yet deleted) reopen as the restarted log: nothing below the
+    new start is served again and no offset is given out twice."""
+    path, crashed = tmp_path / "t-0", tmp_path / "crashed-0"
+    with tidelog.Log.open(path, engine=engine, segment_bytes=1000) as log:
+        fill(log, 30)
+    shutil.copytree(path, crashed)
+    with tidelog.Log.open(path, engine=engine, segment_bytes=1000) as log:
+        log.truncate_fully_and_start_at(500)
+        shutil.copy(path / "partition.checkpoint", crashed / "partition.checkpoint")
+    with tidelog.Log.open(crashed, engine=engine, segment_bytes=1000) as log:
+        assert (log.start_offset, log.end_offset) == (500, 500)
+        assert log.append([(None, b"next")], timestamp=1) == 500
+        assert [(r.offset, r.value) for r in log.records()] == [(500, b"next")]
 
 
 def test_named_positions_are_durable(open_log, tmp_path):

@@ -345,6 +345,7 @@ def test_killing_each_leader_in_turn_loses_nothing_acknowledged(tmp_path, etcd):
         seen: set[tuple[int, int]] = set()  # read by the group
         commits: dict[int, list[int]] = {0: [], 1: [], 2: []}  # offsets whose commit was acknowledged
         stop, stop_reading = threading.Event(), threading.Event()
+        unflushed: list[int] = []
 
         def send() -> None:
             producer = Producer(
@@ -366,7 +367,7 @@ def test_killing_each_leader_in_turn_loses_nothing_acknowledged(tmp_path, etcd):
                 producer.produce("turns", key=b"k%d" % (i % 30), value=b"s%d" % i, on_delivery=delivered)
                 producer.poll(0.001)
                 i += 1
-            assert producer.flush(120) == 0
+            unflushed.append(producer.flush(120))  # checked by the test's own thread
 
         def read() -> None:
             consumer = Consumer(
@@ -435,6 +436,7 @@ def test_killing_each_leader_in_turn_loses_nothing_acknowledged(tmp_path, etcd):
             stop_reading.set()
             threads[1].join(60)
         assert not any(t.is_alive() for t in threads)
+        assert unflushed == [0], "records still unacknowledged when the producer stopped"
         # Read back by assignment, with no group: what each leader serves, from offset 0.
         consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": "audit", "enable.auto.commit": False}
@@ -527,8 +529,16 @@ def test_elect_leaders_gives_leaderships_back_to_preferred_replicas(tmp_path, et
     asked again, no election is needed."""
     from .kafka_tools import run_java
 
-    engines, no_auto = ("rust", "python", "rust"), "auto.leader.rebalance.enable=false"
-    cluster, procs, ports = start_cluster(tmp_path, etcd, engines, "--set", no_auto)
+    engines = ("rust", "python", "rust")
+    # Automatic rebalancing off, with its check every second: were the setting ignored, a
+    # check would give broker 1 its partitions back while the test looks.
+    no_auto = (
+        "--set",
+        "auto.leader.rebalance.enable=false",
+        "--set",
+        "leader.imbalance.check.interval.seconds=1",
+    )
+    cluster, procs, ports = start_cluster(tmp_path, etcd, engines, *no_auto)
     bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports.values())
     try:
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -537,10 +547,11 @@ def test_elect_leaders_gives_leaderships_back_to_preferred_replicas(tmp_path, et
         procs[1].send_signal(signal.SIGKILL)
         procs[1].wait(30)
         poll_until(lambda: 1 not in leaders(ports[2], "chosen"), "broker 1's leaderships moved", 30)
-        procs[1], ports[1] = restart(tmp_path, etcd, cluster, 1, ports[1], engines, "--set", no_auto)
+        procs[1], ports[1] = restart(tmp_path, etcd, cluster, 1, ports[1], engines, *no_auto)
         poll_until(
             lambda: all(isr(ports[2], "chosen", i) == [1, 2, 3] for i in range(6)), "broker 1 in sync", 60
         )
+        in_sync = time.monotonic()
         assert 1 not in leaders(ports[2], "chosen")  # nothing moves it back by itself
         first = next(p.partition_index for p in partitions_of(ports[2], "chosen") if p.replica_nodes[0] == 1)
         tp = TopicPartition("chosen", first)
@@ -548,6 +559,15 @@ def test_elect_leaders_gives_leaderships_back_to_preferred_replicas(tmp_path, et
         poll_until(lambda: leaders(ports[2], "chosen")[first] == 1, f"broker 1 leading chosen-{first}", 30)
         again = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(30)[tp]
         assert again.code() == KafkaError.ELECTION_NOT_NEEDED
+        # Two check intervals (the duration under test) after broker 1 was back in sync, its
+        # other preferred partitions are still led elsewhere: only a request moves them.
+        time.sleep(max(0.0, in_sync + 2.5 - time.monotonic()))
+        others = [
+            p
+            for p in partitions_of(ports[2], "chosen")
+            if p.replica_nodes[0] == 1 and p.partition_index != first
+        ]
+        assert others and all(p.leader_id != 1 for p in others)
         done = run_java(
             "org.apache.kafka.tools.LeaderElectionCommand",
             "--bootstrap-server",
