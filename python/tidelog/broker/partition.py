@@ -149,6 +149,14 @@ class Partition:
                     r: FollowerState(last_caught_up=now) for r in meta.replicas if r != self.node_id
                 }
                 changed = self.epochs.assign(meta.leader_epoch, self.log.end_offset)
+                logger.info(
+                    "%s-%d: leader at epoch %d from offset %d, ISR %s",
+                    self.topic,
+                    self.index,
+                    meta.leader_epoch,
+                    self.log.end_offset,
+                    list(meta.isr),
+                )
         self._maybe_advance_hw()
         self._wake_waiters()  # acks=all waits see a lost leadership or a smaller ISR
         return changed

@@ -499,12 +499,16 @@ class EtcdController:
         rebalance = self.config.setting("auto.leader.rebalance.enable").lower() == "true"
         interval = int(self.config.setting("leader.imbalance.check.interval.seconds"))
         next_rebalance = trio.current_time() + interval
+        known = self.state.live_brokers()
         while True:
             held = await self.etcd.get(controller_key)
             if held is None or int(json.loads(held.value)["node_id"]) != me:
                 return
             guard = mod_revision_is(controller_key, held.mod_revision)
             changed = self._changed
+            if gone := known - self.state.live_brokers():
+                log.info("controller: broker(s) %s gone (registration lapsed or removed)", sorted(gone))
+            known = self.state.live_brokers()
             for kv, p in self._partitions_watched():
                 live = self.state.live_brokers()
                 new = elect_after_loss(p, live)
