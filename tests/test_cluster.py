@@ -219,10 +219,11 @@ def test_a_paused_broker_acknowledges_nothing_as_leader_when_it_resumes(tmp_path
 
 def test_a_broker_that_leaves_takes_its_partitions_offline_until_it_returns(tmp_path, etcd):
     """A clean stop deregisters at once: the others report its partitions without a leader
-    (LEADER_NOT_AVAILABLE, the broker an offline replica); restarted on its data, it leads
-    them again with everything it had acknowledged."""
+    (LEADER_NOT_AVAILABLE, the broker an offline replica); Metadata still lists the broker
+    for ``tidelog.metadata.departed.broker.ms`` (here long) while DescribeCluster does not;
+    restarted on its data, it leads them again with everything it had acknowledged."""
     cluster = uuid.uuid4().hex[:8]
-    p1, port1 = member(tmp_path, etcd, 1, cluster)
+    p1, port1 = member(tmp_path, etcd, 1, cluster, "--set", "tidelog.metadata.departed.broker.ms=600000")
     p2, port2 = member(tmp_path, etcd, 2, cluster)
     try:
         poll_until(lambda: len(metadata(port1).brokers) == 2, "both brokers in broker 1's image", 20)
@@ -256,7 +257,18 @@ def test_a_broker_that_leaves_takes_its_partitions_offline_until_it_returns(tmp_
             "broker 2's partitions offline",
             20,
         )
+        assert sorted(b.node_id for b in metadata(port1).brokers) == [1, 2]
+        w = Wire(f"127.0.0.1:{port1}")
+        try:
+            assert [b.broker_id for b in w.request(m.DescribeClusterRequest(), 1).brokers] == [1]
+        finally:
+            w.close()
         p2, port2 = member(tmp_path, etcd, 2, cluster)
+        poll_until(  # listed again, now at the port it registered
+            lambda: {b.node_id: b.port for b in metadata(port1).brokers} == {1: port1, 2: port2},
+            "broker 2 back in broker 1's answers",
+            20,
+        )
         for port in (port1, port2):  # each broker's image shows it once its watch has
             poll_until(
                 lambda port=port: all(code == ec.NONE for code, _, _ in without_2(port)),

@@ -10,7 +10,7 @@ import dataclasses
 
 from tidelog.broker.config import Endpoint
 from tidelog.broker.groups.store import TOPIC as OFFSETS
-from tidelog.broker.metadata import BrokerMetadata, TopicMetadata
+from tidelog.broker.metadata import BrokerMetadata, DepartedBrokers, MetadataImage, TopicMetadata
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 
@@ -183,3 +183,22 @@ def test_an_image_from_etcd_keys_skips_what_does_not_decode():
     t = image.topic_by_id(topic_id)
     assert [(p.index, p.leader, p.leader_epoch) for p in t.partitions] == [(0, 2, 3), (1, 2, 3)]
     assert dict(t.configs) == {"retention.ms": "5"}
+
+
+def test_a_departed_broker_is_listed_for_the_grace_then_dropped_and_a_returning_one_replaces_it():
+    def image(*ids: int, port: int = 9092) -> MetadataImage:
+        brokers = [
+            BrokerMetadata(i, (Endpoint("PLAINTEXT", "127.0.0.1", port + i, "PLAINTEXT"),)) for i in ids
+        ]
+        return MetadataImage().with_brokers(brokers, 1)
+
+    departed = DepartedBrokers(grace=2.0)
+    three, two = image(1, 2, 3), image(1, 3)
+    departed.note(three, two, now=100.0)
+    assert [b.node_id for b in departed.listed(two, now=101.9)] == [1, 2, 3]
+    assert [b.node_id for b in departed.listed(two, now=102.1)] == [1, 3]
+    departed.note(two, two, now=101.0)  # a later image without it keeps its departure time
+    assert [b.node_id for b in departed.listed(two, now=101.2)] == [1, 2, 3]
+    back = image(1, 2, 3, port=7000)  # broker 2 registered again, elsewhere
+    departed.note(two, back, now=101.5)
+    assert [b.endpoints[0].port for b in departed.listed(back, now=101.6)] == [7001, 7002, 7003]

@@ -247,6 +247,13 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         default=str(64 << 20),
     ),
+    Setting(
+        "tidelog.metadata.departed.broker.ms",
+        "how long a broker that left the cluster stays in Metadata answers' broker list, so that"
+        " clients move to its partitions' new leaders before they drop it",
+        int,
+        default="2000",
+    ),
     Setting("tidelog.engine", "storage engine: auto, rust or python", field="engine"),
     Setting(
         "default.replication.factor", "replication factor of topics created without one", int, default="1"

@@ -108,3 +108,33 @@ class MetadataImage:
             brokers=MappingProxyType({b.node_id: b for b in brokers}),
             controller_id=controller_id,
         )
+
+
+class DepartedBrokers:
+    """Brokers that have just left the image, still listed in Metadata answers for ``grace``
+    seconds. When a leader's broker goes, the controller moves its leaderships within
+    milliseconds, so one Metadata answer both drops the broker and names the new leaders;
+    librdkafka then decommissions the dropped broker while it migrates the partition to the
+    new leader, the decommission wins, and the partition waits leaderless for the client's
+    next metadata refresh (up to ``retry.backoff.max.ms``, a second). Listing the broker a
+    little longer lets clients move to the new leaders first (the default,
+    ``tidelog.metadata.departed.broker.ms`` = 2 s, is two of those refreshes). Its partitions
+    still show it as offline: this is only the brokers list."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._left: dict[int, tuple[BrokerMetadata, float]] = {}
+
+    def note(self, old: MetadataImage, new: MetadataImage, now: float) -> None:
+        """Records the brokers in ``old`` that are not in ``new`` as leaving at ``now``."""
+        for node_id, broker in old.brokers.items():
+            if node_id not in new.brokers:
+                self._left[node_id] = (broker, now)
+        for node_id in [n for n, (_, at) in self._left.items() if n in new.brokers or now - at > self.grace]:
+            del self._left[node_id]
+
+    def listed(self, image: MetadataImage, now: float) -> list[BrokerMetadata]:
+        """The brokers a Metadata answer lists: ``image``'s, and those that left it less than
+        ``grace`` seconds ago, by node id."""
+        recent = [b for n, (b, at) in self._left.items() if n not in image.brokers and now - at <= self.grace]
+        return sorted([*image.brokers.values(), *recent], key=lambda b: b.node_id)

@@ -21,7 +21,7 @@ from tidelog.broker.connection import ClientConnection, InFlight
 from tidelog.broker.controller import Controller, LocalController
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
-from tidelog.broker.metadata import MetadataImage
+from tidelog.broker.metadata import DepartedBrokers, MetadataImage
 from tidelog.broker.replicas import ReplicaManager
 from tidelog.cluster.member import ClusterMember
 from tidelog.storage import Log
@@ -51,11 +51,15 @@ class Broker:
             log.warning("the setting %r is not one tidelog knows: ignored (tidelog serve --help-config)", key)
         self.clock = clock or Clock()
         self.replicas = ReplicaManager(self.config, self.clock)
+        #: Brokers that just left the cluster, still listed in Metadata answers (see there).
+        self.departed = DepartedBrokers(
+            int(self.config.setting("tidelog.metadata.departed.broker.ms")) / 1000
+        )
         #: With ``tidelog.etcd.endpoints``: this broker's membership of that cluster.
         self.member: ClusterMember | None = None
         self.controller: Controller
         if self.config.etcd_endpoints:
-            self.member = ClusterMember(self.config, self.clock, self.replicas.apply)
+            self.member = ClusterMember(self.config, self.clock, self._apply_image)
             self.controller = self.member.controller
         else:
             self.controller = LocalController(self.config, self.replicas)
@@ -101,6 +105,10 @@ class Broker:
     def image(self) -> MetadataImage:
         """The metadata in force on this broker (the last image the replica manager applied)."""
         return self.replicas.image
+
+    async def _apply_image(self, image: MetadataImage) -> None:
+        self.departed.note(self.replicas.image, image, self.clock.monotonic())
+        await self.replicas.apply(image)
 
     @property
     def cluster_id(self) -> str:

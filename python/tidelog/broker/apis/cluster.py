@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -18,7 +19,7 @@ from tidelog.broker.apis._registry import (
     handles,
 )
 from tidelog.broker.apis.topics import auto_create
-from tidelog.broker.metadata import NO_LEADER, PartitionMetadata, TopicMetadata
+from tidelog.broker.metadata import NO_LEADER, BrokerMetadata, PartitionMetadata, TopicMetadata
 from tidelog.broker.partition import OfflinePartition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
@@ -48,13 +49,13 @@ async def api_versions(ctx: RequestContext, req: m.ApiVersionsRequest) -> m.ApiV
     return R(error_code=ec.NONE, api_keys=keys)
 
 
-def _broker_entries(ctx: RequestContext, cls: Any) -> list[Any]:
-    """The image's brokers as Metadata or DescribeCluster entries (node_id / broker_id), each
-    at its endpoint for the listener the request came in on, as Kafka answers (a broker
-    without that listener is left out)."""
+def _broker_entries(ctx: RequestContext, cls: Any, brokers: Iterable[BrokerMetadata]) -> list[Any]:
+    """``brokers`` as Metadata or DescribeCluster entries (node_id / broker_id), each at its
+    endpoint for the listener the request came in on, as Kafka answers (a broker without
+    that listener is left out)."""
     id_field = "node_id" if "node_id" in cls.__slots__ else "broker_id"
     entries = []
-    for b in ctx.broker.image.brokers.values():
+    for b in brokers:
         e = b.endpoint(ctx.session.listener)
         if e is not None:
             entry = cls(host=e.host, port=e.port, rack=b.rack)
@@ -111,7 +112,9 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
             )
         )
     return R(
-        brokers=_broker_entries(ctx, R.MetadataResponseBroker),
+        brokers=_broker_entries(
+            ctx, R.MetadataResponseBroker, broker.departed.listed(broker.image, broker.clock.monotonic())
+        ),
         cluster_id=broker.image.cluster_id,
         controller_id=broker.image.controller_id,
         topics=topics,
@@ -149,7 +152,7 @@ async def describe_cluster(ctx: RequestContext, req: m.DescribeClusterRequest) -
         error_code=ec.NONE,
         cluster_id=image.cluster_id,
         controller_id=image.controller_id,
-        brokers=_broker_entries(ctx, R.DescribeClusterBroker),
+        brokers=_broker_entries(ctx, R.DescribeClusterBroker, image.brokers.values()),
     )
 
 
