@@ -6,17 +6,19 @@ import contextlib
 import os
 import socket
 import struct
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tidelog.buffers import as_view
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.primitives import DecodeError, Reader
-from tidelog.records import build_batch
+from tidelog.records import build_batch, iter_batches
 
-from .wire import Wire, fetch_request
+from .wire import Wire, create_topic, fetch_request, produce_one
 
 
 def healthy(broker) -> None:
@@ -344,3 +346,33 @@ def test_handlers_register_once_and_the_advertised_table_is_theirs():
     assert all(lo <= hi for lo, hi in ADVERTISED.values())
     with pytest.raises(RuntimeError, match="already handled"):
         handles(m.MetadataRequest, 0, 12)(HANDLERS[3])
+
+
+def test_fetch_v12_answers_a_diverged_last_fetched_epoch_at_once_with_where_to_truncate(tidelog_broker):
+    """Kafka's Fetch v12 check: a fetcher whose last fetched epoch this log does not have
+    (or whose offset is past where that epoch ends here) gets ``diverging_epoch``, no
+    records, and no long poll; one that agrees gets records; -1 means "not given"."""
+    w = Wire(tidelog_broker.bootstrap)
+    try:
+        assert create_topic(w, "epochs", 1) == ec.NONE
+        for i in range(10):
+            assert produce_one(w, "epochs", b"r%d" % i)[0] == ec.NONE
+
+        def fetch(last_fetched_epoch: int, offset: int, wait_ms: int = 0):
+            req = fetch_request("epochs", 0, offset, wait_ms)
+            req.min_bytes = 1 << 20  # with a wait, waited in full unless answered at once
+            req.topics[0].partitions[0].last_fetched_epoch = last_fetched_epoch
+            started = time.monotonic()
+            p = w.request(req, 12).responses[0].partitions[0]
+            return p, time.monotonic() - started
+
+        for last, offset in ((5, 3), (0, 12)):  # an epoch unknown here; past epoch 0's end
+            p, took = fetch(last, offset, 8_000)
+            assert (p.error_code, p.diverging_epoch.epoch, p.diverging_epoch.end_offset) == (ec.NONE, 0, 10)
+            assert not p.records and took < 4, (took, p)
+        for last in (0, -1):
+            p, _ = fetch(last, 3)
+            assert (p.error_code, p.diverging_epoch.epoch) == (ec.NONE, -1)
+            assert next(h.base_offset for h, _ in iter_batches(as_view(p.records))) == 3
+    finally:
+        w.close()

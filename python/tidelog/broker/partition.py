@@ -385,11 +385,19 @@ class Partition:
     async def truncate_to(self, offset: int) -> None:
         """As follower: cuts the log's tail from ``offset`` (a divergent tail an old leader
         wrote and never committed), with the epoch cache and the producers' state rebuilt to
-        match, in a worker thread with no append running."""
+        match, in a worker thread with no append running. At or past the log end only epochs
+        that start there are dropped."""
         await self._exclusive(self._truncate, offset)
 
     def _truncate(self, offset: int) -> None:
         before = self.log.end_offset
+        if offset >= before:
+            # Nothing to cut, but an epoch this broker began as leader at its log end and
+            # wrote nothing in is unknown to the new leader: it goes, as in Kafka, or every
+            # fetch would carry it as the last fetched epoch and be found diverging again.
+            if self.epochs.truncate_from_end(before):
+                self.epochs.write()
+            return
         self.log.truncate_to(offset)
         end = self.log.end_offset
         logger.warning(

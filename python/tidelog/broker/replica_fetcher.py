@@ -7,7 +7,9 @@ offsets and epochs (``Partition.append_as_follower``) and its high watermark is 
 Before a partition's first fetch in a leader epoch, the fetcher asks the leader for the end
 offset of the follower's latest epoch (OffsetForLeaderEpoch) and truncates the log there if
 it is longer: a tail written by an old leader and never committed is cut, never kept beside
-what the new leader wrote (Kafka's KIP-101/KIP-279 rule, in one round).
+what the new leader wrote (Kafka's KIP-101/KIP-279 rule). A Fetch answered with a
+``diverging_epoch`` (the follower's ``last_fetched_epoch`` disagrees with the leader's log)
+truncates the same way before fetching again.
 
 A partition whose fetch fails (its leader moved, an epoch changed) waits
 ``replica.fetch.backoff.ms`` before it is fetched again; a broken connection waits as long
@@ -212,21 +214,27 @@ class ReplicaFetcher:
                 if p.error_code != ec.NONE:
                     self._delay(part, f"OffsetForLeaderEpoch error {ec(p.error_code).name}")
                     continue
-                if p.end_offset < 0:  # the leader has no epoch this old: keep what is committed
-                    target = part.high_watermark
-                else:  # where the leader's answer epoch ends here too (one KIP-279 round)
-                    target = min(
-                        p.end_offset, part.epochs.end_offset_for(p.leader_epoch, part.log.end_offset)[1]
-                    )
-                    if target < 0:
-                        target = part.high_watermark
-                try:
-                    if target < part.log.end_offset:
-                        await part.truncate_to(target)
-                except TidelogError as e:
-                    self._delay(part, f"truncation failed: {e}")
-                    continue
-                self._checked[key] = (part, epoch)
+                if await self._truncate_to_leader(part, p.leader_epoch, p.end_offset):
+                    self._checked[key] = (part, epoch)
+
+    async def _truncate_to_leader(self, part: Partition, leader_epoch: int, end_offset: int) -> bool:
+        """Cuts what the leader's answer (``leader_epoch`` ends at ``end_offset`` there, from
+        OffsetForLeaderEpoch or a Fetch's ``diverging_epoch``) shows this log has that the
+        leader's has not: past where that epoch ends on both. If the follower's log still
+        differs, its next fetch's ``last_fetched_epoch`` tells the leader, which answers
+        with another divergence (Kafka's KIP-279 rounds). False if truncating failed."""
+        if end_offset < 0:  # the leader has no epoch this old: keep what is committed
+            target = part.high_watermark
+        else:
+            target = min(end_offset, part.epochs.end_offset_for(leader_epoch, part.log.end_offset)[1])
+            if target < 0:
+                target = part.high_watermark
+        try:
+            await part.truncate_to(min(target, part.log.end_offset))
+        except TidelogError as e:
+            self._delay(part, f"truncation failed: {e}")
+            return False
+        return True
 
     def _delay(self, part: Partition, why: str) -> None:
         log.info(
@@ -268,6 +276,9 @@ class ReplicaFetcher:
                 if p.error_code == ec.OFFSET_OUT_OF_RANGE:  # past the leader's end: diverged
                     self._checked.pop((part.topic, part.index), None)
                 self._delay(part, f"fetch error {ec(p.error_code).name}")
+                return
+            if p.diverging_epoch.epoch >= 0:
+                await self._truncate_to_leader(part, p.diverging_epoch.epoch, p.diverging_epoch.end_offset)
                 return
             # The leader may end a response with a partial batch (replica.fetch.max.bytes cut
             # it): the whole ones are appended, the rest is fetched again.

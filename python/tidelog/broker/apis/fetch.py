@@ -5,7 +5,10 @@ Consumers are served below the high watermark and woken when it moves. A followe
 ``replica_id`` of 0 or more) is served up to the log end offset and woken by appends; its
 fetch offset is its log end offset, which the leader records (``Partition.follower_fetched``)
 to move the high watermark and the ISR. ``current_leader_epoch`` is checked as Kafka does:
-older than the leader's is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH."""
+older than the leader's is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH. From v12 a
+fetch's ``last_fetched_epoch`` is checked against this log's epochs: a fetcher whose log
+has diverged is answered at once with ``diverging_epoch`` (the epoch and end offset to
+truncate to) and no records, and a follower's fetch offset is not counted then."""
 
 from __future__ import annotations
 
@@ -37,9 +40,10 @@ async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
     if follower:
         _record_follower(ctx, req)
     while True:
-        resp, total, events = _fetch_once(ctx, req, follower)
+        resp, total, events, diverged = _fetch_once(ctx, req, follower)
         if (
-            total >= max(1, req.min_bytes)
+            diverged
+            or total >= max(1, req.min_bytes)
             or req.max_wait_ms <= 0
             or trio.current_time() >= deadline
             or not events
@@ -66,6 +70,7 @@ def _record_follower(ctx: RequestContext, req: m.FetchRequest) -> None:
                 part is not None
                 and code == ec.NONE
                 and part.check_leader_epoch(p.current_leader_epoch) == ec.NONE
+                and _divergence(part, ctx.api_version, p) is None  # its end is not ours to count
                 and part.follower_fetched(req.replica_id, p.fetch_offset)
             ):
                 ctx.broker.replicas.isr_change_wanted()
@@ -73,11 +78,14 @@ def _record_follower(ctx: RequestContext, req: m.FetchRequest) -> None:
 
 def _fetch_once(
     ctx: RequestContext, req: m.FetchRequest, follower: bool
-) -> tuple[m.FetchResponse, int, list[trio.Event]]:
+) -> tuple[m.FetchResponse, int, list[trio.Event], bool]:
+    """One pass over the request: the response, its bytes of records, what to wait on for
+    more, and whether a partition diverged (answered at once, as Kafka does)."""
     version = ctx.api_version
     R = m.FetchResponse
     budget = req.max_bytes if version >= 3 else 1 << 31
     total = 0
+    diverged = False
     responses = []
     waiting = []
     for t in req.topics:
@@ -107,7 +115,19 @@ def _fetch_once(
             res.log_start_offset = part.log_start_offset
             offset = p.fetch_offset
             end = part.log.end_offset if follower else hw  # what this fetcher may read
-            if offset < part.log_start_offset or offset > end:
+            if offset < part.log_start_offset:
+                res.error_code = ec.OFFSET_OUT_OF_RANGE
+                continue
+            divergence = _divergence(part, version, p)
+            if divergence is not None:
+                epoch, epoch_end = divergence
+                if epoch < 0:  # no epoch that old is left here
+                    res.error_code = ec.OFFSET_OUT_OF_RANGE
+                else:
+                    res.diverging_epoch = PD.EpochEndOffset(epoch=epoch, end_offset=epoch_end)
+                    diverged = True
+                continue
+            if offset > end:
                 res.error_code = ec.OFFSET_OUT_OF_RANGE
                 continue
             waiting.append(part.wait_for_append() if follower else part.wait_for_data())
@@ -133,7 +153,23 @@ def _fetch_once(
                 res.records = sl
                 total += sl.length
         responses.append(R.FetchableTopicResponse(topic=name, partitions=parts))
-    return R(throttle_time_ms=0, error_code=ec.NONE, session_id=0, responses=responses), total, waiting
+    response = R(throttle_time_ms=0, error_code=ec.NONE, session_id=0, responses=responses)
+    return response, total, waiting, diverged
+
+
+def _divergence(
+    part: Partition, version: int, p: m.FetchRequest.FetchTopic.FetchPartition
+) -> tuple[int, int] | None:
+    """Kafka's check of a fetch's ``last_fetched_epoch`` (v12+, when not -1): None if the
+    fetcher's log can agree with this one up to its fetch offset; else (the largest epoch
+    here not above its last one, where that epoch ends here), from which the fetcher
+    truncates; (-1, -1) when no epoch that old is left here."""
+    if version < 12 or p.last_fetched_epoch < 0:
+        return None
+    epoch, end = part.epochs.end_offset_for(p.last_fetched_epoch, part.log.end_offset)
+    if epoch < p.last_fetched_epoch or end < p.fetch_offset:
+        return epoch, end
+    return None
 
 
 def _checked_read(part: Partition, offset: int, max_bytes: int, end: int) -> bytes:
