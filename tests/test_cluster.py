@@ -187,6 +187,37 @@ def test_etcd_away_leaves_leaders_serving_and_makes_metadata_changes_wait(tmp_pa
         assert stop_gracefully(p1) == 0
 
 
+def test_a_restarted_etcd_leaves_every_broker_running_and_the_controller_working(tmp_path, etcd):
+    """etcd stopped and started again (its watch streams end, its calls fail for a moment):
+    both brokers, the controller among them, keep running, and the controller creates a
+    topic afterwards. (The controller's broker used to exit: the error from its ended
+    watch came out of a nursery wrapped in an ExceptionGroup that nothing caught.)"""
+    cluster = uuid.uuid4().hex[:8]
+    p1, port1 = member(tmp_path, etcd, 1, cluster)
+    p2, port2 = member(tmp_path, etcd, 2, cluster)
+    try:
+        poll_until(lambda: metadata(port2).controller_id in (1, 2), "a controller", 20)
+        etcd.stop()
+        etcd.start()
+        w = Wire(f"127.0.0.1:{port2}")
+        try:
+            poll_until(
+                lambda: create_topic(w, "after", 2) in (ec.NONE, ec.TOPIC_ALREADY_EXISTS),
+                "a topic created once etcd is back",
+                30,
+            )
+        finally:
+            w.close()
+        poll_until(
+            lambda: len(metadata(port1, "after").topics[0].partitions) == 2, "the topic on broker 1", 20
+        )
+        assert (p1.poll(), p2.poll()) == (None, None), "a broker exited"
+    finally:
+        for p in (p1, p2):
+            if p.poll() is None:
+                assert stop_gracefully(p) == 0
+
+
 def test_a_paused_broker_acknowledges_nothing_as_leader_when_it_resumes(tmp_path, etcd):
     """The broker process paused (SIGSTOP) past its session while a produce waits in its
     socket: on resuming it refuses that produce (NOT_LEADER_OR_FOLLOWER) instead of

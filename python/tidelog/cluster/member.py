@@ -80,10 +80,19 @@ class ClusterMember:
                     await self.election.campaign(self.registration.lease)
                     term, revision = await self.election.current()
                 if term is not None and term.node_id == self.config.node_id:
+                    broken: EtcdError | None = None
                     async with trio.open_nursery() as office:
                         office.start_soon(self._in_office)
-                        await self.election.wait_for_vacancy(revision)
+                        try:
+                            await self.election.wait_for_vacancy(revision)
+                        except EtcdError as e:
+                            # Raised out of the nursery it would come wrapped in an
+                            # ExceptionGroup, which the handler below does not catch: a
+                            # restarted etcd would have stopped the controller's broker.
+                            broken = e
                         office.cancel_scope.cancel()
+                    if broken is not None:
+                        raise broken
                 else:
                     await self.election.wait_for_vacancy(revision)
             except EtcdError as e:
