@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from typing import Any
+from typing import Any, Self
 
 
 class ProcessNodes:
@@ -31,7 +31,7 @@ class ProcessNodes:
     def pid(self, node: int) -> int:
         return self.procs[node].pid
 
-    def __enter__(self) -> ProcessNodes:
+    def __enter__(self) -> Self:
         for node in self.ports:
             self.start(node)
         return self

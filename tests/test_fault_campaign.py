@@ -10,6 +10,7 @@ import pytest
 from benches.fault_campaign import run
 
 
+@pytest.mark.campaign
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX-only")
 def test_sigkills_under_idempotent_producers_lose_and_duplicate_nothing(engine):
     outcome = run(engine, kills=4, producers=2, seed=8)

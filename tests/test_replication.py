@@ -326,6 +326,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         c.close()
 
 
+@pytest.mark.campaign
 @needs_etcd
 def test_killing_each_leader_in_turn_loses_nothing_acknowledged(tmp_path, etcd):
     """An idempotent acks=all producer (min.insync.replicas=2) keeps sending, and a consumer

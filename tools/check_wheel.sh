@@ -31,4 +31,5 @@ assert tidelog.engine() == "rust", tidelog.engine()
 assert "site-packages" in tidelog.__file__, tidelog.__file__
 print("installed wheel:", tidelog.__file__)
 PY
-PATH="$clean_path" "$work/test/bin/python" -m pytest -o addopts="" -q -p no:cacheprovider tests
+# The fault campaigns test the broker, not the packaging: the README's test command runs them.
+PATH="$clean_path" "$work/test/bin/python" -m pytest -o addopts="" -q -p no:cacheprovider -m "not campaign" tests

@@ -1,0 +1,439 @@
+"""Fault campaign on a three-broker cluster: faults at random moments under an idempotent
+acks=all producer and a consumer group, then a check that nothing acknowledged was lost.
+
+    python -m benches.cluster_campaign [--faults 200] [--seed 1] [--engines rust,python,rust]
+
+Workload: a confluent-kafka idempotent producer (acks=all) writing sequence-numbered keyed
+records to a topic with RF=3, ``min.insync.replicas=2`` and 6 partitions; a group of two
+consumers committing what they read. Faults, one at a time, chosen at random: SIGKILL of a
+partition's leader, SIGSTOP of a leader past the session timeout then SIGCONT, SIGKILL of the
+controller, a cut link between a leader and one of its followers (through ``LinkProxy`` in
+front of each broker's replication listener) for longer than ``replica.lag.time.max.ms``,
+SIGKILL of every broker at once, and a restart of etcd. After each, the time until the
+cluster has recovered (every broker registered, every partition led with its full ISR as
+every broker sees it, and a record acknowledged since) is measured.
+
+At the end: every acknowledged record is read back from the leaders exactly once, every
+replica's log equals its leader's byte for byte, the group's acknowledged commits never went
+backwards per partition and its coordinator answers none older, and the producer's last
+records were all answered within its timeout. The test suite runs a short campaign
+(tests/test_cluster_campaign.py); benches/README.md has a long one's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from benches.kafka_cluster import free_port
+from benches.link_proxy import LinkProxy
+from benches.nodes import ProcessNodes
+from tidelog.client.connection import Connection
+from tidelog.cluster.local import EtcdProcess
+from tidelog.protocol import _messages as m
+from tidelog.pytest_plugin import serve_process
+
+TOPIC = "campaign"
+GROUP = "campaign-readers"
+PARTITIONS = 6
+SESSION_MS = 2000
+LAG_MS = 2000
+RECOVERY_TIMEOUT = 90.0
+FAULTS = ("kill_leader", "pause_leader", "kill_controller", "cut_link", "kill_all", "restart_etcd")
+
+
+@dataclass
+class Outcome:
+    faults: dict[str, int] = field(default_factory=dict)
+    acknowledged: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    delivery_errors: int = 0
+    unflushed: int = 0
+    commits: int = 0
+    commits_backwards: int = 0
+    committed_behind: int = 0
+    replicas_differ: int = 0
+    recovery_s: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["recovery_s"]
+        r = sorted(self.recovery_s)
+        out["recovery p50 s"] = statistics.median(r) if r else 0.0
+        out["recovery p99 s"] = r[min(len(r) - 1, int(len(r) * 0.99))] if r else 0.0
+        out["recovery max s"] = r[-1] if r else 0.0
+        return out
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = RECOVERY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def ask(port: int, body: Any, version: int) -> Any:
+    """One request to the broker on ``port``; None if it does not answer."""
+    try:
+        with Connection(f"127.0.0.1:{port}", timeout=5) as conn:
+            return conn.send(body, version)
+    except (OSError, EOFError, TimeoutError):
+        return None
+
+
+class CampaignNodes(ProcessNodes):
+    """Three brokers with fixed ports, each with a client listener and a replication
+    listener behind a ``LinkProxy`` (what followers are told to connect to)."""
+
+    def __init__(self, root: Path, etcd: EtcdProcess, engines: tuple[str, ...], stack: ExitStack) -> None:
+        super().__init__(len(engines))
+        self.root, self.etcd, self.engines = root, etcd, engines
+        self.cluster = uuid.uuid4().hex[:8]
+        self.ports = {n: free_port() for n in self.ports}
+        self.replication_ports = {n: free_port() for n in self.ports}
+        self.proxies = {
+            n: stack.enter_context(LinkProxy(self.replication_ports[n], free_port())) for n in self.ports
+        }
+
+    def start(self, node: int) -> None:
+        """Starts broker ``node`` on its ports, once etcd has let a killed one's lease go (a
+        broker whose id is still registered refuses to start)."""
+        args = [
+            "--etcd",
+            self.etcd.url,
+            "--cluster-id",
+            self.cluster,
+            "--node-id",
+            str(node),
+            "--engine",
+            self.engines[node - 1],
+            "--log-level",
+            "warning",
+        ]
+        settings = {
+            "listeners": f"CLIENT://127.0.0.1:{self.ports[node]},REPLICATION://127.0.0.1:{self.replication_ports[node]}",
+            "advertised.listeners": f"REPLICATION://127.0.0.1:{self.proxies[node].port}",
+            "listener.security.protocol.map": "CLIENT:PLAINTEXT,REPLICATION:PLAINTEXT",
+            "inter.broker.listener.name": "REPLICATION",
+            "broker.session.timeout.ms": str(SESSION_MS),
+            "replica.lag.time.max.ms": str(LAG_MS),
+            "min.insync.replicas": "2",
+        }
+        for k, v in settings.items():
+            args += ["--set", f"{k}={v}"]
+        log = open(self.root / f"b{node}.log", "a")  # noqa: SIM115 - the broker has its own copy
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        try:
+            while True:
+                try:
+                    self.procs[node], _ = serve_process(
+                        self.root / f"b{node}", *args, stderr=log.fileno(), port=self.ports[node]
+                    )
+                    return
+                except RuntimeError:  # refused: the old registration has not lapsed yet
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            log.close()
+
+    def alive(self) -> list[int]:
+        return [n for n, p in self.procs.items() if p.poll() is None]
+
+    def topic(self, port: int) -> Any:
+        T = m.MetadataRequest.MetadataRequestTopic
+        meta = ask(port, m.MetadataRequest(topics=[T(name=TOPIC)]), 12)
+        return meta.topics[0] if meta is not None and meta.topics else None
+
+    def leader(self, partition: int) -> int:
+        t = self.topic(self.ports[self.alive()[0]])
+        return int(t.partitions[partition].leader_id) if t is not None else -1
+
+    def healthy(self) -> bool:
+        """Every broker registered, and every broker sees every partition led, with a full ISR."""
+        for port in self.ports.values():
+            described = ask(port, m.DescribeClusterRequest(), 1)
+            if described is None or len(described.brokers) != len(self.ports):
+                return False
+            t = self.topic(port)
+            if t is None or t.error_code or len(t.partitions) != PARTITIONS:
+                return False
+            if any(
+                p.error_code or p.leader_id < 0 or len(p.isr_nodes) != len(self.ports) for p in t.partitions
+            ):
+                return False
+        return True
+
+
+def log_bytes(directory: Path) -> bytes:
+    """A partition's log as one byte string (segments in offset order)."""
+    return b"".join(p.read_bytes() for p in sorted(directory.glob("*.log")))
+
+
+class Workload:
+    """The producer and the group's two consumers, each in a thread."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.acked: dict[tuple[int, int], bytes] = {}
+        self.errors: list[str] = []
+        self.unflushed: list[int] = []
+        self.commits: dict[int, list[tuple[float, int]]] = {p: [] for p in range(PARTITIONS)}
+        self.stop_producing = threading.Event()
+        self.stop_reading = threading.Event()
+        self.threads = [threading.Thread(target=self.produce)] + [
+            threading.Thread(target=self.read) for _ in range(2)
+        ]
+
+    def produce(self) -> None:
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": 120_000,
+            }
+        )
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                self.acked[(msg.partition(), msg.offset())] = msg.value()
+            else:
+                self.errors.append(str(err))
+
+        i = 0
+        while not self.stop_producing.is_set():
+            producer.produce(TOPIC, key=b"k%d" % (i % 60), value=b"s%d" % i, on_delivery=delivered)
+            producer.poll(0.002)
+            i += 1
+        self.unflushed.append(producer.flush(150))
+
+    def read(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": GROUP,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([TOPIC])
+        while not self.stop_reading.is_set():
+            msgs = [msg for msg in consumer.consume(500, 0.2) if msg.error() is None]
+            if not msgs:
+                continue
+            try:
+                done = consumer.commit(asynchronous=False)
+            except KafkaException:
+                continue  # not acknowledged: the coordinator is moving, or the group rebalancing
+            now = time.monotonic()
+            for tp in done or []:
+                if tp.error is None and tp.offset >= 0:
+                    self.commits[tp.partition].append((now, tp.offset))
+        consumer.close()
+
+    def __enter__(self) -> Workload:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_producing.set()
+        self.threads[0].join(180)
+        self.stop_reading.set()
+        for t in self.threads[1:]:
+            t.join(60)
+
+
+class Campaign:
+    def __init__(
+        self, nodes: CampaignNodes, etcd: EtcdProcess, workload: Workload, rng: random.Random
+    ) -> None:
+        self.nodes, self.etcd, self.workload, self.rng = nodes, etcd, workload, rng
+
+    def kill_leader(self) -> None:
+        victim = self.nodes.leader(self.rng.randrange(PARTITIONS))
+        self.nodes.kill(victim)
+        self.nodes.start(victim)
+
+    def pause_leader(self) -> None:
+        victim = self.nodes.leader(self.rng.randrange(PARTITIONS))
+        self.nodes.procs[victim].send_signal(signal.SIGSTOP)
+        time.sleep(SESSION_MS / 1000 + 1.0)  # the fault itself: paused past its session
+        self.nodes.procs[victim].send_signal(signal.SIGCONT)
+
+    def kill_controller(self) -> None:
+        described = ask(self.nodes.ports[self.nodes.alive()[0]], m.DescribeClusterRequest(), 1)
+        victim = described.controller_id if described is not None else -1
+        if victim in self.nodes.procs:
+            self.nodes.kill(victim)
+            self.nodes.start(victim)
+
+    def cut_link(self) -> None:
+        t = self.nodes.topic(self.nodes.ports[self.nodes.alive()[0]])
+        p = t.partitions[self.rng.randrange(PARTITIONS)]
+        follower = self.rng.choice([r for r in p.replica_nodes if r != p.leader_id])
+        proxy = self.nodes.proxies[p.leader_id]
+        proxy.cut.add(follower)
+        time.sleep(LAG_MS / 1000 + 1.5)  # the fault itself: longer than the ISR's patience
+        proxy.cut.discard(follower)
+
+    def kill_all(self) -> None:
+        for node in list(self.nodes.procs):
+            self.nodes.procs[node].send_signal(signal.SIGKILL)
+        for node in list(self.nodes.procs):
+            self.nodes.procs[node].wait(30)
+            self.nodes.start(node)
+
+    def restart_etcd(self) -> None:
+        self.etcd.stop()
+        self.etcd.start()
+
+    def run(self, faults: int, outcome: Outcome) -> None:
+        """``faults`` faults, every kind once in each shuffled round of them, each at a random
+        moment (after the cluster has recovered from the last and up to a second more)."""
+        kinds: list[str] = []
+        for _ in range(faults):
+            if not kinds:
+                kinds = self.rng.sample(FAULTS, len(FAULTS))
+            wait_for(self.nodes.healthy, "a healthy cluster before the next fault")
+            acked = len(self.workload.acked)
+            wait_for(lambda a=acked: len(self.workload.acked) > a, "records acknowledged before the fault")
+            time.sleep(self.rng.uniform(0, 1.0))  # a random moment of the workload
+            kind = kinds.pop()
+            outcome.faults[kind] = outcome.faults.get(kind, 0) + 1
+            getattr(self, kind)()
+            healed = time.monotonic()
+            acked = len(self.workload.acked)
+            wait_for(
+                lambda a=acked: self.nodes.healthy() and len(self.workload.acked) > a,
+                f"the cluster to recover from {kind}",
+            )
+            outcome.recovery_s.append(time.monotonic() - healed)
+            line = f"fault {len(outcome.recovery_s)}: {kind}, recovered in {outcome.recovery_s[-1]:.2f} s"
+            print(line, file=sys.stderr, flush=True)
+
+
+def check(nodes: CampaignNodes, workload: Workload, outcome: Outcome) -> None:
+    """Everything acknowledged, read back from the leaders; replicas against their leaders;
+    the group's commits."""
+    wait_for(nodes.healthy, "a healthy cluster at the end")
+    bootstrap = workload.bootstrap
+    acked = workload.acked
+    outcome.acknowledged = len(acked)
+    outcome.delivery_errors = len(workload.errors)
+    outcome.unflushed = sum(workload.unflushed) if workload.unflushed else -1
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "campaign-audit", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    got: dict[tuple[int, int], bytes] = {}
+    unread = set(acked)
+    deadline = time.monotonic() + 120
+    while unread and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.5):
+            if msg.error() is None:
+                got[(msg.partition(), msg.offset())] = msg.value()
+                unread.discard((msg.partition(), msg.offset()))
+    consumer.close()
+    outcome.lost = sum(1 for k, v in acked.items() if got.get(k) != v)
+    outcome.duplicated = sum(n - 1 for n in Counter(got.values()).values() if n > 1)
+    for index in range(PARTITIONS):
+        sequence = [int(v[1:]) for (p, _), v in sorted(got.items()) if p == index]
+        outcome.out_of_order += sum(1 for a, b in itertools.pairwise(sequence) if b < a)
+    t = nodes.topic(nodes.ports[1])
+    for p in t.partitions:
+        lead = nodes.root / f"b{p.leader_id}" / f"{TOPIC}-{p.partition_index}"
+        for r in p.replica_nodes:
+            copy = nodes.root / f"b{r}" / f"{TOPIC}-{p.partition_index}"
+
+            def same(copy: Path = copy, lead: Path = lead) -> bool:
+                return log_bytes(copy) == log_bytes(lead)
+
+            try:
+                wait_for(same, f"{copy} to equal its leader's log", 60)
+            except TimeoutError:
+                outcome.replicas_differ += 1
+    for offsets in workload.commits.values():
+        ordered = [o for _, o in sorted(offsets)]
+        outcome.commits += len(ordered)
+        outcome.commits_backwards += sum(1 for a, b in itertools.pairwise(ordered) if b < a)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP})
+    try:
+        final = reader.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=30)
+    finally:
+        reader.close()
+    for tp in final:
+        last = max(workload.commits[tp.partition], default=(0.0, -1001))[1]
+        # A commit whose answer was lost with its coordinator may have been applied: the
+        # group may be ahead of its last acknowledged commit, never behind it.
+        outcome.committed_behind += int(tp.offset < last)
+
+
+def run(root: Path, faults: int, seed: int, engines: tuple[str, ...] = ("rust", "python", "rust")) -> Outcome:
+    """A campaign of ``faults`` faults (chosen with ``seed``) on brokers on ``engines``."""
+    outcome = Outcome()
+    with ExitStack() as stack:
+        etcd = stack.enter_context(EtcdProcess(root / "etcd"))
+        nodes = stack.enter_context(CampaignNodes(root, etcd, engines, stack))
+        wait_for(lambda: _described(nodes) == len(engines), "every broker registered")
+        bootstrap = ",".join(f"127.0.0.1:{p}" for p in nodes.ports.values())
+        new = NewTopic(
+            TOPIC, num_partitions=PARTITIONS, replication_factor=3, config={"min.insync.replicas": "2"}
+        )
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until the result is in
+        admin.create_topics([new])[TOPIC].result(30)
+        with Workload(bootstrap) as workload:
+            Campaign(nodes, etcd, workload, random.Random(seed)).run(faults, outcome)
+        check(nodes, workload, outcome)
+    return outcome
+
+
+def _described(nodes: CampaignNodes) -> int:
+    described = ask(nodes.ports[1], m.DescribeClusterRequest(), 1)
+    return len(described.brokers) if described is not None else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--faults", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--engines", default="rust,python,rust")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="tidelog-cluster-campaign-"))
+    started = time.monotonic()
+    outcome = run(root, args.faults, args.seed, tuple(args.engines.split(",")))
+    summary = {**outcome.summary(), "seconds": time.monotonic() - started, "data": str(root)}
+    for k, v in summary.items():
+        print(f"{k:22s} {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    bad = outcome.lost + outcome.duplicated + outcome.out_of_order + outcome.replicas_differ
+    return 1 if bad + outcome.commits_backwards + outcome.committed_behind else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
