@@ -46,6 +46,22 @@ PARTITIONS = 6
 SESSION_MS = 3000
 
 
+def member_args(etcd: EtcdProcess, cluster: str, node: int, engine: str, log_level: str) -> list[str]:
+    """``tidelog serve`` arguments for broker ``node`` of ``cluster`` on ``etcd``."""
+    return [
+        "--etcd",
+        etcd.url,
+        "--cluster-id",
+        cluster,
+        "--node-id",
+        str(node),
+        "--engine",
+        engine,
+        "--log-level",
+        log_level,
+    ]
+
+
 class TidelogNodes(ProcessNodes):
     """Brokers 1..n of one tidelog cluster on ``etcd``, the same interface as
     ``benches.kafka_cluster.KafkaNodes``."""
@@ -68,16 +84,7 @@ class TidelogNodes(ProcessNodes):
         log = open(self.log_files[node - 1], "a") if self.log_files else None  # noqa: SIM115
         self.procs[node], self.ports[node] = serve_process(
             self.root / f"b{node}",
-            "--etcd",
-            self.etcd.url,
-            "--cluster-id",
-            self.cluster,
-            "--node-id",
-            str(node),
-            "--engine",
-            self.engine,
-            "--log-level",
-            self.log_level,
+            *member_args(self.etcd, self.cluster, node, self.engine, self.log_level),
             "--set",
             f"broker.session.timeout.ms={SESSION_MS}",
             "--set",

@@ -43,6 +43,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benches.cluster import member_args
 from benches.kafka_cluster import free_port
 from benches.link_proxy import LinkProxy
 from benches.nodes import ProcessNodes
@@ -119,18 +120,7 @@ class CampaignNodes(ProcessNodes):
     def start(self, node: int) -> None:
         """Starts broker ``node`` on its ports, once etcd has let a killed one's lease go (a
         broker whose id is still registered refuses to start)."""
-        args = [
-            "--etcd",
-            self.etcd.url,
-            "--cluster-id",
-            self.cluster,
-            "--node-id",
-            str(node),
-            "--engine",
-            self.engines[node - 1],
-            "--log-level",
-            "warning",
-        ]
+        args = member_args(self.etcd, self.cluster, node, self.engines[node - 1], "warning")
         settings = {
             "listeners": f"CLIENT://127.0.0.1:{self.ports[node]},REPLICATION://127.0.0.1:{self.replication_ports[node]}",
             "advertised.listeners": f"REPLICATION://127.0.0.1:{self.proxies[node].port}",
