@@ -107,9 +107,17 @@ class CampaignNodes(ProcessNodes):
     """Three brokers with fixed ports, each with a client listener and a replication
     listener behind a ``LinkProxy`` (what followers are told to connect to)."""
 
-    def __init__(self, root: Path, etcd: EtcdProcess, engines: tuple[str, ...], stack: ExitStack) -> None:
+    def __init__(
+        self,
+        root: Path,
+        etcd: EtcdProcess,
+        engines: tuple[str, ...],
+        stack: ExitStack,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(len(engines))
         self.root, self.etcd, self.engines = root, etcd, engines
+        self.settings = settings or {}  # broker settings over the campaign's
         self.cluster = uuid.uuid4().hex[:8]
         self.ports = {n: free_port() for n in self.ports}
         self.replication_ports = {n: free_port() for n in self.ports}
@@ -129,6 +137,7 @@ class CampaignNodes(ProcessNodes):
             "broker.session.timeout.ms": str(SESSION_MS),
             "replica.lag.time.max.ms": str(LAG_MS),
             "min.insync.replicas": "2",
+            **self.settings,
         }
         for k, v in settings.items():
             args += ["--set", f"{k}={v}"]
@@ -148,17 +157,35 @@ class CampaignNodes(ProcessNodes):
         finally:
             log.close()
 
+    def create_topic(self) -> str:
+        """Once every broker is registered, makes the campaign's topic; the bootstrap list."""
+        wait_for(lambda: self.registered() == len(self.ports), "every broker registered")
+        bootstrap = ",".join(f"127.0.0.1:{p}" for p in self.ports.values())
+        config = {"min.insync.replicas": "2"}
+        new = NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3, config=config)
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until the result is in
+        admin.create_topics([new])[TOPIC].result(30)
+        return bootstrap
+
     def alive(self) -> list[int]:
         return [n for n, p in self.procs.items() if p.poll() is None]
 
-    def topic(self, port: int) -> Any:
+    def topic(self, port: int, name: str = TOPIC) -> Any:
+        """Topic ``name`` as the broker on ``port`` describes it (None: no answer)."""
         T = m.MetadataRequest.MetadataRequestTopic
-        meta = ask(port, m.MetadataRequest(topics=[T(name=TOPIC)]), 12)
+        request = m.MetadataRequest(topics=[T(name=name)], allow_auto_topic_creation=False)  # only look
+        meta = ask(port, request, 12)
         return meta.topics[0] if meta is not None and meta.topics else None
 
-    def leader(self, partition: int) -> int:
-        t = self.topic(self.ports[self.alive()[0]])
-        return int(t.partitions[partition].leader_id) if t is not None else -1
+    def leader_of(self, name: str, partition: int) -> int:
+        """The leader of ``name``-``partition`` as a live broker answers (-1: none known)."""
+        t = self.topic(self.ports[self.alive()[0]], name)
+        return int(t.partitions[partition].leader_id) if t is not None and not t.error_code else -1
+
+    def registered(self) -> int:
+        """How many brokers are registered, as broker 1 answers DescribeCluster (0: no answer)."""
+        described = ask(self.ports[1], m.DescribeClusterRequest(), 1)
+        return len(described.brokers) if described is not None else 0
 
     def healthy(self) -> bool:
         """Every broker registered, and every broker sees every partition led, with a full ISR."""
@@ -264,12 +291,12 @@ class Campaign:
         self.nodes, self.etcd, self.workload, self.rng = nodes, etcd, workload, rng
 
     def kill_leader(self) -> None:
-        victim = self.nodes.leader(self.rng.randrange(PARTITIONS))
+        victim = self.nodes.leader_of(TOPIC, self.rng.randrange(PARTITIONS))
         self.nodes.kill(victim)
         self.nodes.start(victim)
 
     def pause_leader(self) -> None:
-        victim = self.nodes.leader(self.rng.randrange(PARTITIONS))
+        victim = self.nodes.leader_of(TOPIC, self.rng.randrange(PARTITIONS))
         self.nodes.procs[victim].send_signal(signal.SIGSTOP)
         time.sleep(SESSION_MS / 1000 + 1.0)  # the fault itself: paused past its session
         self.nodes.procs[victim].send_signal(signal.SIGCONT)
@@ -388,22 +415,11 @@ def run(root: Path, faults: int, seed: int, engines: tuple[str, ...] = ("rust", 
     with ExitStack() as stack:
         etcd = stack.enter_context(EtcdProcess(root / "etcd"))
         nodes = stack.enter_context(CampaignNodes(root, etcd, engines, stack))
-        wait_for(lambda: _described(nodes) == len(engines), "every broker registered")
-        bootstrap = ",".join(f"127.0.0.1:{p}" for p in nodes.ports.values())
-        new = NewTopic(
-            TOPIC, num_partitions=PARTITIONS, replication_factor=3, config={"min.insync.replicas": "2"}
-        )
-        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until the result is in
-        admin.create_topics([new])[TOPIC].result(30)
+        bootstrap = nodes.create_topic()
         with Workload(bootstrap) as workload:
             Campaign(nodes, etcd, workload, random.Random(seed)).run(faults, outcome)
         check(nodes, workload, outcome)
     return outcome
-
-
-def _described(nodes: CampaignNodes) -> int:
-    described = ask(nodes.ports[1], m.DescribeClusterRequest(), 1)
-    return len(described.brokers) if described is not None else 0
 
 
 def main() -> int:
