@@ -15,9 +15,10 @@ every broker sees it, and a record acknowledged since) is measured.
 
 At the end: every acknowledged record is read back from the leaders exactly once, every
 replica's log equals its leader's byte for byte, the group's acknowledged commits never went
-backwards per partition and its coordinator answers none older, and the producer's last
-records were all answered within its timeout. The test suite runs a short campaign
-(tests/test_cluster_campaign.py); benches/README.md has a long one's figures.
+backwards per partition, its coordinator answers none older and a new member starts
+reading at them, and the producer's last records were all answered within its timeout. The
+test suite runs a short campaign (tests/test_cluster_campaign.py); benches/README.md has a
+long one's figures.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Outcome:
     commits: int = 0
     commits_backwards: int = 0
     committed_behind: int = 0
+    resumed_elsewhere: int = 0
     replicas_differ: int = 0
     recovery_s: list[float] = field(default_factory=list)
 
@@ -271,6 +273,10 @@ class Workload:
                     self.commits[tp.partition].append((now, tp.offset))
         consumer.close()
 
+    def committed(self) -> bool:
+        """Whether the group has had a commit acknowledged."""
+        return any(self.commits.values())
+
     def __enter__(self) -> Workload:
         for t in self.threads:
             t.start()
@@ -332,6 +338,7 @@ class Campaign:
         """``faults`` faults, every kind once in each shuffled round of them, each at a random
         moment (after the cluster has recovered from the last and up to a second more)."""
         kinds: list[str] = []
+        wait_for(self.workload.committed, "the group's first commit")
         for _ in range(faults):
             if not kinds:
                 kinds = self.rng.sample(FAULTS, len(FAULTS))
@@ -407,6 +414,28 @@ def check(nodes: CampaignNodes, workload: Workload, outcome: Outcome) -> None:
         # A commit whose answer was lost with its coordinator may have been applied: the
         # group may be ahead of its last acknowledged commit, never behind it.
         outcome.committed_behind += int(tp.offset < last)
+    outcome.resumed_elsewhere = resumed_elsewhere(bootstrap, {tp.partition: tp.offset for tp in final})
+
+
+def resumed_elsewhere(bootstrap: str, committed: dict[int, int]) -> int:
+    """How many partitions a new member of the group does not start reading at the committed
+    offset (one more record is written to each first, so there is something to read)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    for p in range(PARTITIONS):
+        producer.produce(TOPIC, value=b"after", partition=p)
+    producer.flush(60)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP, "enable.auto.commit": False})
+    consumer.subscribe([TOPIC])
+    first: dict[int, int] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while len(first) < PARTITIONS and time.monotonic() < deadline:
+            for msg in consumer.consume(100, 0.5):
+                if msg.error() is None:
+                    first.setdefault(msg.partition(), msg.offset())
+    finally:
+        consumer.close()
+    return sum(1 for p, offset in committed.items() if offset >= 0 and first.get(p) != offset)
 
 
 def run(root: Path, faults: int, seed: int, engines: tuple[str, ...] = ("rust", "python", "rust")) -> Outcome:
@@ -438,7 +467,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     bad = outcome.lost + outcome.duplicated + outcome.out_of_order + outcome.replicas_differ
-    return 1 if bad + outcome.commits_backwards + outcome.committed_behind else 0
+    return 1 if bad + outcome.commits_backwards + outcome.committed_behind + outcome.resumed_elsewhere else 0
 
 
 if __name__ == "__main__":
