@@ -90,6 +90,10 @@ class LeaderEpochCache:
         self.entries.append((epoch, start_offset))
         return True
 
+    def starts_at_or_after(self, offset: int) -> bool:
+        """Whether an epoch starts at or past ``offset`` (truncating there would drop it)."""
+        return bool(self.entries) and self.entries[-1][1] >= offset
+
     def truncate_from_end(self, end_offset: int) -> bool:
         """Drops the epochs that start at or past ``end_offset`` (the log was cut there)."""
         kept = [e for e in self.entries if e[1] < end_offset]

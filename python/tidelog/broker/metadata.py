@@ -136,5 +136,5 @@ class DepartedBrokers:
     def listed(self, image: MetadataImage, now: float) -> list[BrokerMetadata]:
         """The brokers a Metadata answer lists: ``image``'s, and those that left it less than
         ``grace`` seconds ago, by node id."""
-        recent = [b for n, (b, at) in self._left.items() if n not in image.brokers and now - at <= self.grace]
+        recent = [b for b, at in self._left.values() if now - at <= self.grace]
         return sorted([*image.brokers.values(), *recent], key=lambda b: b.node_id)

@@ -229,8 +229,10 @@ class ReplicaFetcher:
             target = min(end_offset, part.epochs.end_offset_for(leader_epoch, part.log.end_offset)[1])
             if target < 0:
                 target = part.high_watermark
+        end = part.log.end_offset
         try:
-            await part.truncate_to(min(target, part.log.end_offset))
+            if target < end or part.epochs.starts_at_or_after(end):
+                await part.truncate_to(min(target, end))
         except TidelogError as e:
             self._delay(part, f"truncation failed: {e}")
             return False

@@ -506,9 +506,10 @@ class EtcdController:
                 return
             guard = mod_revision_is(controller_key, held.mod_revision)
             changed = self._changed
-            if gone := known - self.state.live_brokers():
+            live = self.state.live_brokers()
+            if gone := known - live:
                 log.info("controller: broker(s) %s gone (registration lapsed or removed)", sorted(gone))
-            known = self.state.live_brokers()
+            known = live
             for kv, p in self._partitions_watched():
                 live = self.state.live_brokers()
                 new = elect_after_loss(p, live)

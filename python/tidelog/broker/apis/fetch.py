@@ -32,15 +32,19 @@ from tidelog.records import iter_batches
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
 
+#: A request's divergence verdicts by (topic, partition): see ``_divergence``.
+Divergences = dict[tuple[str, int], tuple[int, int] | None]
+
 
 @handles(m.FetchRequest, 4, 12)
 async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
     deadline = trio.current_time() + max(0, req.max_wait_ms) / 1000
     follower = req.replica_id >= 0
+    divergences: Divergences = {}
     if follower:
-        _record_follower(ctx, req)
+        _record_follower(ctx, req, divergences)
     while True:
-        resp, total, events, diverged = _fetch_once(ctx, req, follower)
+        resp, total, events, diverged = _fetch_once(ctx, req, follower, divergences)
         if (
             diverged
             or total >= max(1, req.min_bytes)
@@ -60,7 +64,7 @@ async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
                     nursery.start_soon(wake, ev)
 
 
-def _record_follower(ctx: RequestContext, req: m.FetchRequest) -> None:
+def _record_follower(ctx: RequestContext, req: m.FetchRequest, divergences: Divergences) -> None:
     """A follower's fetch offsets are its log end offsets: the leader takes them up once per
     request (a follower caught up to the high watermark is proposed for the ISR)."""
     for t in req.topics:
@@ -70,14 +74,14 @@ def _record_follower(ctx: RequestContext, req: m.FetchRequest) -> None:
                 part is not None
                 and code == ec.NONE
                 and part.check_leader_epoch(p.current_leader_epoch) == ec.NONE
-                and _divergence(part, ctx.api_version, p) is None  # its end is not ours to count
+                and _divergence(part, ctx.api_version, p, divergences) is None  # its end is not ours
                 and part.follower_fetched(req.replica_id, p.fetch_offset)
             ):
                 ctx.broker.replicas.isr_change_wanted()
 
 
 def _fetch_once(
-    ctx: RequestContext, req: m.FetchRequest, follower: bool
+    ctx: RequestContext, req: m.FetchRequest, follower: bool, divergences: Divergences
 ) -> tuple[m.FetchResponse, int, list[trio.Event], bool]:
     """One pass over the request: the response, its bytes of records, what to wait on for
     more, and whether a partition diverged (answered at once, as Kafka does)."""
@@ -118,7 +122,7 @@ def _fetch_once(
             if offset < part.log_start_offset:
                 res.error_code = ec.OFFSET_OUT_OF_RANGE
                 continue
-            divergence = _divergence(part, version, p)
+            divergence = _divergence(part, version, p, divergences)
             if divergence is not None:
                 epoch, epoch_end = divergence
                 if epoch < 0:  # no epoch that old is left here
@@ -158,18 +162,21 @@ def _fetch_once(
 
 
 def _divergence(
-    part: Partition, version: int, p: m.FetchRequest.FetchTopic.FetchPartition
+    part: Partition, version: int, p: m.FetchRequest.FetchTopic.FetchPartition, seen: Divergences
 ) -> tuple[int, int] | None:
     """Kafka's check of a fetch's ``last_fetched_epoch`` (v12+, when not -1): None if the
     fetcher's log can agree with this one up to its fetch offset; else (the largest epoch
     here not above its last one, where that epoch ends here), from which the fetcher
-    truncates; (-1, -1) when no epoch that old is left here."""
+    truncates; (-1, -1) when no epoch that old is left here. Decided once per partition and
+    request (kept in ``seen``): a long poll's later passes and the follower's bookkeeping
+    reuse it."""
     if version < 12 or p.last_fetched_epoch < 0:
         return None
-    epoch, end = part.epochs.end_offset_for(p.last_fetched_epoch, part.log.end_offset)
-    if epoch < p.last_fetched_epoch or end < p.fetch_offset:
-        return epoch, end
-    return None
+    key = (part.topic, part.index)
+    if key not in seen:
+        epoch, end = part.epochs.end_offset_for(p.last_fetched_epoch, part.log.end_offset)
+        seen[key] = (epoch, end) if epoch < p.last_fetched_epoch or end < p.fetch_offset else None
+    return seen[key]
 
 
 def _checked_read(part: Partition, offset: int, max_bytes: int, end: int) -> bytes:
