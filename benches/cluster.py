@@ -99,7 +99,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> 
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
 
 

@@ -6,9 +6,9 @@ acks=all producer and a consumer group, then a check that nothing acknowledged w
 Workload: a confluent-kafka idempotent producer (acks=all) writing sequence-numbered keyed
 records to a topic with RF=3, ``min.insync.replicas=2`` and 6 partitions; a group of two
 consumers committing what they read. Faults, one at a time, chosen at random: SIGKILL of a
-partition's leader, SIGSTOP of a leader past the session timeout then SIGCONT, SIGKILL of the
+partition's leader, SIGSTOP of a leader until its session has run out then SIGCONT, SIGKILL of the
 controller, a cut link between a leader and one of its followers (through ``LinkProxy`` in
-front of each broker's replication listener) for longer than ``replica.lag.time.max.ms``,
+front of each broker's replication listener) until the leader has shrunk the ISR,
 SIGKILL of every broker at once, and a restart of etcd. After each, the time until the
 cluster has recovered (every broker registered, every partition led with its full ISR as
 every broker sees it, and a record acknowledged since) is measured.
@@ -35,7 +35,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,12 +43,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benches.cluster import member_args
-from benches.kafka_cluster import free_port
+from benches.cluster import member_args, wait_for
 from benches.link_proxy import LinkProxy
 from benches.nodes import ProcessNodes
 from tidelog.client.connection import Connection
-from tidelog.cluster.local import EtcdProcess
+from tidelog.cluster.local import EtcdProcess, free_port
 from tidelog.protocol import _messages as m
 from tidelog.pytest_plugin import serve_process
 
@@ -86,14 +84,6 @@ class Outcome:
         out["recovery p99 s"] = r[min(len(r) - 1, int(len(r) * 0.99))] if r else 0.0
         out["recovery max s"] = r[-1] if r else 0.0
         return out
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = RECOVERY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def ask(port: int, body: Any, version: int) -> Any:
@@ -161,7 +151,7 @@ class CampaignNodes(ProcessNodes):
 
     def create_topic(self) -> str:
         """Once every broker is registered, makes the campaign's topic; the bootstrap list."""
-        wait_for(lambda: self.registered() == len(self.ports), "every broker registered")
+        wait_for(lambda: self.registered() == set(self.ports), "every broker registered", RECOVERY_TIMEOUT)
         bootstrap = ",".join(f"127.0.0.1:{p}" for p in self.ports.values())
         config = {"min.insync.replicas": "2"}
         new = NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3, config=config)
@@ -184,10 +174,10 @@ class CampaignNodes(ProcessNodes):
         t = self.topic(self.ports[self.alive()[0]], name)
         return int(t.partitions[partition].leader_id) if t is not None and not t.error_code else -1
 
-    def registered(self) -> int:
-        """How many brokers are registered, as broker 1 answers DescribeCluster (0: no answer)."""
-        described = ask(self.ports[1], m.DescribeClusterRequest(), 1)
-        return len(described.brokers) if described is not None else 0
+    def registered(self, via: int = 1) -> set[int]:
+        """The brokers registered, as broker ``via`` answers DescribeCluster (none: no answer)."""
+        described = ask(self.ports[via], m.DescribeClusterRequest(), 1)
+        return {b.broker_id for b in described.brokers} if described is not None else set()
 
     def healthy(self) -> bool:
         """Every broker registered, and every broker sees every partition led, with a full ISR."""
@@ -206,7 +196,8 @@ class CampaignNodes(ProcessNodes):
 
 
 def log_bytes(directory: Path) -> bytes:
-    """A partition's log as one byte string (segments in offset order)."""
+    """A partition's log as one byte string: its segments in offset order (followers roll
+    their segments where their own appends cross segment.bytes, so only the stream compares)."""
     return b"".join(p.read_bytes() for p in sorted(directory.glob("*.log")))
 
 
@@ -302,10 +293,18 @@ class Campaign:
         self.nodes.start(victim)
 
     def pause_leader(self) -> None:
+        """Paused until its session has run out (etcd dropped its registration), then resumed."""
         victim = self.nodes.leader_of(TOPIC, self.rng.randrange(PARTITIONS))
+        other = next(n for n in self.nodes.ports if n != victim)
+
+        def lapsed() -> bool:
+            return victim not in self.nodes.registered(other)
+
         self.nodes.procs[victim].send_signal(signal.SIGSTOP)
-        time.sleep(SESSION_MS / 1000 + 1.0)  # the fault itself: paused past its session
-        self.nodes.procs[victim].send_signal(signal.SIGCONT)
+        try:
+            wait_for(lapsed, "its lease to lapse", RECOVERY_TIMEOUT)
+        finally:
+            self.nodes.procs[victim].send_signal(signal.SIGCONT)
 
     def kill_controller(self) -> None:
         described = ask(self.nodes.ports[self.nodes.alive()[0]], m.DescribeClusterRequest(), 1)
@@ -319,9 +318,16 @@ class Campaign:
         p = t.partitions[self.rng.randrange(PARTITIONS)]
         follower = self.rng.choice([r for r in p.replica_nodes if r != p.leader_id])
         proxy = self.nodes.proxies[p.leader_id]
+
+        def shrunk() -> bool:
+            t = self.nodes.topic(self.nodes.ports[p.leader_id])
+            return t is not None and follower not in t.partitions[p.partition_index].isr_nodes
+
         proxy.cut.add(follower)
-        time.sleep(LAG_MS / 1000 + 1.5)  # the fault itself: longer than the ISR's patience
-        proxy.cut.discard(follower)
+        try:  # cut until the leader has taken the follower out of the ISR
+            wait_for(shrunk, "the ISR to shrink", RECOVERY_TIMEOUT)
+        finally:
+            proxy.cut.discard(follower)
 
     def kill_all(self) -> None:
         for node in list(self.nodes.procs):
@@ -336,16 +342,16 @@ class Campaign:
 
     def run(self, faults: int, outcome: Outcome) -> None:
         """``faults`` faults, every kind once in each shuffled round of them, each at a random
-        moment (after the cluster has recovered from the last and up to a second more)."""
+        moment (once the cluster has recovered from the last and acknowledged 1-500 more)."""
         kinds: list[str] = []
-        wait_for(self.workload.committed, "the group's first commit")
+        wait_for(self.workload.committed, "the group's first commit", RECOVERY_TIMEOUT)
         for _ in range(faults):
             if not kinds:
                 kinds = self.rng.sample(FAULTS, len(FAULTS))
-            wait_for(self.nodes.healthy, "a healthy cluster before the next fault")
-            acked = len(self.workload.acked)
-            wait_for(lambda a=acked: len(self.workload.acked) > a, "records acknowledged before the fault")
-            time.sleep(self.rng.uniform(0, 1.0))  # a random moment of the workload
+            wait_for(self.nodes.healthy, "a healthy cluster before the next fault", RECOVERY_TIMEOUT)
+            # A random moment of the workload: after a random number of acknowledgements more.
+            due = len(self.workload.acked) + self.rng.randint(1, 500)
+            wait_for(lambda d=due: len(self.workload.acked) >= d, "records acknowledged", RECOVERY_TIMEOUT)
             kind = kinds.pop()
             outcome.faults[kind] = outcome.faults.get(kind, 0) + 1
             getattr(self, kind)()
@@ -354,6 +360,7 @@ class Campaign:
             wait_for(
                 lambda a=acked: self.nodes.healthy() and len(self.workload.acked) > a,
                 f"the cluster to recover from {kind}",
+                RECOVERY_TIMEOUT,
             )
             outcome.recovery_s.append(time.monotonic() - healed)
             line = f"fault {len(outcome.recovery_s)}: {kind}, recovered in {outcome.recovery_s[-1]:.2f} s"
@@ -363,7 +370,7 @@ class Campaign:
 def check(nodes: CampaignNodes, workload: Workload, outcome: Outcome) -> None:
     """Everything acknowledged, read back from the leaders; replicas against their leaders;
     the group's commits."""
-    wait_for(nodes.healthy, "a healthy cluster at the end")
+    wait_for(nodes.healthy, "a healthy cluster at the end", RECOVERY_TIMEOUT)
     bootstrap = workload.bootstrap
     acked = workload.acked
     outcome.acknowledged = len(acked)

@@ -5,23 +5,15 @@ with tidelog in the same run."""
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import uuid
 from pathlib import Path
 
 from benches.nodes import ProcessNodes
+from tidelog.cluster.local import free_port
 
 JARS = Path(__file__).resolve().parent.parent / "tools" / "kafka-jars" / "target" / "dependency"
 HEAP = "-Xmx1g"
-
-
-def free_port() -> int:
-    """A port the OS had free a moment ago: KRaft's static voter list needs ports fixed before
-    any node starts, so they cannot be bound at 0 by the nodes themselves."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def available() -> str | None:
@@ -39,6 +31,7 @@ class KafkaNodes(ProcessNodes):
     def __init__(self, root: Path, n: int, settings: dict[str, str]) -> None:
         super().__init__(n)
         self.root = root
+        # KRaft's static voter list needs every port fixed before any node starts.
         self.ports = {node: free_port() for node in self.ports}
         self.controller_ports = {node: free_port() for node in self.ports}
         voters = ",".join(f"{node}@127.0.0.1:{p}" for node, p in self.controller_ports.items())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections import Counter
 
 import trio
 
@@ -41,6 +42,8 @@ class LinkProxy:
         self.target_port, self.port = target_port, port
         self.cut: set[int] = set()
         self.delay: dict[int, float] = {}
+        #: Connections closed because their follower's link was cut, by follower.
+        self.refused: Counter[int] = Counter()
         self._ready = threading.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self._scope: trio.CancelScope | None = None
@@ -91,6 +94,7 @@ class LinkProxy:
                     if follower[0] is None:
                         follower[0] = follower_of(frame)
                     if follower[0] in self.cut:
+                        self.refused[follower[0]] += 1
                         break
                     await trio.sleep(self.delay.get(follower[0] or -1, 0.0))
                     with trio.fail_after(IO_TIMEOUT):

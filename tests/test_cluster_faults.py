@@ -56,7 +56,7 @@ def test_a_slow_follower_leaves_the_isr_acks_all_goes_on_and_it_returns_once_cau
     with ExitStack() as stack:
         nodes = stack.enter_context(CampaignNodes(tmp_path, etcd, ("rust", "python", "rust"), stack, lag))
         bootstrap = ",".join(f"127.0.0.1:{p}" for p in nodes.ports.values())
-        poll_until(lambda: nodes.registered() == 3, "three brokers", 30)
+        poll_until(lambda: nodes.registered() == {1, 2, 3}, "three brokers", 30)
         admin = AdminClient({"bootstrap.servers": bootstrap})
         new = NewTopic(
             "slow", num_partitions=1, replica_assignment=[[1, 2, 3]], config={"min.insync.replicas": "2"}
@@ -199,10 +199,12 @@ def test_killing_the_controller_mid_change_leaves_the_metadata_consistent(tmp_pa
             p = min(t.partitions, key=lambda p: p.leader_id == victim)
             others = [r for r in p.replica_nodes if r != p.leader_id]
             follower = min(others, key=lambda r: r == victim)
-            nodes.proxies[p.leader_id].cut.add(follower)
-            time.sleep(1.2)  # the fault's timing: the ISR shrink is due at 1.5 s
+            proxy = nodes.proxies[p.leader_id]
+            refused = proxy.refused[follower]
+            proxy.cut.add(follower)  # the ISR shrink is due 1.5 s after its last fetch
+            poll_until(lambda: proxy.refused[follower] > refused, "the follower's link cut", 30)
             nodes.kill(victim)
-            nodes.proxies[p.leader_id].cut.discard(follower)
+            proxy.cut.discard(follower)
             nodes.start(victim)
             recovered()
         outcome = Outcome()

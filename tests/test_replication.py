@@ -12,9 +12,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from benches.cluster_campaign import log_bytes
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -57,12 +57,6 @@ def test_replicas_are_placed_as_kafka_places_them():
     with pytest.raises(TopicError) as e:
         assign_replicas(brokers, 0, 1, 5, random.Random(7))
     assert e.value.code == ec.INVALID_REPLICATION_FACTOR
-
-
-def log_bytes(directory: Path) -> bytes:
-    """A partition's log as one byte string: its segments in offset order (followers roll
-    their segments where their own appends cross segment.bytes, so only the stream compares)."""
-    return b"".join(p.read_bytes() for p in sorted(directory.glob("*.log")))
 
 
 @pytest.mark.parametrize(
