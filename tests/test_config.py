@@ -61,3 +61,50 @@ def test_help_config_lists_every_setting():
     listed = {line.split("=", 1)[0] for line in out.splitlines()}
     assert listed == {s.name for s in SETTINGS}
     assert "log.retention.ms=604800000\tdefault retention.ms of topics" in out.splitlines()
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("sasl.enabled.mechanisms", "PLAIN,GSSAPI"),
+        ("ssl.client.auth", "always"),
+        ("listener.security.protocol.map", "A:TLS"),
+    ],
+)
+def test_security_settings_are_checked(key, value):
+    with pytest.raises(ValueError, match=key):
+        BrokerConfig.from_settings({key: value})
+
+
+def test_secrets_are_never_described_and_replication_needs_a_plaintext_listener(tmp_path):
+    from tidelog.protocol import _messages as m
+    from tidelog.pytest_plugin import start_broker
+
+    from .wire import Wire
+
+    jaas = 'org.apache.kafka.common.security.plain.PlainLoginModule required user_a="hunter2";'
+    c = BrokerConfig.from_settings({"sasl.jaas.config": jaas, "ssl.key.password": "p4ss"})
+    assert c.described()["sasl.jaas.config"] == (None, True)
+    assert c.described()["ssl.key.password"] == (None, True)
+    broker = start_broker(tmp_path / "b", **{"sasl.jaas.config": jaas})
+    try:
+        D = m.DescribeConfigsRequest
+        w = Wire(broker.bootstrap)
+        r = w.request(
+            D(
+                resources=[
+                    D.DescribeConfigsResource(resource_type=4, resource_name="0", configuration_keys=None)
+                ]
+            ),
+            4,
+        )
+        described = {c.name: c for c in r.results[0].configs}
+        assert described["sasl.jaas.config"].is_sensitive and described["sasl.jaas.config"].value is None
+        assert not described["num.partitions"].is_sensitive
+        assert "hunter2" not in repr(r)
+    finally:
+        broker.stop()
+    with pytest.raises(ValueError, match=r"inter\.broker\.listener\.name"):
+        BrokerConfig.from_settings(
+            {"listeners": "SASL_SSL://127.0.0.1:0", "tidelog.etcd.endpoints": "http://127.0.0.1:2379"}
+        ).endpoints()

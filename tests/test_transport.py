@@ -151,7 +151,7 @@ def test_each_named_listener_advertises_its_own_address(tmp_path):
     "settings, message",
     [
         ({"listeners": "SECURE://127.0.0.1:0"}, "no security protocol"),
-        ({"listeners": "SSL://127.0.0.1:0"}, "does not support"),
+        ({"listeners": "SSL://127.0.0.1:0"}, "ssl.certificate.location is not set"),
         ({"listeners": "A://127.0.0.1:0,A://127.0.0.1:0"}, "twice"),
         ({"listener.security.protocol.map": "A:TLS"}, "PROTOCOL one of"),
     ],

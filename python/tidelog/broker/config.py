@@ -19,8 +19,9 @@ def _bool(v: str) -> bool:
 
 #: Kafka's default ``listener.security.protocol.map``: each protocol's name names a listener.
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-#: What this broker can serve today (TLS and SASL come with the security work, issue 12).
-SUPPORTED_SECURITY_PROTOCOLS = ("PLAINTEXT",)
+#: The protocols whose listeners authenticate clients with SASL, and those wrapped in TLS.
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,26 @@ def _protocol_map(v: str) -> dict[str, str]:
     return out
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if v.lower() not in choices:
+            raise ValueError(f"{v!r} is not one of {', '.join(choices)}")
+        return v.lower()
+
+    return parse
+
+
+def sasl_mechanisms(v: str) -> list[str]:
+    """``sasl.enabled.mechanisms`` as a list; ValueError naming one tidelog does not offer."""
+    from tidelog.broker.sasl import MECHANISMS
+
+    out = [x.strip().upper() for x in v.split(",") if x.strip()]
+    unknown = [x for x in out if x not in MECHANISMS]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: tidelog offers only {', '.join(MECHANISMS)}")
+    return out
+
+
 def _min_insync(v: str) -> int:
     n = int(v)
     if n < 1:
@@ -101,6 +122,8 @@ class Setting:
     field: str | None = None
     topic: str | None = None
     default: str | None = None
+    #: A secret (a password): DescribeConfigs and ``--help-config`` never show its value.
+    sensitive: bool = False
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -119,7 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "listener.security.protocol.map",
-        "NAME:PROTOCOL,...: each listener's security protocol (PLAINTEXT only, until TLS and SASL)",
+        "NAME:PROTOCOL,...: each listener's security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)",
         _protocol_map,
         field="listener_security_protocol_map",
     ),
@@ -292,6 +315,51 @@ SETTINGS: tuple[Setting, ...] = (
         "the listener followers fetch from (empty: the first listener)",
         default="",
     ),
+    Setting("ssl.certificate.location", "PEM file of this broker's TLS certificate (chain)", default=""),
+    Setting("ssl.key.location", "PEM file of the certificate's private key", default=""),
+    Setting("ssl.key.password", "the private key's password, if it is encrypted", default="", sensitive=True),
+    Setting(
+        "ssl.ca.location",
+        "PEM file of the certificate authorities that client certificates are checked against",
+        default="",
+    ),
+    Setting(
+        "ssl.client.auth",
+        "none, requested or required: whether TLS clients present a certificate (the principal "
+        "of an SSL listener's client is then User:<its subject>)",
+        _one_of("none", "requested", "required"),
+        default="none",
+    ),
+    Setting(
+        "sasl.enabled.mechanisms",
+        "the SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        sasl_mechanisms,
+        default="SCRAM-SHA-256,SCRAM-SHA-512",
+    ),
+    Setting(
+        "sasl.jaas.config",
+        "PLAIN's users, as in a PlainLoginModule's JAAS text: user_<name>=\"<password>\" ...",
+        default="",
+        sensitive=True,
+    ),
+    Setting(
+        "connections.max.reauth.ms",
+        "SASL sessions last this long; clients re-authenticate before, or are disconnected (0: forever)",
+        int,
+        default="0",
+    ),
+    Setting(
+        "connection.failed.authentication.delay.ms",
+        "a connection whose authentication failed is closed this long after the answer",
+        int,
+        default="100",
+    ),
+    Setting(
+        "sasl.server.max.receive.size",
+        "largest request accepted before a SASL client has authenticated",
+        int,
+        default="524288",
+    ),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 #: Other names Kafka accepts for a setting, and the factor to its unit.
@@ -410,7 +478,8 @@ class BrokerConfig:
 
     def endpoints(self) -> list[Endpoint]:
         """The listeners to open, the first at ``host``/``port``; ValueError for a name with
-        no security protocol, or one this broker cannot serve yet."""
+        no security protocol, or an inter-broker listener replication cannot use."""
+        self.inter_broker_listener()
         out = []
         for i, (name, host, port) in enumerate(self.listeners):
             if i == 0:
@@ -420,10 +489,21 @@ class BrokerConfig:
                 raise ValueError(
                     f"listener {name} has no security protocol in listener.security.protocol.map"
                 )
-            if protocol not in SUPPORTED_SECURITY_PROTOCOLS:
-                raise ValueError(f"listener {name} uses {protocol}, which tidelog does not support yet")
             out.append(Endpoint(name, host or "0.0.0.0", port, protocol))
         return out
+
+    def inter_broker_listener(self) -> str:
+        """The listener followers fetch from: ``inter.broker.listener.name``, else the first.
+        ValueError in a cluster where it is not PLAINTEXT: the replica fetcher does not speak
+        TLS or SASL yet, so replication goes over a PLAINTEXT listener on a private address."""
+        name = self.setting("inter.broker.listener.name") or self.listeners[0][0]
+        protocol = self.listener_security_protocol_map.get(name, "PLAINTEXT")
+        if self.etcd_endpoints and protocol != "PLAINTEXT":
+            raise ValueError(
+                f"the inter-broker listener {name} uses {protocol}: replication needs a PLAINTEXT "
+                "listener (on a private address), named in inter.broker.listener.name"
+            )
+        return name
 
     def advertised(self, listener: str, bound: Endpoint) -> tuple[str, int]:
         """The address clients of ``listener`` are told to use: its ``advertised.listeners``
@@ -479,7 +559,7 @@ class BrokerConfig:
                 value = topic[s.topic]
             else:
                 value = self.setting(s.name)
-            out[s.name] = (_as_setting(value), s.name in configured)
+            out[s.name] = (None if s.sensitive else _as_setting(value), s.name in configured)
         out["broker.id"] = out["node.id"]
         return dict(sorted(out.items()))
 
@@ -528,6 +608,12 @@ class BrokerConfig:
         else the broker's default, parsed."""
         default, parse = BROKER_TOPIC_CONFIGS[name]
         return parse(topic_configs.get(name, self.setting(default)))
+
+
+def is_sensitive(name: str) -> bool:
+    """Whether the broker setting ``name`` is a secret, never shown."""
+    setting = SETTINGS_BY_NAME.get(name)
+    return setting is not None and setting.sensitive
 
 
 def _as_setting(v: Any) -> str | None:

@@ -1,7 +1,15 @@
 """One client connection: it reads frames, answers requests one at a time and in order
 (Kafka processes one request per connection at a time), and writes each response as few
 large writes, sending record bytes from segment files by sendfile where the stream is a
-plain socket and copying them otherwise (a TLS or in-memory stream)."""
+plain socket and copying them otherwise (a TLS or in-memory stream).
+
+On a TLS listener the handshake comes first, within ``tls.HANDSHAKE_TIMEOUT``; on an SSL
+listener a client certificate names the principal. On a SASL listener nothing but
+ApiVersions, SaslHandshake and SaslAuthenticate (or, after a SaslHandshake v0, bare token
+frames) is answered until the client has authenticated, and requests are capped at
+``sasl.server.max.receive.size`` until then; any other request closes the connection, as
+does one arriving after the session's ``connections.max.reauth.ms`` without
+re-authentication."""
 
 from __future__ import annotations
 
@@ -14,7 +22,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from tidelog.broker.apis import ADVERTISED, HANDLERS, RefusedWithoutResponse
+from tidelog.broker.apis.sasl import authenticate_step
+from tidelog.broker.config import SASL_PROTOCOLS
 from tidelog.broker.context import RequestContext, Session
+from tidelog.broker.sasl import AuthenticationFailed
+from tidelog.broker.tls import HANDSHAKE_TIMEOUT, principal_of
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
 from tidelog.protocol.framing import API_VERSIONS_KEY, decode_request_header, encode_response
@@ -29,6 +41,9 @@ RECEIVE_CHUNK = 256 * 1024
 LARGE_REQUEST_BYTES = 256 << 10  # decoded and answered off the event loop above this
 PRODUCE_KEY = 0
 REQUEST_PREFIX = struct.Struct(">hhi")  # api key, api version, correlation id
+SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY = 17, 36
+#: What a SASL listener answers before the client has authenticated.
+BEFORE_AUTHENTICATION = (API_VERSIONS_KEY, SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY)
 
 
 class ConnectionClosed(Exception):
@@ -71,17 +86,19 @@ class ClientConnection:
     def __init__(self, broker: Broker, stream: trio.abc.Stream, endpoint: Endpoint) -> None:
         self.broker = broker
         self.stream = stream
+        transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
         # Record bytes go out by sendfile only on a plain socket; other streams get copies.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         host, port = "?", 0
-        if self._socket is not None:
+        if isinstance(transport, trio.SocketStream):
             with contextlib.suppress(OSError):
-                host, port = self._socket.getpeername()[:2]
+                host, port = transport.socket.getpeername()[:2]
         self.session = Session(
             listener=endpoint.name,
             security_protocol=endpoint.security_protocol,
             peer_host=host,
             peer_port=port,
+            authenticated=endpoint.security_protocol not in SASL_PROTOCOLS,
         )
         self._buf = bytearray()
 
@@ -89,6 +106,8 @@ class ClientConnection:
         in_flight = self.broker.in_flight
         try:
             async with self.stream:
+                if isinstance(self.stream, trio.SSLStream) and not await self._tls_handshake(self.stream):
+                    return
                 while not in_flight.draining:
                     # Waiting for a request is cancelled at shutdown; handling one is not.
                     with trio.CancelScope() as idle:
@@ -106,14 +125,35 @@ class ClientConnection:
                             await self._send(chunks)
                     finally:
                         in_flight.end()
+                    if self.session.close_reason is not None:
+                        await trio.sleep(self.session.close_delay)
+                        raise ConnectionClosed(self.session.close_reason)
         except ConnectionClosed as e:
             log.warning("closing connection from %s: %s", self.session.peer, e)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
 
+    async def _tls_handshake(self, stream: trio.SSLStream[Any]) -> bool:
+        """Whether the client completed its TLS handshake in time (logged if not); on an SSL
+        listener its certificate, if it sent one, names the principal."""
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError) as e:
+            why = "timed out" if isinstance(e, trio.TooSlowError) else repr(e.__cause__ or e)
+            log.info("TLS handshake with %s failed: %s", self.session.peer, why)
+            return False
+        principal = principal_of(stream.getpeercert())
+        if principal is not None and self.session.security_protocol == "SSL":
+            self.session.principal = principal
+            log.debug("TLS client %s is %s", self.session.peer, principal)
+        return True
+
     async def _read_frame(self) -> bytes | None:
         config = self.broker.config
         limit = config.socket_request_max_bytes
+        if not self.session.authenticated:
+            limit = int(config.setting("sasl.server.max.receive.size"))
         buf = self._buf
         size = -1
         while True:
@@ -135,10 +175,39 @@ class ClientConnection:
                 return None
             buf += data
 
+    def _raw_token(self, frame: bytes) -> list[Any]:
+        """A SASL token sent bare (after SaslHandshake v0), answered with the server's bare."""
+        try:
+            answer, _ = authenticate_step(self.broker, self.session, frame)
+        except AuthenticationFailed as e:
+            raise ConnectionClosed(str(e)) from None
+        if self.session.sasl is None:
+            self.session.sasl_raw_tokens = False
+        return [INT32.pack(len(answer)) + answer]
+
+    def _check_allowed(self, key: int) -> None:
+        """Closes the connection on a request a SASL listener does not answer now."""
+        session = self.session
+        if not session.authenticated:
+            if key not in BEFORE_AUTHENTICATION:
+                raise ConnectionClosed(f"api key {key} before SASL authentication")
+        elif (
+            session.sasl_expires_at is not None
+            and self.broker.clock.monotonic() > session.sasl_expires_at
+            and key not in (SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY)
+        ):
+            raise ConnectionClosed(
+                f"SASL session of {session.principal} ended (connections.max.reauth.ms) "
+                "without re-authentication"
+            )
+
     async def _answer(self, frame: bytes) -> list[Any] | None:
+        if self.session.sasl_raw_tokens and self.session.sasl is not None:
+            return self._raw_token(frame)
         if len(frame) < 8:
             raise ConnectionClosed(f"request of {len(frame)} bytes is shorter than a request header")
         key, version, correlation_id = REQUEST_PREFIX.unpack_from(frame)
+        self._check_allowed(key)
         advertised = ADVERTISED.get(key)
         if advertised is None:
             raise ConnectionClosed(f"unknown or unsupported api key {key} (version {version})")

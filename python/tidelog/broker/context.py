@@ -10,13 +10,15 @@ from tidelog.broker.authorizer import ANONYMOUS
 
 if TYPE_CHECKING:
     from tidelog.broker.clock import Clock
+    from tidelog.broker.sasl import MechanismServer
     from tidelog.broker.server import Broker
 
 
 @dataclasses.dataclass
 class Session:
     """One client connection's state, kept for its whole life. ``principal`` is who the
-    authorizer is asked about: ``User:ANONYMOUS`` until authentication (issue 12) sets it."""
+    authorizer is asked about: ``User:ANONYMOUS`` unless SASL or a TLS client certificate
+    said who the client is."""
 
     listener: str
     security_protocol: str
@@ -26,6 +28,22 @@ class Session:
     #: From ApiVersions v3+ (KIP-511), as the client reports itself.
     client_software_name: str | None = None
     client_software_version: str | None = None
+    #: False on a SASL listener until SaslAuthenticate has succeeded: until then only
+    #: ApiVersions, SaslHandshake and SaslAuthenticate are answered.
+    authenticated: bool = True
+    #: The mechanism SaslHandshake chose, and its exchange while one is under way.
+    sasl_mechanism: str | None = None
+    sasl: MechanismServer | None = None
+    #: After a SaslHandshake v0 the client sends its tokens as bare frames, not SaslAuthenticate.
+    sasl_raw_tokens: bool = False
+    #: With ``connections.max.reauth.ms``: when (monotonic seconds) the SASL session ends
+    #: unless the client re-authenticates.
+    sasl_expires_at: float | None = None
+    #: Set by a handler whose answer is the connection's last: why it closes after sending
+    #: it, and after how many seconds (a failed authentication waits, as Kafka's
+    #: ``connection.failed.authentication.delay.ms``, so a client cannot retry in a tight loop).
+    close_reason: str | None = None
+    close_delay: float = 0.0
 
     @property
     def peer(self) -> str:

@@ -2,10 +2,11 @@
 deleted, partitions added, configs altered, producer-id blocks allocated. Each change ends
 with a new ``MetadataImage`` published to the replica manager. ``LocalController`` is a
 single broker's controller: the metadata lives in files under ``meta/`` (one JSON file per
-topic, ``meta.properties``, ``producer-ids``), and since the controller and the only replica
-are one process, a creation is all or nothing: the logs are made before the metadata is
-written, and removed again if that fails. A cluster's controller (``cluster.etcd_controller``)
-implements the same protocol; replica placement is shared (``assign_replicas``)."""
+topic, one per user with SCRAM credentials, ``meta.properties``, ``producer-ids``), and
+since the controller and the only replica are one process, a creation is all or nothing: the
+logs are made before the metadata is written, and removed again if that fails. A cluster's
+controller (``cluster.etcd_controller``) implements the same protocol; replica placement is
+shared (``assign_replicas``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 import os
 import random
 import re
+import urllib.parse
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
@@ -35,6 +37,13 @@ from tidelog.broker.metadata import (
 )
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
+from tidelog.scram import (
+    CredentialChanges,
+    UserCredentials,
+    altered,
+    credentials_doc,
+    credentials_from_doc,
+)
 from tidelog.storage.fileio import write_file_atomic
 
 if TYPE_CHECKING:
@@ -240,6 +249,10 @@ class Controller(Protocol):
 
     async def next_producer_id(self) -> int: ...
 
+    async def alter_scram_credentials(self, changes: Mapping[str, CredentialChanges]) -> None:
+        """Sets (or, given None, removes) each user's credential for each mechanism named."""
+        ...
+
 
 async def create_or_get(
     controller: Controller,
@@ -271,6 +284,7 @@ class LocalController:
         self.replicas = replicas
         self.meta_dir = os.path.join(config.data_dir, "meta")
         self.topics_dir = os.path.join(self.meta_dir, "topics")
+        self.users_dir = os.path.join(self.meta_dir, "users")
         self._image = MetadataImage()
         self._creating: set[str] = set()  # names being created
         self._deleting: set[str] = set()  # names being deleted
@@ -291,6 +305,7 @@ class LocalController:
         reservation and every topic (blocking I/O); returns the first image, with this broker,
         advertised at ``endpoints``, as the only broker and the controller."""
         os.makedirs(self.topics_dir, exist_ok=True)
+        os.makedirs(self.users_dir, exist_ok=True)
         props = os.path.join(self.meta_dir, "meta.properties")
         if os.path.exists(props):
             with open(props) as f:
@@ -321,8 +336,14 @@ class LocalController:
                     internal=doc.get("internal", False),
                 )
             )
+        users = {}
+        for name in sorted(os.listdir(self.users_dir)):
+            if name.endswith(".json"):
+                with open(os.path.join(self.users_dir, name)) as f:
+                    users[urllib.parse.unquote(name[:-5])] = credentials_from_doc(json.load(f))
         me = BrokerMetadata(self.config.node_id, tuple(endpoints))
-        self._image = MetadataImage(cluster_id=cluster_id).with_brokers([me], me.node_id).with_topics(topics)
+        image = MetadataImage(cluster_id=cluster_id).with_brokers([me], me.node_id).with_topics(topics)
+        self._image = image.with_scram_credentials(users)
         return self._image
 
     async def _publish(self, image: MetadataImage) -> None:
@@ -531,6 +552,24 @@ class LocalController:
     def _unpersist(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(self.topics_dir, f"{name}.json"))
+
+    # ---- users ----
+
+    async def alter_scram_credentials(self, changes: Mapping[str, CredentialChanges]) -> None:
+        async with self._admin_lock:
+            image = self._image
+            users = {u: altered(image.scram_credentials.get(u, {}), c) for u, c in changes.items()}
+            await trio.to_thread.run_sync(self._persist_users, users)
+            await self._publish(self._image.with_scram_credentials(users))
+
+    def _persist_users(self, users: Mapping[str, UserCredentials]) -> None:
+        for user, creds in users.items():
+            name = urllib.parse.quote(user, safe="") + ".json"
+            if creds:
+                write_file_atomic(self.users_dir, name, json.dumps(credentials_doc(creds)).encode())
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.users_dir, name))
 
     # ---- producer ids ----
 

@@ -1,9 +1,9 @@
 """The cluster's metadata as one read-only, versioned image: the brokers and their endpoints,
 the topics with their ids and configs, each partition's leader, leader epoch, replicas and
-in-sync replicas, and the controller. The controller publishes a new image for every change;
-handlers read the image in force, and the replica manager turns each new one into what this
-broker hosts. An image is never changed: a change makes a new one that shares what did not
-change."""
+in-sync replicas, the controller, and the users' SCRAM credentials. The controller publishes
+a new image for every change; handlers read the image in force, and the replica manager
+turns each new one into what this broker hosts. An image is never changed: a change makes a
+new one that shares what did not change."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from tidelog.broker.config import Endpoint
+from tidelog.scram import UserCredentials
 
 NO_LEADER = -1
 
@@ -67,6 +68,10 @@ class MetadataImage:
     brokers: Mapping[int, BrokerMetadata] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     topics: Mapping[str, TopicMetadata] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     topic_ids: Mapping[uuid.UUID, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    #: user -> their SCRAM credentials by mechanism (users without any are absent).
+    scram_credentials: Mapping[str, UserCredentials] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def topic(self, name: str) -> TopicMetadata | None:
         return self.topics.get(name)
@@ -100,6 +105,16 @@ class MetadataImage:
         return dataclasses.replace(
             self, version=self.version + 1, topics=MappingProxyType(topics), topic_ids=MappingProxyType(ids)
         )
+
+    def with_scram_credentials(self, users: Mapping[str, UserCredentials]) -> MetadataImage:
+        """The next image: each of ``users`` with exactly these credentials (none: removed)."""
+        creds = dict(self.scram_credentials)
+        for user, mine in users.items():
+            if mine:
+                creds[user] = MappingProxyType(dict(mine))
+            else:
+                creds.pop(user, None)
+        return dataclasses.replace(self, version=self.version + 1, scram_credentials=MappingProxyType(creds))
 
     def with_brokers(self, brokers: Iterable[BrokerMetadata], controller_id: int) -> MetadataImage:
         return dataclasses.replace(

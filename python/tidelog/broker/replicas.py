@@ -297,7 +297,7 @@ class ReplicaManager:
         broker = self.image.brokers.get(node_id)
         if broker is None:
             return None
-        name = self.config.setting("inter.broker.listener.name") or self.config.listeners[0][0]
+        name = self.config.inter_broker_listener()
         return broker.endpoint(name) or (broker.endpoints[0] if broker.endpoints else None)
 
     async def announce_leadership(self) -> None:

@@ -16,13 +16,14 @@ import trio
 
 from tidelog.broker.authorizer import AllowAll, Authorizer
 from tidelog.broker.clock import Clock
-from tidelog.broker.config import BrokerConfig, Endpoint, raise_open_files_limit
+from tidelog.broker.config import TLS_PROTOCOLS, BrokerConfig, Endpoint, raise_open_files_limit
 from tidelog.broker.connection import ClientConnection, InFlight
 from tidelog.broker.controller import Controller, LocalController
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.metadata import DepartedBrokers, MetadataImage
 from tidelog.broker.replicas import ReplicaManager
+from tidelog.broker.tls import server_context
 from tidelog.cluster.member import ClusterMember
 from tidelog.storage import Log
 
@@ -65,6 +66,10 @@ class Broker:
             self.controller = LocalController(self.config, self.replicas)
         self.replicas.alter_isr = self.controller.alter_isr
         self.authorizer: Authorizer = AllowAll()
+        # Checked here, so that a listener that cannot be served stops the broker at once.
+        uses_tls = any(e.security_protocol in TLS_PROTOCOLS for e in self.config.endpoints())
+        #: What the TLS listeners serve with (None without any).
+        self.tls_context = server_context(self.config) if uses_tls else None
         self.port = self.config.port
         #: The listeners being served, with their bound ports (set by ``serve``).
         self.endpoints: list[Endpoint] = []
@@ -140,12 +145,18 @@ class Broker:
         await trio.to_thread.run_sync(self.replicas.load, image)
 
     async def open_listeners(self) -> list[BoundListener]:
-        """A TCP listener for every configured endpoint (``listeners``)."""
+        """A TCP listener for every configured endpoint (``listeners``), in TLS for the SSL
+        and SASL_SSL ones."""
         out: list[BoundListener] = []
+        tls = self.tls_context
         try:
             for e in self.config.endpoints():
                 for tcp in await trio.open_tcp_listeners(e.port, host=e.host):
-                    out.append((e, tcp))
+                    if e.security_protocol in TLS_PROTOCOLS:
+                        assert tls is not None
+                        out.append((e, trio.SSLListener(tcp, tls, https_compatible=False)))
+                    else:
+                        out.append((e, tcp))
         except BaseException:
             for _, opened in out:
                 await opened.aclose()
@@ -162,8 +173,9 @@ class Broker:
         bound = list(listeners) if listeners is not None else await self.open_listeners()
         self.endpoints = []
         for e, served in bound:
-            if isinstance(served, trio.SocketListener):
-                e = dataclasses.replace(e, port=served.socket.getsockname()[1])
+            tcp = served.transport_listener if isinstance(served, trio.SSLListener) else served
+            if isinstance(tcp, trio.SocketListener):
+                e = dataclasses.replace(e, port=tcp.socket.getsockname()[1])
             if all(x.name != e.name for x in self.endpoints):
                 self.endpoints.append(e)
         if self.endpoints:

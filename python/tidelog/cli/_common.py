@@ -7,11 +7,24 @@ import sys
 from typing import Any
 
 from tidelog.client.connection import BrokerError, Connection
+from tidelog.client.security import ClientSecurity
 from tidelog.protocol import _messages as m
 
 
 def add_bootstrap(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-server", default="127.0.0.1:9092")
+    p.add_argument(
+        "--command-config",
+        metavar="FILE",
+        help="Kafka client properties for a secured listener (security.protocol, sasl.mechanism, "
+        "sasl.username, sasl.password or sasl.jaas.config, ssl.ca.location)",
+    )
+
+
+def connect(args: argparse.Namespace, bootstrap: str | None = None) -> Connection:
+    """A connection to ``bootstrap`` (default ``--bootstrap-server``) as ``--command-config`` says."""
+    security = ClientSecurity.from_file(args.command_config) if args.command_config else None
+    return Connection(bootstrap or args.bootstrap_server, security=security)
 
 
 def check(code: int, what: str, message: str | None = None) -> None:

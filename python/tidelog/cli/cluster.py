@@ -12,8 +12,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from tidelog.cli._common import add_bootstrap, run
-from tidelog.client.connection import Connection
+from tidelog.cli._common import add_bootstrap, connect, run
 from tidelog.protocol import _messages as m
 
 #: Seconds each child gets to stop cleanly before it is killed.
@@ -110,7 +109,7 @@ def up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def status(args: argparse.Namespace, out: TextIO) -> int:
-    with Connection(args.bootstrap_server) as conn:
+    with connect(args) as conn:
         meta = conn.send(m.MetadataRequest(topics=None, allow_auto_topic_creation=False))
     out.write(f"cluster {meta.cluster_id}, controller {meta.controller_id}\n")
     for b in sorted(meta.brokers, key=lambda b: b.node_id):

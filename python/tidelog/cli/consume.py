@@ -8,7 +8,7 @@ import time
 from typing import Any, TextIO
 
 from tidelog.buffers import as_view
-from tidelog.cli._common import add_bootstrap, check, offsets, partitions, run
+from tidelog.cli._common import add_bootstrap, check, connect, offsets, partitions, run
 from tidelog.client.connection import Connection
 from tidelog.client.group import GroupMember
 from tidelog.protocol import _messages as m
@@ -21,7 +21,7 @@ def consume(args: argparse.Namespace, out: TextIO) -> int:
     With --group, partitions come from the group and positions from its committed offsets,
     which are committed again on the way out."""
     printed = 0
-    with Connection(args.bootstrap_server) as conn:
+    with connect(args) as conn:
         all_parts = partitions(conn, args.topic)
         member = GroupMember(conn, args.group, args.topic, len(all_parts)) if args.group else None
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from tidelog.cli._common import add_bootstrap, offsets, partitions, run
+from tidelog.cli._common import add_bootstrap, connect, offsets, partitions, run
 from tidelog.client.connection import BrokerError, Connection
 from tidelog.client.group import commit_offsets
 from tidelog.protocol import _messages as m
@@ -33,7 +33,7 @@ def _committed(conn: Connection, group: str) -> dict[tuple[str, int], int]:
 
 
 def groups(args: argparse.Namespace, out: TextIO) -> int:
-    with Connection(args.bootstrap_server) as conn:
+    with connect(args) as conn:
         if args.action == "list":
             for g in sorted(conn.send(m.ListGroupsRequest()).groups, key=lambda g: g.group_id):
                 out.write(f"{g.group_id}\t{g.group_state}\n")

@@ -8,8 +8,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from tidelog.cli._common import add_bootstrap, check, partitions, run
-from tidelog.client.connection import Connection
+from tidelog.cli._common import add_bootstrap, check, connect, partitions, run
 from tidelog.partitioning import partition_for_key
 from tidelog.protocol import _messages as m
 from tidelog.records import build_batch
@@ -18,7 +17,7 @@ from tidelog.records import build_batch
 def produce(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     """Lines from stdin, one record each (KEY<sep>VALUE with --key-separator), sent in batches."""
     acks = {"all": -1, "-1": -1, "1": 1, "0": 0}[args.acks]
-    with Connection(args.bootstrap_server) as conn:
+    with connect(args) as conn:
         parts = partitions(conn, args.topic)
         round_robin = itertools.cycle(parts)
         pending: dict[int, list[tuple[bytes | None, bytes]]] = {}

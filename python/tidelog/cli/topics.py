@@ -8,7 +8,7 @@ import sys
 import uuid
 from typing import Any, TextIO
 
-from tidelog.cli._common import add_bootstrap, check, offsets, run
+from tidelog.cli._common import add_bootstrap, check, connect, offsets, run
 from tidelog.client.connection import Connection
 from tidelog.protocol import _messages as m
 from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType, ConfigSource, OffsetSpec
@@ -47,7 +47,7 @@ def _offset_ranges(conn: Connection, meta: Any, t: Any) -> dict[int, str]:
         with contextlib.ExitStack() as stack:
             there = conn
             if len(addresses) > 1:
-                there = stack.enter_context(Connection(addresses[leader]))
+                there = stack.enter_context(Connection(addresses[leader], security=conn.security))
             start = offsets(there, t.name, parts, OffsetSpec.EARLIEST)
             end = offsets(there, t.name, parts, OffsetSpec.LATEST)
         out.update({p: f"{start[p]}..{end[p]}" for p in parts})
@@ -55,7 +55,7 @@ def _offset_ranges(conn: Connection, meta: Any, t: Any) -> dict[int, str]:
 
 
 def topics(args: argparse.Namespace, out: TextIO) -> int:
-    with Connection(args.bootstrap_server) as conn:
+    with connect(args) as conn:
         if args.action == "create":
             C = m.CreateTopicsRequest
             resp = conn.send(

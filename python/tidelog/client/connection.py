@@ -1,5 +1,6 @@
-"""A blocking connection to a Kafka-protocol broker: ApiVersions negotiation, then one request
-at a time (used by the ``tidelog`` command-line tools)."""
+"""A blocking connection to a Kafka-protocol broker: TLS and SASL where the listener asks for
+them (``security``), ApiVersions negotiation, then one request at a time (used by the
+``tidelog`` command-line tools)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 import struct
 from typing import Any
 
+from tidelog.client.security import ClientSecurity, SaslClient
 from tidelog.protocol import _messages as m
 from tidelog.protocol.framing import encode_request, response_header_version
 from tidelog.protocol.primitives import Reader
@@ -36,8 +38,18 @@ def connect(bootstrap: str, timeout: float) -> socket.socket:
 
 
 class Connection:
-    def __init__(self, bootstrap: str, client_id: str = "tidelog-cli", timeout: float = 30) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str = "tidelog-cli",
+        timeout: float = 30,
+        security: ClientSecurity | None = None,
+    ) -> None:
+        self.security = security or ClientSecurity()
         self.sock = connect(bootstrap, timeout)
+        if self.security.tls:
+            host = self.sock.getpeername()[0]
+            self.sock = self.security.ssl_context().wrap_socket(self.sock, server_hostname=host)
         self.client_id = client_id
         self.correlation = 0
         self.versions: dict[int, int] = {18: 0}
@@ -48,6 +60,28 @@ class Connection:
             cls = m.REQUESTS.get(k.api_key)
             if cls is not None:
                 self.versions[k.api_key] = min(k.max_version, cls.VALID_VERSIONS[1])
+        if self.security.sasl:
+            self._authenticate()
+
+    def _authenticate(self) -> None:
+        """SaslHandshake v1, then SaslAuthenticate until the exchange is done."""
+        mechanism = self.security.mechanism
+        shake = self.send(m.SaslHandshakeRequest(mechanism=mechanism), version=1)
+        if shake.error_code:
+            offered = ", ".join(shake.mechanisms)
+            raise BrokerError(
+                f"the broker does not offer SASL {mechanism} (it offers {offered})", shake.error_code
+            )
+        client = SaslClient(self.security)
+        token: bytes | None = client.first()
+        while token is not None:
+            r = self.send(m.SaslAuthenticateRequest(auth_bytes=token))
+            if r.error_code:
+                raise BrokerError(f"SASL authentication failed: {r.error_message}", r.error_code)
+            try:
+                token = client.step(bytes(r.auth_bytes))
+            except ValueError as e:
+                raise BrokerError(str(e)) from None
 
     def close(self) -> None:
         self.sock.close()

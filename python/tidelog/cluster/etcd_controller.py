@@ -6,7 +6,8 @@ cluster's prefix (``/<cluster id>/``):
 - ``controller`` and ``controller_epoch`` (see ``election``);
 - ``topics/<name>``: ``{"id", "partitions", "configs", "internal"}``;
 - ``partitions/<name>/<index>``: ``{"leader", "leader_epoch", "replicas", "isr"}``;
-- ``producer_ids``: the first id not yet handed out in blocks.
+- ``producer_ids``: the first id not yet handed out in blocks;
+- ``users/<name>``: a user's SCRAM credentials by mechanism (salt, keys, iterations).
 
 Every change is one etcd transaction conditional on what it read (a key absent, or a key's
 revision unchanged), so two brokers changing the same thing cannot both succeed. Every
@@ -75,6 +76,7 @@ from tidelog.cluster.etcd import (
     put_op,
 )
 from tidelog.error_codes import ErrorCode as ec
+from tidelog.scram import CredentialChanges, UserCredentials, altered, credentials_doc, credentials_from_doc
 
 log = logging.getLogger("tidelog.cluster")
 #: How long a change waits for this broker's image to show it.
@@ -100,6 +102,7 @@ class MetadataState:
         brokers: list[BrokerMetadata] = []
         topics: dict[str, tuple[uuid.UUID, int, dict[str, str], bool]] = {}
         partitions: dict[str, dict[int, PartitionMetadata]] = {}
+        users: dict[str, UserCredentials] = {}
         cluster_id, controller_id = "", NO_LEADER
         for key, kv in self.kvs.items():
             parts = key[n:].decode(errors="replace").split("/")
@@ -127,6 +130,8 @@ class MetadataState:
                 elif parts[0] == "partitions" and len(parts) == 3:
                     index = int(parts[2])
                     partitions.setdefault(parts[1], {})[index] = decode_partition(index, doc)
+                elif parts[0] == "users" and len(parts) >= 2:
+                    users["/".join(parts[1:])] = credentials_from_doc(doc)
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("ignored undecodable metadata key %r: %r", key, e)
         built = []
@@ -144,6 +149,7 @@ class MetadataState:
             )
         image = MetadataImage(cluster_id=cluster_id)
         image = image.with_brokers(sorted(brokers, key=lambda b: b.node_id), controller_id).with_topics(built)
+        image = image.with_scram_credentials(users)
         return dataclasses.replace(image, version=self.revision)  # the etcd revision it shows
 
     def live_brokers(self) -> set[int]:
@@ -584,6 +590,26 @@ class EtcdController:
                         ec.REQUEST_TIMED_OUT, message=f"{name}-{index} kept changing during its election"
                     )
         return out
+
+    # ---- users ----
+
+    async def alter_scram_credentials(self, changes: Mapping[str, CredentialChanges]) -> None:
+        with etcd_errors("altering SCRAM credentials"):
+            for user, change in changes.items():
+                key = self.prefix + b"users/" + user.encode()
+                while True:  # until the change lands on the credentials as read
+                    kv = await self.etcd.get(key)
+                    current = credentials_from_doc(json.loads(kv.value)) if kv else {}
+                    creds = altered(current, change)
+                    guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
+                    op = put_op(key, json.dumps(credentials_doc(creds)).encode()) if creds else delete_op(key)
+                    if (await self.etcd.txn([guard], [op])).succeeded:
+                        break
+
+                def shown(image: MetadataImage, user: str = user, creds: UserCredentials = creds) -> bool:
+                    return dict(image.scram_credentials.get(user, {})) == creds
+
+                await self._until(shown, f"the SCRAM credentials of {user!r}")
 
     # ---- producer ids ----
 

@@ -9,7 +9,9 @@ from tidelog.broker.apis import (  # noqa: F401  (each registers its handlers)
     offsets,
     produce,
     producer_ids,
+    sasl,
     topics,
+    users,
 )
 from tidelog.broker.apis._registry import ADVERTISED, HANDLERS, RefusedWithoutResponse
 

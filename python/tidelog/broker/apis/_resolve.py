@@ -36,3 +36,15 @@ def resolve_partition(
     if meta.leader != broker.config.node_id or broker.fenced:
         return None, ec.NOT_LEADER_OR_FOLLOWER
     return (part, ec.NONE) if part is not None else (None, broker.replicas.missing_code(topic, index))
+
+
+#: The name of the one CLUSTER resource, as in Kafka.
+CLUSTER_NAME = "kafka-cluster"
+
+
+def authorized_on_cluster(ctx: RequestContext, operation: AclOperation) -> bool:
+    """Whether the principal may do ``operation`` on the cluster (admin requests)."""
+    session = ctx.session
+    return ctx.broker.authorizer.authorize(
+        session.principal, session.peer_host, operation, AclResourceType.CLUSTER, CLUSTER_NAME
+    )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tidelog.broker.apis._registry import (
     handles,
 )
+from tidelog.broker.config import is_sensitive
 from tidelog.broker.controller import TopicError
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
@@ -56,7 +57,7 @@ async def describe_configs(ctx: RequestContext, req: m.DescribeConfigsRequest) -
                     value=None if value is None else str(value),
                     read_only=read_only,
                     config_source=sources[name],
-                    is_sensitive=False,
+                    is_sensitive=res.resource_type == ConfigResourceType.BROKER and is_sensitive(name),
                     synonyms=[],
                 )
             )
