@@ -498,10 +498,12 @@ def test_the_tidelog_command_manages_users_and_connects_with_sasl_ssl(secure, tm
 
 
 @needs_etcd
-def test_scram_users_are_cluster_metadata(tmp_path, etcd):
-    """A user added through one broker of an etcd cluster can log in on another, and one
-    deleted through the second can no longer log in on the first (credentials live in etcd,
-    under ``users/``, as keys, never passwords)."""
+def test_scram_users_and_acls_are_cluster_metadata(tmp_path, etcd):
+    """A user added through one broker of an etcd cluster can log in on another, an ACL
+    made through one is enforced by the other, and a user deleted through the second can no
+    longer log in on the first (credentials and ACLs live in etcd, the credentials as keys,
+    never passwords). Replication runs over the PLAINTEXT listener, whose clients are the
+    super user here."""
     from tidelog.client.connection import BrokerError, Connection
     from tidelog.client.security import ClientSecurity
     from tidelog.cluster.local import free_port
@@ -509,6 +511,10 @@ def test_scram_users_are_cluster_metadata(tmp_path, etcd):
     from .test_cli import tidelog
 
     ivan = ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "ivan", "ivan-pw")
+    props = tmp_path / "ivan.properties"
+    props.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.username=ivan\nsasl.password=ivan-pw\n"
+    )
 
     def logs_in(port: int) -> bool:
         try:
@@ -531,6 +537,10 @@ def test_scram_users_are_cluster_metadata(tmp_path, etcd):
                 f"listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{sasl_ports[node]}",
                 "--set",
                 "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "--set",
+                "authorizer.class.name=tidelog",
+                "--set",
+                "super.users=User:ANONYMOUS",
             )
         assert not logs_in(sasl_ports[2])
         added = tidelog(
@@ -539,6 +549,41 @@ def test_scram_users_are_cluster_metadata(tmp_path, etcd):
         assert added.returncode == 0, added.stderr
         assert logs_in(sasl_ports[1])  # the change returned once broker 1 had it
         poll_until(lambda: logs_in(sasl_ports[2]), "broker 2 to know ivan")
+        admin = ("--bootstrap-server", f"127.0.0.1:{ports[1]}")
+        created = tidelog(
+            "topics", "create", "ivans", "--partitions", "2", "--replication-factor", "2", *admin
+        )
+        assert created.returncode == 0, created.stderr
+
+        def ivan_sees() -> list[str]:
+            with Connection(f"127.0.0.1:{sasl_ports[2]}", security=ivan) as conn:
+                r = conn.send(m.MetadataRequest(topics=None, allow_auto_topic_creation=False))
+                return [t.name for t in r.topics]
+
+        assert ivan_sees() == []
+        granted = tidelog(
+            "acls",
+            "add",
+            "--allow-principal",
+            "User:ivan",
+            "--operation",
+            "Write",
+            "--topic",
+            "ivans",
+            *admin,
+        )
+        assert granted.returncode == 0, granted.stderr
+        poll_until(lambda: ivan_sees() == ["ivans"], "broker 2 to apply the ACL")
+        produced = tidelog(
+            "produce",
+            "ivans",
+            "--bootstrap-server",
+            f"127.0.0.1:{sasl_ports[2]}",
+            "--command-config",
+            str(props),
+            stdin="hello\n",
+        )
+        assert produced.returncode == 0, produced.stderr
         deleted = tidelog("users", "delete", "ivan", "--bootstrap-server", f"127.0.0.1:{ports[2]}")
         assert deleted.returncode == 0, deleted.stderr
         poll_until(lambda: not logs_in(sasl_ports[1]), "broker 1 to forget ivan")

@@ -349,6 +349,20 @@ SETTINGS: tuple[Setting, ...] = (
         default="0",
     ),
     Setting(
+        "authorizer.class.name",
+        "any value turns on tidelog's ACL authorizer (Kafka's StandardAuthorizer rules); empty: all allowed",
+        default="",
+    ),
+    Setting(
+        "super.users", "principals allowed everything, separated by ';' (User:admin;User:ops)", default=""
+    ),
+    Setting(
+        "allow.everyone.if.no.acl.found",
+        "with ACLs on: whether a resource no ACL names is open to everyone",
+        _bool,
+        default="false",
+    ),
+    Setting(
         "connection.failed.authentication.delay.ms",
         "a connection whose authentication failed is closed this long after the answer",
         int,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from tidelog.broker.authorizer import AclBinding
 from tidelog.broker.config import BrokerConfig, Endpoint
 from tidelog.broker.metadata import (
     NO_LEADER,
@@ -253,6 +254,11 @@ class Controller(Protocol):
         """Sets (or, given None, removes) each user's credential for each mechanism named."""
         ...
 
+    async def alter_acls(self, added: Collection[AclBinding], removed: Collection[AclBinding]) -> None:
+        """Adds and removes these ACLs (adding one that exists, or removing one that does
+        not, changes nothing)."""
+        ...
+
 
 async def create_or_get(
     controller: Controller,
@@ -341,9 +347,13 @@ class LocalController:
             if name.endswith(".json"):
                 with open(os.path.join(self.users_dir, name)) as f:
                     users[urllib.parse.unquote(name[:-5])] = credentials_from_doc(json.load(f))
+        acls = []
+        if os.path.exists(os.path.join(self.meta_dir, "acls.json")):
+            with open(os.path.join(self.meta_dir, "acls.json")) as f:
+                acls = [AclBinding.from_doc(d) for d in json.load(f)]
         me = BrokerMetadata(self.config.node_id, tuple(endpoints))
         image = MetadataImage(cluster_id=cluster_id).with_brokers([me], me.node_id).with_topics(topics)
-        self._image = image.with_scram_credentials(users)
+        self._image = image.with_scram_credentials(users).with_acls(acls)
         return self._image
 
     async def _publish(self, image: MetadataImage) -> None:
@@ -570,6 +580,15 @@ class LocalController:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(self.users_dir, name))
+
+    # ---- ACLs ----
+
+    async def alter_acls(self, added: Collection[AclBinding], removed: Collection[AclBinding]) -> None:
+        async with self._admin_lock:
+            image = self._image.with_acls(added, removed)
+            doc = json.dumps([a.doc() for a in image.acls], indent=1).encode()
+            await trio.to_thread.run_sync(write_file_atomic, self.meta_dir, "acls.json", doc)
+            await self._publish(image)
 
     # ---- producer ids ----
 

@@ -1,9 +1,9 @@
 """The cluster's metadata as one read-only, versioned image: the brokers and their endpoints,
 the topics with their ids and configs, each partition's leader, leader epoch, replicas and
-in-sync replicas, the controller, and the users' SCRAM credentials. The controller publishes
-a new image for every change; handlers read the image in force, and the replica manager
-turns each new one into what this broker hosts. An image is never changed: a change makes a
-new one that shares what did not change."""
+in-sync replicas, the controller, the users' SCRAM credentials and the ACLs. The controller
+publishes a new image for every change; handlers read the image in force, and the replica
+manager turns each new one into what this broker hosts. An image is never changed: a change
+makes a new one that shares what did not change."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from tidelog.broker.authorizer import AclBinding
 from tidelog.broker.config import Endpoint
 from tidelog.scram import UserCredentials
 
@@ -73,6 +74,9 @@ class MetadataImage:
         default_factory=lambda: MappingProxyType({})
     )
 
+    #: Every ACL, sorted (see ``authorizer``).
+    acls: tuple[AclBinding, ...] = ()
+
     def topic(self, name: str) -> TopicMetadata | None:
         return self.topics.get(name)
 
@@ -115,6 +119,13 @@ class MetadataImage:
             else:
                 creds.pop(user, None)
         return dataclasses.replace(self, version=self.version + 1, scram_credentials=MappingProxyType(creds))
+
+    def with_acls(
+        self, added: Iterable[AclBinding] = (), removed: Iterable[AclBinding] = ()
+    ) -> MetadataImage:
+        """The next image: ``added`` ACLs there (once each), ``removed`` ones gone."""
+        acls = (set(self.acls) | set(added)) - set(removed)
+        return dataclasses.replace(self, version=self.version + 1, acls=tuple(sorted(acls)))
 
     def with_brokers(self, brokers: Iterable[BrokerMetadata], controller_id: int) -> MetadataImage:
         return dataclasses.replace(

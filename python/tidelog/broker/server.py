@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from tidelog.broker.authorizer import AllowAll, Authorizer
+from tidelog.broker.authorizer import AclAuthorizer, AllowAll, Authorizer
 from tidelog.broker.clock import Clock
 from tidelog.broker.config import TLS_PROTOCOLS, BrokerConfig, Endpoint, raise_open_files_limit
 from tidelog.broker.connection import ClientConnection, InFlight
@@ -66,6 +66,10 @@ class Broker:
             self.controller = LocalController(self.config, self.replicas)
         self.replicas.alter_isr = self.controller.alter_isr
         self.authorizer: Authorizer = AllowAll()
+        if self.config.setting("authorizer.class.name"):
+            supers = [u.strip() for u in self.config.setting("super.users").split(";") if u.strip()]
+            allow_if_none = self.config.setting("allow.everyone.if.no.acl.found").lower() == "true"
+            self.authorizer = AclAuthorizer(lambda: self.image.acls, supers, allow_if_none)
         # Checked here, so that a listener that cannot be served stops the broker at once.
         uses_tls = any(e.security_protocol in TLS_PROTOCOLS for e in self.config.endpoints())
         #: What the TLS listeners serve with (None without any).

@@ -7,7 +7,9 @@ cluster's prefix (``/<cluster id>/``):
 - ``topics/<name>``: ``{"id", "partitions", "configs", "internal"}``;
 - ``partitions/<name>/<index>``: ``{"leader", "leader_epoch", "replicas", "isr"}``;
 - ``producer_ids``: the first id not yet handed out in blocks;
-- ``users/<name>``: a user's SCRAM credentials by mechanism (salt, keys, iterations).
+- ``users/<name>``: a user's SCRAM credentials by mechanism (salt, keys, iterations);
+- ``acls/<key>``: one ACL (``AclBinding.doc``; the key is derived from it, so adding an ACL
+  twice writes one key).
 
 Every change is one etcd transaction conditional on what it read (a key absent, or a key's
 revision unchanged), so two brokers changing the same thing cannot both succeed. Every
@@ -38,12 +40,13 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import trio
 
+from tidelog.broker.authorizer import AclBinding
 from tidelog.broker.config import BrokerConfig, Endpoint
 from tidelog.broker.controller import (
     PRODUCER_ID_BLOCK,
@@ -81,6 +84,8 @@ from tidelog.scram import CredentialChanges, UserCredentials, altered, credentia
 log = logging.getLogger("tidelog.cluster")
 #: How long a change waits for this broker's image to show it.
 APPLY_TIMEOUT = 30.0
+#: Operations per transaction (etcd refuses more than ``--max-txn-ops``, 128 by default).
+ETCD_TXN_OPS = 100
 
 
 class MetadataState:
@@ -103,6 +108,7 @@ class MetadataState:
         topics: dict[str, tuple[uuid.UUID, int, dict[str, str], bool]] = {}
         partitions: dict[str, dict[int, PartitionMetadata]] = {}
         users: dict[str, UserCredentials] = {}
+        acls: list[AclBinding] = []
         cluster_id, controller_id = "", NO_LEADER
         for key, kv in self.kvs.items():
             parts = key[n:].decode(errors="replace").split("/")
@@ -132,6 +138,8 @@ class MetadataState:
                     partitions.setdefault(parts[1], {})[index] = decode_partition(index, doc)
                 elif parts[0] == "users" and len(parts) >= 2:
                     users["/".join(parts[1:])] = credentials_from_doc(doc)
+                elif parts[0] == "acls" and len(parts) == 2:
+                    acls.append(AclBinding.from_doc(doc))
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("ignored undecodable metadata key %r: %r", key, e)
         built = []
@@ -149,7 +157,7 @@ class MetadataState:
             )
         image = MetadataImage(cluster_id=cluster_id)
         image = image.with_brokers(sorted(brokers, key=lambda b: b.node_id), controller_id).with_topics(built)
-        image = image.with_scram_credentials(users)
+        image = image.with_scram_credentials(users).with_acls(acls)
         return dataclasses.replace(image, version=self.revision)  # the etcd revision it shows
 
     def live_brokers(self) -> set[int]:
@@ -610,6 +618,21 @@ class EtcdController:
                     return dict(image.scram_credentials.get(user, {})) == creds
 
                 await self._until(shown, f"the SCRAM credentials of {user!r}")
+
+    # ---- ACLs ----
+
+    async def alter_acls(self, added: Collection[AclBinding], removed: Collection[AclBinding]) -> None:
+        ops = [put_op(self.prefix + b"acls/" + a.key.encode(), json.dumps(a.doc()).encode()) for a in added]
+        ops += [delete_op(self.prefix + b"acls/" + a.key.encode()) for a in removed]
+        with etcd_errors("altering ACLs"):
+            for i in range(0, len(ops), ETCD_TXN_OPS):
+                await self.etcd.txn([], ops[i : i + ETCD_TXN_OPS])
+
+            def shown(image: MetadataImage) -> bool:
+                have = set(image.acls)
+                return have.issuperset(added) and not have.intersection(removed)
+
+            await self._until(shown, "the ACLs")
 
     # ---- producer ids ----
 

@@ -81,3 +81,28 @@ class AclResourceType(enum.IntEnum):
     TRANSACTIONAL_ID = 5
     DELEGATION_TOKEN = 6
     USER = 7
+
+
+class PatternType(enum.IntEnum):
+    """How an ACL's resource name matches (Kafka's ``PatternType``); ANY and MATCH only in
+    filters."""
+
+    UNKNOWN = 0
+    ANY = 1
+    MATCH = 2
+    LITERAL = 3
+    PREFIXED = 4
+
+
+class AclPermissionType(enum.IntEnum):
+    """Whether an ACL allows or denies (Kafka's ``AclPermissionType``); ANY only in filters."""
+
+    UNKNOWN = 0
+    ANY = 1
+    DENY = 2
+    ALLOW = 3
+
+
+#: The name of the one CLUSTER resource, and the wildcard resource name and host of ACLs.
+CLUSTER_NAME = "kafka-cluster"
+WILDCARD = "*"

@@ -2,6 +2,7 @@
 all (see ``_registry``)."""
 
 from tidelog.broker.apis import (  # noqa: F401  (each registers its handlers)
+    acls,
     cluster,
     configs,
     fetch,

@@ -18,11 +18,13 @@ from tidelog.broker.apis._registry import (
     ZERO_UUID,
     handles,
 )
+from tidelog.broker.apis._resolve import authorized, authorized_on_cluster
 from tidelog.broker.apis.topics import auto_create
 from tidelog.broker.metadata import NO_LEADER, BrokerMetadata, PartitionMetadata, TopicMetadata
 from tidelog.broker.partition import OfflinePartition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
+from tidelog.protocol.constants import AclOperation, AclResourceType
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
@@ -71,8 +73,12 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
     # v10+: a topic given with a (non-zero) id is looked up by it, whatever its name says
     # (the Java client sends "" or null), and never auto-created.
     wanted: list[tuple[str | None, uuid.UUID | None]]
-    if req.topics is None or (version == 0 and not req.topics):
-        wanted = [(name, None) for name in sorted(broker.image.topics)]
+
+    def described(name: str) -> bool:
+        return authorized(ctx, AclOperation.DESCRIBE, AclResourceType.TOPIC, name)
+
+    if req.topics is None or (version == 0 and not req.topics):  # all those it may see
+        wanted = [(name, None) for name in sorted(broker.image.topics) if described(name)]
     else:
         wanted = [
             (None, t.topic_id) if version >= 10 and t.topic_id != ZERO_UUID else (t.name, None)
@@ -88,7 +94,7 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
         if name is None:
             assert topic_id is not None  # named by id alone
             topic = broker.image.topic_by_id(topic_id)
-            if topic is None:
+            if topic is None or not described(topic.name):
                 topics.append(
                     R.MetadataResponseTopic(error_code=ec.UNKNOWN_TOPIC_ID, name=None, topic_id=topic_id)
                 )
@@ -96,8 +102,10 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
             name = topic.name
         topic = broker.image.topic(name)
         code: int = ec.UNKNOWN_TOPIC_OR_PARTITION
-        if topic is None and auto:
-            topic, code = await auto_create(broker, name)
+        if not described(name):
+            topic, code = None, ec.TOPIC_AUTHORIZATION_FAILED
+        elif topic is None and auto:
+            topic, code = await auto_create(ctx, name)
         if topic is None:
             topics.append(R.MetadataResponseTopic(error_code=code, name=name))
             continue
@@ -147,6 +155,8 @@ def _partition_metadata(broker: Broker, topic: TopicMetadata, p: PartitionMetada
 async def describe_cluster(ctx: RequestContext, req: m.DescribeClusterRequest) -> m.DescribeClusterResponse:
     R = m.DescribeClusterResponse
     image = ctx.broker.image
+    if not authorized_on_cluster(ctx, AclOperation.DESCRIBE):
+        return R(throttle_time_ms=0, error_code=ec.CLUSTER_AUTHORIZATION_FAILED, brokers=[])
     return R(
         throttle_time_ms=0,
         error_code=ec.NONE,
@@ -162,6 +172,8 @@ async def describe_log_dirs(ctx: RequestContext, req: m.DescribeLogDirsRequest) 
     broker = ctx.broker
     R = m.DescribeLogDirsResponse
     D = R.DescribeLogDirsResult
+    if not authorized_on_cluster(ctx, AclOperation.DESCRIBE):
+        return R(throttle_time_ms=0, error_code=ec.CLUSTER_AUTHORIZATION_FAILED, results=[])
     if req.topics is None:
         wanted = [(name, [p.index for p in t.partitions]) for name, t in sorted(broker.image.topics.items())]
     else:

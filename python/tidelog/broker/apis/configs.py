@@ -9,15 +9,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tidelog.broker.apis._registry import (
     handles,
 )
+from tidelog.broker.apis._resolve import authorized, authorized_on_cluster
 from tidelog.broker.config import is_sensitive
 from tidelog.broker.controller import TopicError
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol.constants import AlterConfigOp, ConfigResourceType, ConfigSource
+from tidelog.protocol.constants import (
+    AclOperation,
+    AclResourceType,
+    AlterConfigOp,
+    ConfigResourceType,
+    ConfigSource,
+)
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
-    from tidelog.broker.server import Broker
 
 
 @handles(m.DescribeConfigsRequest, 0, 4)
@@ -30,6 +36,11 @@ async def describe_configs(ctx: RequestContext, req: m.DescribeConfigsRequest) -
             error_code=ec.NONE, resource_type=res.resource_type, resource_name=res.resource_name, configs=[]
         )
         results.append(out)
+        if (
+            refusal := _refusal(ctx, res.resource_type, res.resource_name, AclOperation.DESCRIBE_CONFIGS)
+        ) is not None:
+            out.error_code = refusal
+            continue
         if res.resource_type == ConfigResourceType.TOPIC:
             topic = broker.image.topic(res.resource_name)
             if topic is None:
@@ -75,8 +86,19 @@ class _Refused(Exception):
         self.code = code
 
 
+def _refusal(ctx: RequestContext, resource_type: int, name: str, operation: AclOperation) -> int | None:
+    """TOPIC_ or CLUSTER_AUTHORIZATION_FAILED if the principal may not do ``operation`` on
+    the topic, or on the cluster for a broker's configs; else None."""
+    if resource_type == ConfigResourceType.TOPIC:
+        if not authorized(ctx, operation, AclResourceType.TOPIC, name):
+            return ec.TOPIC_AUTHORIZATION_FAILED
+    elif not authorized_on_cluster(ctx, operation):
+        return ec.CLUSTER_AUTHORIZATION_FAILED
+    return None
+
+
 async def _alter_each(
-    broker: Broker,
+    ctx: RequestContext,
     req: m.AlterConfigsRequest | m.IncrementalAlterConfigsRequest,
     response: type[AlterResponse],
     changes_of: Callable[[Any], dict[str, str | None]],
@@ -90,9 +112,13 @@ async def _alter_each(
         )
         results.append(out)
         try:
+            if (
+                refusal := _refusal(ctx, res.resource_type, res.resource_name, AclOperation.ALTER_CONFIGS)
+            ) is not None:
+                raise _Refused(refusal, "Authorization failed.")
             if res.resource_type != ConfigResourceType.TOPIC:
                 raise _Refused(ec.INVALID_REQUEST, "only topic configs can be altered")
-            await broker.controller.alter_topic_configs(
+            await ctx.broker.controller.alter_topic_configs(
                 res.resource_name, changes_of(res), validate_only=req.validate_only
             )
         except (TopicError, _Refused) as e:
@@ -106,7 +132,6 @@ async def incremental_alter_configs(
     ctx: RequestContext, req: m.IncrementalAlterConfigsRequest
 ) -> m.IncrementalAlterConfigsResponse:
     """SET and DELETE; APPEND and SUBTRACT apply to list configs, which topics here lack."""
-    broker = ctx.broker
 
     def changes(res: Any) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -122,7 +147,7 @@ async def incremental_alter_configs(
                 )
         return out
 
-    return await _alter_each(broker, req, m.IncrementalAlterConfigsResponse, changes)
+    return await _alter_each(ctx, req, m.IncrementalAlterConfigsResponse, changes)
 
 
 @handles(m.AlterConfigsRequest, 0, 2)
@@ -137,4 +162,4 @@ async def alter_configs(ctx: RequestContext, req: m.AlterConfigsRequest) -> m.Al
         out.update({c.name: c.value for c in res.configs})
         return out
 
-    return await _alter_each(broker, req, m.AlterConfigsResponse, changes)
+    return await _alter_each(ctx, req, m.AlterConfigsResponse, changes)

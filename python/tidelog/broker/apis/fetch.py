@@ -21,7 +21,7 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
-from tidelog.broker.apis._resolve import resolve_partition
+from tidelog.broker.apis._resolve import authorized_on_cluster, resolve_partition
 from tidelog.broker.partition import Partition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import OffsetOutOfRangeError, TidelogError
@@ -41,10 +41,15 @@ async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
     deadline = trio.current_time() + max(0, req.max_wait_ms) / 1000
     follower = req.replica_id >= 0
     divergences: Divergences = {}
-    if follower:
+    # A consumer needs READ on each topic; a follower CLUSTER_ACTION on the cluster, for all.
+    operation: AclOperation | None = None if follower else AclOperation.READ
+    refusal = ec.NONE
+    if follower and not authorized_on_cluster(ctx, AclOperation.CLUSTER_ACTION):
+        refusal = ec.TOPIC_AUTHORIZATION_FAILED
+    if follower and not refusal:
         _record_follower(ctx, req, divergences)
     while True:
-        resp, total, events, diverged = _fetch_once(ctx, req, follower, divergences)
+        resp, total, events, diverged = _fetch_once(ctx, req, follower, divergences, operation, refusal)
         if (
             diverged
             or total >= max(1, req.min_bytes)
@@ -69,7 +74,7 @@ def _record_follower(ctx: RequestContext, req: m.FetchRequest, divergences: Dive
     request (a follower caught up to the high watermark is proposed for the ISR)."""
     for t in req.topics:
         for p in t.partitions:
-            part, code = resolve_partition(ctx, t.topic, p.partition, AclOperation.READ)
+            part, code = resolve_partition(ctx, t.topic, p.partition, None)
             if (
                 part is not None
                 and code == ec.NONE
@@ -81,10 +86,16 @@ def _record_follower(ctx: RequestContext, req: m.FetchRequest, divergences: Dive
 
 
 def _fetch_once(
-    ctx: RequestContext, req: m.FetchRequest, follower: bool, divergences: Divergences
+    ctx: RequestContext,
+    req: m.FetchRequest,
+    follower: bool,
+    divergences: Divergences,
+    operation: AclOperation | None,
+    refusal: int,
 ) -> tuple[m.FetchResponse, int, list[trio.Event], bool]:
     """One pass over the request: the response, its bytes of records, what to wait on for
-    more, and whether a partition diverged (answered at once, as Kafka does)."""
+    more, and whether a partition diverged (answered at once, as Kafka does). ``operation``
+    is what each topic needs; ``refusal``, if not NONE, answers every partition."""
     version = ctx.api_version
     R = m.FetchResponse
     budget = req.max_bytes if version >= 3 else 1 << 31
@@ -108,7 +119,9 @@ def _fetch_once(
                 records=b"",
             )
             parts.append(res)
-            part, res.error_code = resolve_partition(ctx, name, p.partition, AclOperation.READ)
+            part, res.error_code = (
+                (None, refusal) if refusal else resolve_partition(ctx, name, p.partition, operation)
+            )
             if part is None:
                 continue
             res.error_code = part.check_leader_epoch(p.current_leader_epoch)

@@ -11,13 +11,18 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
-from tidelog.broker.apis._resolve import resolve_partition
+from tidelog.broker.apis._resolve import (
+    authorized,
+    authorized_on_cluster,
+    authorized_on_group,
+    resolve_partition,
+)
 from tidelog.broker.groups.store import TOPIC as OFFSETS_TOPIC
 from tidelog.broker.groups.store import OffsetEntry
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
-from tidelog.protocol.constants import AclOperation
+from tidelog.protocol.constants import AclOperation, AclResourceType
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
@@ -38,6 +43,8 @@ async def find_coordinator(ctx: RequestContext, req: m.FindCoordinatorRequest) -
             # error is fatal in every client, so a transactional producer fails at once.
             log.info("refused a transaction coordinator for %r: transactions are not supported", key)
             return ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, TRANSACTIONS_UNSUPPORTED, -1, "", -1
+        if not authorized_on_group(ctx, AclOperation.DESCRIBE, key):
+            return ec.GROUP_AUTHORIZATION_FAILED, None, -1, "", -1
         image = broker.image
         part = image.partition(OFFSETS_TOPIC, broker.groups.store.partition_of(key))
         leader = image.brokers.get(part.leader) if part is not None else None
@@ -68,6 +75,10 @@ async def find_coordinator(ctx: RequestContext, req: m.FindCoordinatorRequest) -
 @handles(m.JoinGroupRequest, 0, 7)
 async def join_group(ctx: RequestContext, req: m.JoinGroupRequest) -> m.JoinGroupResponse:
     broker, version = ctx.broker, ctx.api_version
+    if not authorized_on_group(ctx, AclOperation.READ, req.group_id):
+        return m.JoinGroupResponse(
+            error_code=ec.GROUP_AUTHORIZATION_FAILED, generation_id=-1, leader="", member_id="", members=[]
+        )
     await broker.groups.store.ensure_topic()
     return await broker.groups.join(req, version, ctx.client_id or "", f"/{ctx.session.peer_host}")
 
@@ -75,21 +86,26 @@ async def join_group(ctx: RequestContext, req: m.JoinGroupRequest) -> m.JoinGrou
 @handles(m.SyncGroupRequest, 0, 5)
 async def sync_group(ctx: RequestContext, req: m.SyncGroupRequest) -> m.SyncGroupResponse:
     broker, version = ctx.broker, ctx.api_version
+    if not authorized_on_group(ctx, AclOperation.READ, req.group_id):
+        return m.SyncGroupResponse(error_code=ec.GROUP_AUTHORIZATION_FAILED, assignment=b"")
     await broker.groups.store.ensure_topic()
     return await broker.groups.sync(req, version)
 
 
 @handles(m.HeartbeatRequest, 0, 4)
 async def heartbeat(ctx: RequestContext, req: m.HeartbeatRequest) -> m.HeartbeatResponse:
-    broker = ctx.broker
-    return m.HeartbeatResponse(error_code=broker.groups.heartbeat(req))
+    if not authorized_on_group(ctx, AclOperation.READ, req.group_id):
+        return m.HeartbeatResponse(error_code=ec.GROUP_AUTHORIZATION_FAILED)
+    return m.HeartbeatResponse(error_code=ctx.broker.groups.heartbeat(req))
 
 
 @handles(m.LeaveGroupRequest, 0, 4)
 async def leave_group(ctx: RequestContext, req: m.LeaveGroupRequest) -> m.LeaveGroupResponse:
     broker, version = ctx.broker, ctx.api_version
-    await broker.groups.store.ensure_topic()
     R = m.LeaveGroupResponse
+    if not authorized_on_group(ctx, AclOperation.READ, req.group_id):
+        return R(error_code=ec.GROUP_AUTHORIZATION_FAILED, members=[])
+    await broker.groups.store.ensure_topic()
     if version < 3:
         (code,) = broker.groups.leave(req.group_id, [(req.member_id, None)])
         return R(error_code=code)
@@ -109,7 +125,9 @@ async def offset_commit(ctx: RequestContext, req: m.OffsetCommitRequest) -> m.Of
     broker, version = ctx.broker, ctx.api_version
     await broker.groups.store.ensure_topic()
     R = m.OffsetCommitResponse
-    code = broker.groups.commit_check(req, version)
+    code: int = ec.GROUP_AUTHORIZATION_FAILED
+    if authorized_on_group(ctx, AclOperation.READ, req.group_id):
+        code = broker.groups.commit_check(req, version)
     now = ctx.clock.wall_ms()
     entries = []
     topics = []
@@ -149,26 +167,34 @@ async def offset_fetch(ctx: RequestContext, req: m.OffsetFetchRequest) -> m.Offs
     broker = ctx.broker
     R = m.OffsetFetchResponse
     # Not coordinated here: the error at the top (v2+) and on every partition (v1).
-    code = broker.groups.coordinator_error(req.group_id)
+    code: int = ec.GROUP_AUTHORIZATION_FAILED
+    if authorized_on_group(ctx, AclOperation.DESCRIBE, req.group_id):
+        code = broker.groups.coordinator_error(req.group_id)
     offsets = {} if code else broker.groups.fetch(req.group_id)
-    if req.topics is None:
+
+    def described(topic: str) -> bool:
+        return authorized(ctx, AclOperation.DESCRIBE, AclResourceType.TOPIC, topic)
+
+    if req.topics is None:  # every topic with offsets, but only those the principal may see
         wanted: dict[str, list[int]] = {}
         for topic, partition in sorted(offsets):
-            wanted.setdefault(topic, []).append(partition)
+            if described(topic):
+                wanted.setdefault(topic, []).append(partition)
     else:
         wanted = {t.name: list(t.partition_indexes) for t in req.topics}
     topics = []
     for name, partitions in wanted.items():
         parts = []
+        hidden = not described(name)
         for p in partitions:
-            e = offsets.get((name, p))
+            e = None if hidden else offsets.get((name, p))
             parts.append(
                 R.OffsetFetchResponseTopic.OffsetFetchResponsePartition(
                     partition_index=p,
                     committed_offset=e.offset if e else -1,
                     committed_leader_epoch=e.leader_epoch if e else -1,
                     metadata=e.metadata if e else "",
-                    error_code=code,
+                    error_code=code or (ec.TOPIC_AUTHORIZATION_FAILED if hidden else ec.NONE),
                 )
             )
         topics.append(R.OffsetFetchResponseTopic(name=name, partitions=parts))
@@ -182,7 +208,9 @@ async def describe_groups(ctx: RequestContext, req: m.DescribeGroupsRequest) -> 
     out = []
     for group_id in req.groups:
         g = broker.groups.groups.get(group_id)
-        code = broker.groups.coordinator_error(group_id)
+        code: int = ec.GROUP_AUTHORIZATION_FAILED
+        if authorized_on_group(ctx, AclOperation.DESCRIBE, group_id):
+            code = broker.groups.coordinator_error(group_id)
         if g is None or code:
             out.append(
                 R.DescribedGroup(
@@ -224,12 +252,14 @@ async def list_groups(ctx: RequestContext, req: m.ListGroupsRequest) -> m.ListGr
     broker, version = ctx.broker, ctx.api_version
     R = m.ListGroupsResponse
     states = set(req.states_filter) if version >= 4 and req.states_filter else None
+    everything = authorized_on_cluster(ctx, AclOperation.DESCRIBE)
     return R(
         error_code=ec.NONE,
         groups=[
             R.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type or "", group_state=g.state)
             for g in broker.groups.groups.values()
-            if states is None or g.state in states
+            if (states is None or g.state in states)
+            and (everything or authorized_on_group(ctx, AclOperation.DESCRIBE, g.group_id))
         ],
     )
 
@@ -242,7 +272,12 @@ async def delete_groups(ctx: RequestContext, req: m.DeleteGroupsRequest) -> m.De
     return R(
         throttle_time_ms=0,
         results=[
-            R.DeletableGroupResult(group_id=g, error_code=broker.groups.delete_group(g))
+            R.DeletableGroupResult(
+                group_id=g,
+                error_code=broker.groups.delete_group(g)
+                if authorized_on_group(ctx, AclOperation.DELETE, g)
+                else ec.GROUP_AUTHORIZATION_FAILED,
+            )
             for g in req.groups_names
         ],
     )
@@ -253,6 +288,8 @@ async def offset_delete(ctx: RequestContext, req: m.OffsetDeleteRequest) -> m.Of
     broker = ctx.broker
     await broker.groups.store.ensure_topic()
     R = m.OffsetDeleteResponse
+    if not authorized_on_group(ctx, AclOperation.DELETE, req.group_id):
+        return R(error_code=ec.GROUP_AUTHORIZATION_FAILED, topics=[])
     if code := broker.groups.coordinator_error(req.group_id):
         return R(error_code=code, topics=[])
     g = broker.groups.groups.get(req.group_id)
@@ -264,6 +301,8 @@ async def offset_delete(ctx: RequestContext, req: m.OffsetDeleteRequest) -> m.Of
         parts = []
         for p in t.partitions:
             code = ec.GROUP_SUBSCRIBED_TO_TOPIC if t.name in subscribed else ec.NONE
+            if not authorized(ctx, AclOperation.READ, AclResourceType.TOPIC, t.name):
+                code = ec.TOPIC_AUTHORIZATION_FAILED
             if not code and (t.name, p.partition_index) in g.offsets:
                 del g.offsets[(t.name, p.partition_index)]
                 broker.groups.store.append_nowait(

@@ -13,7 +13,7 @@ from tidelog.broker.apis._registry import (
     error_code_of,
     handles,
 )
-from tidelog.broker.apis._resolve import resolve_partition
+from tidelog.broker.apis._resolve import authorized_on_cluster, resolve_partition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
@@ -100,13 +100,22 @@ async def offset_for_leader_epoch(
 ) -> m.OffsetForLeaderEpochResponse:
     R = m.OffsetForLeaderEpochResponse
     E = R.OffsetForLeaderTopicResult.EpochEndOffset
+    # A follower (replica_id >= 0, v3+) needs CLUSTER_ACTION on the cluster; a client DESCRIBE.
+    operation: AclOperation | None = AclOperation.DESCRIBE
+    refusal = ec.NONE
+    if ctx.api_version >= 3 and req.replica_id >= 0:
+        operation = None
+        if not authorized_on_cluster(ctx, AclOperation.CLUSTER_ACTION):
+            refusal = ec.CLUSTER_AUTHORIZATION_FAILED
     topics = []
     for t in req.topics:
         parts = []
         for p in t.partitions:
             res = E(error_code=ec.NONE, partition=p.partition, leader_epoch=-1, end_offset=-1)
             parts.append(res)
-            part, res.error_code = resolve_partition(ctx, t.topic, p.partition, AclOperation.DESCRIBE)
+            part, res.error_code = (
+                (None, refusal) if refusal else resolve_partition(ctx, t.topic, p.partition, operation)
+            )
             if part is None:
                 continue
             res.error_code = part.check_leader_epoch(p.current_leader_epoch)

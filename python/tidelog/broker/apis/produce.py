@@ -65,7 +65,7 @@ async def produce(ctx: RequestContext, req: m.ProduceRequest) -> m.ProduceRespon
             )
             parts.append(res)
             if broker.config.auto_create_topics_enable and broker.image.topic(t.name) is None:
-                topic, res.error_code = await auto_create(broker, t.name)
+                topic, res.error_code = await auto_create(ctx, t.name)
                 if topic is None:
                     continue
             part, res.error_code = resolve_partition(ctx, t.name, p.index, AclOperation.WRITE)

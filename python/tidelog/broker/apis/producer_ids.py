@@ -9,11 +9,11 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
-from tidelog.broker.apis._resolve import resolve_partition
+from tidelog.broker.apis._resolve import authorized_on_cluster, resolve_partition
 from tidelog.broker.controller import TopicError
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol.constants import AclOperation
+from tidelog.protocol.constants import AclOperation, AclResourceType
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
@@ -29,6 +29,13 @@ async def init_producer_id(ctx: RequestContext, req: m.InitProducerIdRequest) ->
             req.transactional_id,
         )
         return R(error_code=ec.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, producer_id=-1, producer_epoch=-1)
+    session = ctx.session
+    if not authorized_on_cluster(
+        ctx, AclOperation.IDEMPOTENT_WRITE
+    ) and not ctx.broker.authorizer.authorize_any(
+        session.principal, session.peer_host, AclOperation.WRITE, AclResourceType.TOPIC
+    ):  # as Kafka 3+: an idempotent producer needs IDEMPOTENT_WRITE, or WRITE on some topic
+        return R(error_code=ec.CLUSTER_AUTHORIZATION_FAILED, producer_id=-1, producer_epoch=-1)
     if version >= 3 and req.producer_id >= 0:
         return R(
             error_code=ec.NONE, producer_id=req.producer_id, producer_epoch=(req.producer_epoch + 1) & 0x7FFF

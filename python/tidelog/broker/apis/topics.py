@@ -13,19 +13,29 @@ from tidelog.broker.apis._registry import (
     handles,
     log,
 )
+from tidelog.broker.apis._resolve import authorized, authorized_on_cluster
 from tidelog.broker.controller import Election, TopicError, create_or_get
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol.constants import ConfigSource
+from tidelog.protocol.constants import AclOperation, AclResourceType, ConfigSource
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
     from tidelog.broker.metadata import TopicMetadata
-    from tidelog.broker.server import Broker
 
 
-async def auto_create(broker: Broker, name: str) -> tuple[TopicMetadata | None, int]:
+def may_create(ctx: RequestContext, name: str) -> bool:
+    """CREATE on the cluster or on the topic, as Kafka asks for creating ``name``."""
+    return authorized_on_cluster(ctx, AclOperation.CREATE) or authorized(
+        ctx, AclOperation.CREATE, AclResourceType.TOPIC, name
+    )
+
+
+async def auto_create(ctx: RequestContext, name: str) -> tuple[TopicMetadata | None, int]:
     """Creates a topic on first use (auto.create.topics.enable): (topic, NONE) or (None, code)."""
+    broker = ctx.broker
+    if not may_create(ctx, name):
+        return None, ec.TOPIC_AUTHORIZATION_FAILED
     try:
         return await create_or_get(broker.controller, lambda: broker.image, name, -1, {}), ec.NONE
     except TopicError as e:
@@ -44,6 +54,10 @@ async def create_topics(ctx: RequestContext, req: m.CreateTopicsRequest) -> m.Cr
             name=t.name, error_code=ec.NONE, num_partitions=-1, replication_factor=-1
         )
         results.append(res)
+        if not may_create(ctx, t.name):
+            res.error_code = ec.TOPIC_AUTHORIZATION_FAILED
+            res.error_message = "Authorization failed."
+            continue
         try:
             assignments = None
             if t.assignments:
@@ -117,13 +131,16 @@ async def delete_topics(ctx: RequestContext, req: m.DeleteTopicsRequest) -> m.De
         )
     for name in names:
         res = R.DeletableTopicResult(name=name, error_code=ec.NONE)
+        results.append(res)
+        if not authorized(ctx, AclOperation.DELETE, AclResourceType.TOPIC, name):
+            res.error_code = ec.TOPIC_AUTHORIZATION_FAILED
+            continue
         try:
             topic = await broker.controller.delete_topic(name)
             res.topic_id = topic.topic_id
         except TopicError as e:
             res.error_code = e.code
             res.error_message = str(e)
-        results.append(res)
     return R(throttle_time_ms=0, responses=results)
 
 
@@ -136,6 +153,10 @@ async def create_partitions(
     results = []
     for t in req.topics:
         res = R.CreatePartitionsTopicResult(name=t.name, error_code=ec.NONE)
+        results.append(res)
+        if not authorized(ctx, AclOperation.ALTER, AclResourceType.TOPIC, t.name):
+            res.error_code = ec.TOPIC_AUTHORIZATION_FAILED
+            continue
         try:
             await broker.controller.create_partitions(
                 t.name,
@@ -146,7 +167,6 @@ async def create_partitions(
         except TopicError as e:
             res.error_code = e.code
             res.error_message = str(e)
-        results.append(res)
     return R(throttle_time_ms=0, results=results)
 
 
@@ -161,6 +181,8 @@ async def elect_leaders(ctx: RequestContext, req: m.ElectLeadersRequest) -> m.El
         else [(t.topic, p) for t in req.topic_partitions for p in t.partitions]
     )
     try:
+        if not authorized_on_cluster(ctx, AclOperation.ALTER):
+            raise TopicError(ec.CLUSTER_AUTHORIZATION_FAILED, "ElectLeaders needs ALTER on the cluster")
         elections = await ctx.broker.controller.elect_leaders(preferred, wanted)
     except TopicError as e:
         if ctx.api_version == 0:  # no top-level code: each partition carries it
