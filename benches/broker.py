@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -62,10 +62,14 @@ def broker(
         proc.wait(30)
 
 
-def produce(port: int, topic: str, n: int, size: int, acks: str, pid: int) -> tuple[float, float]:
-    """(messages/s, peak broker RSS in MB) for one producer."""
+def produce(
+    port: int, topic: str, n: int, size: int, acks: str, pid: int, conf: dict[str, object] | None = None
+) -> tuple[float, float]:
+    """(messages/s, peak broker RSS in MB) for one producer (``conf``: more client settings,
+    such as security ones)."""
     p = Producer(
         {
+            **(conf or {}),
             "bootstrap.servers": f"127.0.0.1:{port}",
             "acks": acks,
             "linger.ms": 5,
@@ -101,9 +105,10 @@ def produce(port: int, topic: str, n: int, size: int, acks: str, pid: int) -> tu
     return n / elapsed, peak[0]
 
 
-def consume(port: int, topic: str, partitions: int, n: int) -> float:
+def consume(port: int, topic: str, partitions: int, n: int, conf: dict[str, object] | None = None) -> float:
     c = Consumer(
         {
+            **(conf or {}),
             "bootstrap.servers": f"127.0.0.1:{port}",
             "group.id": "bench",
             "enable.auto.commit": False,
@@ -140,8 +145,8 @@ def consume_kcat(port: int, topic: str, n: int) -> float:
     return out.stdout.count(b"\n") / elapsed
 
 
-def create(port: int, topic: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+def create(port: int, topic: str, partitions: int, conf: dict[str, object] | None = None) -> None:
+    admin = AdminClient({**(conf or {}), "bootstrap.servers": f"127.0.0.1:{port}"})
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
 
 
@@ -174,7 +179,9 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
     return out
 
 
-def main() -> int:
+def both_engines(run: Callable[[str, bool], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Parses ``--smoke`` and ``--json``, runs ``run(engine, smoke)`` for both engines, prints
+    their table (and writes the JSON); returns the results by engine."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     ap.add_argument("--json", default=None)
@@ -189,6 +196,11 @@ def main() -> int:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"machine": " ".join(os.uname()), "results": results}, f, indent=1)
+    return results
+
+
+def main() -> int:
+    both_engines(run)
     return 0
 
 

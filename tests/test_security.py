@@ -511,10 +511,6 @@ def test_scram_users_and_acls_are_cluster_metadata(tmp_path, etcd):
     from .test_cli import tidelog
 
     ivan = ClientSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "ivan", "ivan-pw")
-    props = tmp_path / "ivan.properties"
-    props.write_text(
-        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.username=ivan\nsasl.password=ivan-pw\n"
-    )
 
     def logs_in(port: int) -> bool:
         try:
@@ -574,16 +570,9 @@ def test_scram_users_and_acls_are_cluster_metadata(tmp_path, etcd):
         )
         assert granted.returncode == 0, granted.stderr
         poll_until(lambda: ivan_sees() == ["ivans"], "broker 2 to apply the ACL")
-        produced = tidelog(
-            "produce",
-            "ivans",
-            "--bootstrap-server",
-            f"127.0.0.1:{sasl_ports[2]}",
-            "--command-config",
-            str(props),
-            stdin="hello\n",
-        )
-        assert produced.returncode == 0, produced.stderr
+        sasl = Security("SASL_PLAINTEXT", "SCRAM-SHA-512", "ivan", "ivan-pw")  # leaders on both brokers
+        sent = [(b"k%d" % i, b"v") for i in range(20)]
+        produce("confluent-kafka", f"127.0.0.1:{sasl_ports[2]}", "ivans", sent, "all", "none", security=sasl)
         deleted = tidelog("users", "delete", "ivan", "--bootstrap-server", f"127.0.0.1:{ports[2]}")
         assert deleted.returncode == 0, deleted.stderr
         poll_until(lambda: not logs_in(sasl_ports[1]), "broker 1 to forget ivan")

@@ -362,6 +362,8 @@ SETTINGS: tuple[Setting, ...] = (
         _bool,
         default="false",
     ),
+    Setting("quota.window.num", "samples a client quota's rate is measured over", int, default="11"),
+    Setting("quota.window.size.seconds", "length of each quota sample", int, default="1"),
     Setting(
         "connection.failed.authentication.delay.ms",
         "a connection whose authentication failed is closed this long after the answer",

@@ -25,6 +25,7 @@ from tidelog.broker.apis import ADVERTISED, HANDLERS, RefusedWithoutResponse
 from tidelog.broker.apis.sasl import authenticate_step
 from tidelog.broker.config import SASL_PROTOCOLS
 from tidelog.broker.context import RequestContext, Session
+from tidelog.broker.quotas import REQUEST_PERCENTAGE
 from tidelog.broker.sasl import AuthenticationFailed
 from tidelog.broker.tls import HANDSHAKE_TIMEOUT, principal_of
 from tidelog.error_codes import ErrorCode as ec
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidelog.broker")
 RECEIVE_CHUNK = 256 * 1024
 LARGE_REQUEST_BYTES = 256 << 10  # decoded and answered off the event loop above this
-PRODUCE_KEY = 0
+PRODUCE_KEY, FETCH_KEY = 0, 1
 REQUEST_PREFIX = struct.Struct(">hhi")  # api key, api version, correlation id
 SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY = 17, 36
 #: What a SASL listener answers before the client has authenticated.
@@ -120,7 +121,7 @@ class ClientConnection:
                         return
                     in_flight.begin()
                     try:
-                        chunks = await self._answer(frame)
+                        chunks, throttle_ms = await self._answer(frame)
                         if chunks is not None:
                             await self._send(chunks)
                     finally:
@@ -128,6 +129,15 @@ class ClientConnection:
                     if self.session.close_reason is not None:
                         await trio.sleep(self.session.close_delay)
                         raise ConnectionClosed(self.session.close_reason)
+                    if throttle_ms:  # over a quota: nothing more is read from it meanwhile
+                        with trio.CancelScope() as muted:
+                            in_flight.idle_scopes.add(muted)
+                            try:
+                                await trio.sleep(throttle_ms / 1000)
+                            finally:
+                                in_flight.idle_scopes.discard(muted)
+                        if muted.cancelled_caught:
+                            return
         except ConnectionClosed as e:
             log.warning("closing connection from %s: %s", self.session.peer, e)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
@@ -175,7 +185,7 @@ class ClientConnection:
                 return None
             buf += data
 
-    def _raw_token(self, frame: bytes) -> list[Any]:
+    def _raw_token(self, frame: bytes) -> tuple[list[Any], int]:
         """A SASL token sent bare (after SaslHandshake v0), answered with the server's bare."""
         try:
             answer, _ = authenticate_step(self.broker, self.session, frame)
@@ -183,7 +193,7 @@ class ClientConnection:
             raise ConnectionClosed(str(e)) from None
         if self.session.sasl is None:
             self.session.sasl_raw_tokens = False
-        return [INT32.pack(len(answer)) + answer]
+        return [INT32.pack(len(answer)) + answer], 0
 
     def _check_allowed(self, key: int) -> None:
         """Closes the connection on a request a SASL listener does not answer now."""
@@ -201,7 +211,9 @@ class ClientConnection:
                 "without re-authentication"
             )
 
-    async def _answer(self, frame: bytes) -> list[Any] | None:
+    async def _answer(self, frame: bytes) -> tuple[list[Any] | None, int]:
+        """The response's chunks (None: no response) and how long, in ms, the client must
+        now wait for being over a quota."""
         if self.session.sasl_raw_tokens and self.session.sasl is not None:
             return self._raw_token(frame)
         if len(frame) < 8:
@@ -222,7 +234,7 @@ class ClientConnection:
                         )
                     ],
                 )
-                return encode_response(key, 0, correlation_id, body)
+                return encode_response(key, 0, correlation_id, body), 0
             raise ConnectionClosed(
                 f"api key {key} version {version} is not supported ({advertised[0]}-{advertised[1]})"
             )
@@ -241,7 +253,10 @@ class ClientConnection:
                 request = m.REQUESTS[key].decode(reader, version)
         except DecodeError as e:
             raise ConnectionClosed(f"unparseable {m.REQUESTS[key].__name__} v{version}: {e}") from None
-        ctx = RequestContext(self.broker, self.session, key, version, correlation_id, header.client_id)
+        ctx = RequestContext(
+            self.broker, self.session, key, version, correlation_id, header.client_id, len(frame) + 4
+        )
+        started = trio.current_time()
         try:
             response = await HANDLERS[key](ctx, request)
         except RefusedWithoutResponse as e:
@@ -249,11 +264,18 @@ class ClientConnection:
         except Exception:
             log.exception("handler for api key %d v%d failed", key, version)
             raise ConnectionClosed("internal error while handling the request") from None
+        throttle_ms = getattr(response, "throttle_time_ms", 0) or 0
+        if key not in (PRODUCE_KEY, FETCH_KEY):  # those wait by design; their byte rates count
+            request_ms = ctx.throttle(REQUEST_PERCENTAGE, (trio.current_time() - started) * 100)
+            throttle_ms = max(throttle_ms, request_ms)
         if response is None:
-            return None
+            return None, throttle_ms
+        if throttle_ms and "throttle_time_ms" in type(response).__slots__:
+            setattr(response, "throttle_time_ms", throttle_ms)  # noqa: B010  (not every response has it)
         if offload:
-            return await trio.to_thread.run_sync(encode_response, key, version, correlation_id, response)
-        return encode_response(key, version, correlation_id, response)
+            chunks = await trio.to_thread.run_sync(encode_response, key, version, correlation_id, response)
+            return chunks, throttle_ms
+        return encode_response(key, version, correlation_id, response), throttle_ms
 
     async def _send(self, chunks: list[Any]) -> None:
         pending = bytearray()

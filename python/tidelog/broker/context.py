@@ -7,6 +7,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from tidelog.broker.authorizer import ANONYMOUS
+from tidelog.broker.quotas import quota_user
 
 if TYPE_CHECKING:
     from tidelog.broker.clock import Clock
@@ -60,7 +61,25 @@ class RequestContext:
     api_version: int
     correlation_id: int
     client_id: str | None
+    #: The request's size on the wire (what a producer's byte-rate quota counts).
+    size: int = 0
 
     @property
     def clock(self) -> Clock:
         return self.broker.clock
+
+    def throttle(self, quota: str, value: float) -> int:
+        """Records ``value`` against the client's ``quota`` (``quotas.QUOTA_KEYS``); the ms the
+        client must now wait, 0 within its quota or without one."""
+        user = quota_user(self.session.principal)
+        return self.broker.quotas.record(quota, user, self.client_id or "", value, self.clock.monotonic())
+
+    def quota_window(self, quota: str) -> float:
+        """The most of ``quota`` one request may use (``QuotaManager.max_in_window``)."""
+        user = quota_user(self.session.principal)
+        return self.broker.quotas.max_in_window(quota, user, self.client_id or "")
+
+    def unthrottle(self, quota: str, value: float) -> None:
+        """Takes back what ``throttle`` recorded (a throttled fetch is answered empty)."""
+        user = quota_user(self.session.principal)
+        self.broker.quotas.unrecord(quota, user, self.client_id or "", value, self.clock.monotonic())

@@ -36,6 +36,8 @@ from tidelog.broker.metadata import (
     TopicMetadata,
     single_replica,
 )
+from tidelog.broker.quotas import Entity, entity_from_key
+from tidelog.broker.quotas import docs as quota_docs
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.scram import (
@@ -259,6 +261,10 @@ class Controller(Protocol):
         not, changes nothing)."""
         ...
 
+    async def alter_client_quotas(self, changes: Mapping[Entity, Mapping[str, float | None]]) -> None:
+        """Sets (a value) or removes (None) each entity's quotas."""
+        ...
+
 
 async def create_or_get(
     controller: Controller,
@@ -351,9 +357,13 @@ class LocalController:
         if os.path.exists(os.path.join(self.meta_dir, "acls.json")):
             with open(os.path.join(self.meta_dir, "acls.json")) as f:
                 acls = [AclBinding.from_doc(d) for d in json.load(f)]
+        quotas: dict[Entity, dict[str, float | None]] = {}
+        if os.path.exists(os.path.join(self.meta_dir, "quotas.json")):
+            with open(os.path.join(self.meta_dir, "quotas.json")) as f:
+                quotas = {entity_from_key(k): dict(v) for k, v in json.load(f).items()}
         me = BrokerMetadata(self.config.node_id, tuple(endpoints))
         image = MetadataImage(cluster_id=cluster_id).with_brokers([me], me.node_id).with_topics(topics)
-        self._image = image.with_scram_credentials(users).with_acls(acls)
+        self._image = image.with_scram_credentials(users).with_acls(acls).with_client_quotas(quotas)
         return self._image
 
     async def _publish(self, image: MetadataImage) -> None:
@@ -588,6 +598,13 @@ class LocalController:
             image = self._image.with_acls(added, removed)
             doc = json.dumps([a.doc() for a in image.acls], indent=1).encode()
             await trio.to_thread.run_sync(write_file_atomic, self.meta_dir, "acls.json", doc)
+            await self._publish(image)
+
+    async def alter_client_quotas(self, changes: Mapping[Entity, Mapping[str, float | None]]) -> None:
+        async with self._admin_lock:
+            image = self._image.with_client_quotas(changes)
+            doc = json.dumps(quota_docs(image.client_quotas), indent=1).encode()
+            await trio.to_thread.run_sync(write_file_atomic, self.meta_dir, "quotas.json", doc)
             await self._publish(image)
 
     # ---- producer ids ----

@@ -1,6 +1,6 @@
 """The cluster's metadata as one read-only, versioned image: the brokers and their endpoints,
 the topics with their ids and configs, each partition's leader, leader epoch, replicas and
-in-sync replicas, the controller, the users' SCRAM credentials and the ACLs. The controller
+in-sync replicas, the controller, the users' SCRAM credentials, the ACLs and the client quotas. The controller
 publishes a new image for every change; handlers read the image in force, and the replica
 manager turns each new one into what this broker hosts. An image is never changed: a change
 makes a new one that shares what did not change."""
@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from tidelog.broker.authorizer import AclBinding
 from tidelog.broker.config import Endpoint
+from tidelog.broker.quotas import Entity
 from tidelog.scram import UserCredentials
 
 NO_LEADER = -1
@@ -76,6 +77,10 @@ class MetadataImage:
 
     #: Every ACL, sorted (see ``authorizer``).
     acls: tuple[AclBinding, ...] = ()
+    #: Client quotas: entity -> {quota key: value} (see ``quotas``).
+    client_quotas: Mapping[Entity, Mapping[str, float]] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def topic(self, name: str) -> TopicMetadata | None:
         return self.topics.get(name)
@@ -126,6 +131,21 @@ class MetadataImage:
         """The next image: ``added`` ACLs there (once each), ``removed`` ones gone."""
         acls = (set(self.acls) | set(added)) - set(removed)
         return dataclasses.replace(self, version=self.version + 1, acls=tuple(sorted(acls)))
+
+    def with_client_quotas(self, changes: Mapping[Entity, Mapping[str, float | None]]) -> MetadataImage:
+        """The next image: each entity's quotas set (a value) or removed (None)."""
+        quotas = {e: dict(v) for e, v in self.client_quotas.items()}
+        for entity, change in changes.items():
+            values = quotas.setdefault(entity, {})
+            for key, value in change.items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+            if not values:
+                del quotas[entity]
+        frozen = MappingProxyType({e: MappingProxyType(v) for e, v in quotas.items()})
+        return dataclasses.replace(self, version=self.version + 1, client_quotas=frozen)
 
     def with_brokers(self, brokers: Iterable[BrokerMetadata], controller_id: int) -> MetadataImage:
         return dataclasses.replace(

@@ -22,6 +22,7 @@ from tidelog.broker.controller import Controller, LocalController
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.metadata import DepartedBrokers, MetadataImage
+from tidelog.broker.quotas import QuotaManager
 from tidelog.broker.replicas import ReplicaManager
 from tidelog.broker.tls import server_context
 from tidelog.cluster.member import ClusterMember
@@ -70,6 +71,12 @@ class Broker:
             supers = [u.strip() for u in self.config.setting("super.users").split(";") if u.strip()]
             allow_if_none = self.config.setting("allow.everyone.if.no.acl.found").lower() == "true"
             self.authorizer = AclAuthorizer(lambda: self.image.acls, supers, allow_if_none)
+        #: Client quotas' usage and throttle times.
+        self.quotas = QuotaManager(
+            lambda: self.image.client_quotas,
+            int(self.config.setting("quota.window.num")),
+            float(self.config.setting("quota.window.size.seconds")),
+        )
         # Checked here, so that a listener that cannot be served stops the broker at once.
         uses_tls = any(e.security_protocol in TLS_PROTOCOLS for e in self.config.endpoints())
         #: What the TLS listeners serve with (None without any).

@@ -8,6 +8,7 @@ cluster's prefix (``/<cluster id>/``):
 - ``partitions/<name>/<index>``: ``{"leader", "leader_epoch", "replicas", "isr"}``;
 - ``producer_ids``: the first id not yet handed out in blocks;
 - ``users/<name>``: a user's SCRAM credentials by mechanism (salt, keys, iterations);
+- ``quotas/<entity>``: an entity's client quotas (``quotas.entity_key``);
 - ``acls/<key>``: one ACL (``AclBinding.doc``; the key is derived from it, so adding an ACL
   twice writes one key).
 
@@ -67,6 +68,7 @@ from tidelog.broker.metadata import (
     PartitionMetadata,
     TopicMetadata,
 )
+from tidelog.broker.quotas import Entity, entity_from_key, entity_key
 from tidelog.cluster.etcd import (
     Etcd,
     EtcdError,
@@ -109,6 +111,7 @@ class MetadataState:
         partitions: dict[str, dict[int, PartitionMetadata]] = {}
         users: dict[str, UserCredentials] = {}
         acls: list[AclBinding] = []
+        quotas: dict[Entity, dict[str, float | None]] = {}
         cluster_id, controller_id = "", NO_LEADER
         for key, kv in self.kvs.items():
             parts = key[n:].decode(errors="replace").split("/")
@@ -140,6 +143,8 @@ class MetadataState:
                     users["/".join(parts[1:])] = credentials_from_doc(doc)
                 elif parts[0] == "acls" and len(parts) == 2:
                     acls.append(AclBinding.from_doc(doc))
+                elif parts[0] == "quotas" and len(parts) >= 2:
+                    quotas[entity_from_key("/".join(parts[1:]))] = {str(k): float(v) for k, v in doc.items()}
             except (ValueError, KeyError, TypeError) as e:
                 log.warning("ignored undecodable metadata key %r: %r", key, e)
         built = []
@@ -157,7 +162,7 @@ class MetadataState:
             )
         image = MetadataImage(cluster_id=cluster_id)
         image = image.with_brokers(sorted(brokers, key=lambda b: b.node_id), controller_id).with_topics(built)
-        image = image.with_scram_credentials(users).with_acls(acls)
+        image = image.with_scram_credentials(users).with_acls(acls).with_client_quotas(quotas)
         return dataclasses.replace(image, version=self.revision)  # the etcd revision it shows
 
     def live_brokers(self) -> set[int]:
@@ -633,6 +638,29 @@ class EtcdController:
                 return have.issuperset(added) and not have.intersection(removed)
 
             await self._until(shown, "the ACLs")
+
+    async def alter_client_quotas(self, changes: Mapping[Entity, Mapping[str, float | None]]) -> None:
+        with etcd_errors("altering client quotas"):
+            for entity, change in changes.items():
+                key = self.prefix + b"quotas/" + entity_key(entity).encode()
+                while True:  # until the change lands on the quotas as read
+                    kv = await self.etcd.get(key)
+                    merged: dict[str, float | None] = {
+                        k: float(v) for k, v in (json.loads(kv.value) if kv else {}).items()
+                    }
+                    merged.update(change)
+                    values = {k: v for k, v in merged.items() if v is not None}
+                    guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
+                    op = put_op(key, json.dumps(values).encode()) if values else delete_op(key)
+                    if (await self.etcd.txn([guard], [op])).succeeded:
+                        break
+
+                def shown(
+                    image: MetadataImage, entity: Entity = entity, values: dict[str, Any] = values
+                ) -> bool:
+                    return dict(image.client_quotas.get(entity, {})) == values
+
+                await self._until(shown, f"the quotas of {entity_key(entity)}")
 
     # ---- producer ids ----
 

@@ -10,6 +10,7 @@ from tidelog.broker.apis import (  # noqa: F401  (each registers its handlers)
     offsets,
     produce,
     producer_ids,
+    quotas,
     sasl,
     topics,
     users,

@@ -23,6 +23,7 @@ from tidelog.broker.apis._registry import (
 )
 from tidelog.broker.apis._resolve import authorized_on_cluster, resolve_partition
 from tidelog.broker.partition import Partition
+from tidelog.broker.quotas import CONSUMER_BYTE_RATE
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import OffsetOutOfRangeError, TidelogError
 from tidelog.protocol import _messages as m
@@ -57,6 +58,12 @@ async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
             or trio.current_time() >= deadline
             or not events
         ):
+            if not follower and (throttle_ms := ctx.throttle(CONSUMER_BYTE_RATE, total)):
+                # Over its quota: as Kafka, an empty answer (taken back from the rate) and
+                # the time to wait.
+                ctx.unthrottle(CONSUMER_BYTE_RATE, total)
+                resp.responses = []
+                resp.throttle_time_ms = throttle_ms
             return resp
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
@@ -99,6 +106,8 @@ def _fetch_once(
     version = ctx.api_version
     R = m.FetchResponse
     budget = req.max_bytes if version >= 3 else 1 << 31
+    if not follower:  # at most what the consumer's quota allows at once
+        budget = int(min(budget, max(ctx.quota_window(CONSUMER_BYTE_RATE), 1)))
     total = 0
     diverged = False
     responses = []

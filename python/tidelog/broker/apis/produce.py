@@ -21,6 +21,7 @@ from tidelog.broker.apis._registry import (
 from tidelog.broker.apis._resolve import resolve_partition
 from tidelog.broker.apis.topics import auto_create
 from tidelog.broker.partition import OutOfOrder, Partition
+from tidelog.broker.quotas import PRODUCER_BYTE_RATE
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
@@ -100,13 +101,14 @@ async def produce(ctx: RequestContext, req: m.ProduceRequest) -> m.ProduceRespon
         out.append(R.TopicProduceResponse(name=t.name, partition_responses=parts))
     if replicating:
         await _replicated(replicating, trio.current_time() + max(0, req.timeout_ms) / 1000)
+    throttle_ms = ctx.throttle(PRODUCER_BYTE_RATE, ctx.size)
     if acks == 0:
         failed = [(t.name, p.index, p.error_code) for t in out for p in t.partition_responses if p.error_code]
         if failed:
             # No response exists to carry the error: Kafka closes the connection instead.
             raise RefusedWithoutResponse(f"acks=0 produce failed: {failed[:3]}")
         return None
-    return R(responses=out, throttle_time_ms=0)
+    return R(responses=out, throttle_time_ms=throttle_ms)
 
 
 async def _replicated(waits: list[tuple[PR, Partition, int]], deadline: float) -> None:
