@@ -11,13 +11,14 @@ runs beside it, against the same producer alone.
 
 from __future__ import annotations
 
+import signal
+import statistics
+import subprocess
+import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import trustme
-from confluent_kafka import Producer
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -64,7 +65,7 @@ def acls_for_bench() -> list[AclBinding]:
     me = "User:ANONYMOUS"
     out += [
         AclBinding(
-            ResourceType.TOPIC, "acl-", ResourcePatternType.PREFIXED, me, any_host, AclOperation.ALL, allow
+            ResourceType.TOPIC, "t-acls-", ResourcePatternType.PREFIXED, me, any_host, AclOperation.ALL, allow
         ),
         AclBinding(
             ResourceType.GROUP, "*", ResourcePatternType.LITERAL, me, any_host, AclOperation.ALL, allow
@@ -81,29 +82,65 @@ def acls_for_bench() -> list[AclBinding]:
     return out
 
 
-def produce_alongside(port: int, n: int, pid: int) -> float:
-    """An unlimited producer's msg/s while a producer limited to 1 MB/s runs beside it."""
-    stop = threading.Event()
-
-    def limited() -> None:
-        p = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "client.id": "limited", "linger.ms": 5})
-        while not stop.is_set():
-            try:
-                p.produce("q-limited", b"z" * 1024)
-            except BufferError:
-                p.poll(0.05)
-            p.poll(0)
-        p.flush(30)
-
-    t = threading.Thread(target=limited)
-    t.start()
-    time.sleep(1)  # the limited producer is at its quota before the measured one starts
+#: A producer limited to 1 MB/s, as a process of its own (no GIL shared with the one
+#: measured): it prints "throttled" once the broker throttles it, then produces until killed.
+LIMITED_PRODUCER = """
+import json, sys
+from confluent_kafka import Producer
+told = []
+def stats(text):
+    brokers = json.loads(text)["brokers"].values()
+    if not told and any(b.get("throttle", {}).get("max", 0) > 0 for b in brokers):
+        told.append(1)
+        print("throttled", flush=True)
+p = Producer({"bootstrap.servers": sys.argv[1], "client.id": "limited", "linger.ms": 5,
+              "statistics.interval.ms": 200, "stats_cb": stats})
+while True:
     try:
-        rate, _ = produce(port, "q-free-2", n, 100, "1", pid, {"client.id": "free"})
+        p.produce("q-limited", b"z" * 1024)
+    except BufferError:
+        p.poll(0.05)
+    p.poll(0)
+"""
+
+
+def produce_alongside(port: int, n: int, pid: int) -> tuple[float, float]:
+    """(msg/s alone, msg/s beside a producer limited to 1 MB/s) of an unlimited producer,
+    each the median of three runs, alternated; measured beside once the limited one is
+    being throttled (past the burst its quota window allows at first)."""
+    alone, beside = [], []
+    limited = subprocess.Popen(
+        [sys.executable, "-c", LIMITED_PRODUCER, f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True
+    )
+    assert limited.stdout is not None
+    limited.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(3):
+            alone.append(produce(port, f"q-free-a{i}", n, 100, "1", pid, {"client.id": "free"})[0])
+            limited.send_signal(signal.SIGCONT)
+            if i == 0 and limited.stdout.readline().strip() != "throttled":
+                raise RuntimeError("the limited producer was never throttled")
+            beside.append(produce(port, f"q-free-b{i}", n, 100, "1", pid, {"client.id": "free"})[0])
+            limited.send_signal(signal.SIGSTOP)
     finally:
-        stop.set()
-        t.join(60)
-    return rate
+        limited.kill()
+        limited.wait(30)
+    return statistics.median(alone), statistics.median(beside)
+
+
+def produce_consume(name: str, port: int, n: int, pid: int, conf: dict[str, object]) -> dict[str, float]:
+    """Produce and consume msg/s of ``n`` x 100 B (acks=1, 4 partitions), each the median of
+    three runs: a new topic for each produce, a new consumer reading the first topic."""
+    topics = [f"t-{name.split()[-1].lower()}-{i}" for i in range(3)]
+    produced, consumed = [], []
+    for topic in topics:
+        create(port, topic, 4, conf)
+        produced.append(produce(port, topic, n, 100, "1", pid, conf)[0])
+        consumed.append(consume(port, topics[0], 4, n, conf))
+    return {
+        f"produce 100 B {name} (msg/s)": statistics.median(produced),
+        f"consume 100 B {name} (msg/s)": statistics.median(consumed),
+    }
 
 
 def run(engine: str, smoke: bool) -> dict[str, float]:
@@ -132,14 +169,11 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
             "bench"
         ].result(30)
         for name, p, conf in (
-            ("PLAINTEXT", port, {}),
-            ("SSL", ssl_port, tls),
-            ("SASL_SSL SCRAM-SHA-512", sasl_port, scram),
+            ("over PLAINTEXT", port, {}),
+            ("over SSL", ssl_port, tls),
+            ("over SASL_SSL SCRAM-SHA-512", sasl_port, scram),
         ):
-            topic = "t-" + name.split()[0].lower()
-            create(p, topic, 4, conf)
-            out[f"produce 100 B over {name} (msg/s)"] = produce(p, topic, n, 100, "1", proc.pid, conf)[0]
-            out[f"consume 100 B over {name} (msg/s)"] = consume(p, topic, 4, n, conf)
+            out.update(produce_consume(name, p, n, proc.pid, conf))
     # The ACLs are made by a super user, then the broker restarts without one: the clients
     # measured are authorized by the ACLs themselves.
     data = str(tmp / "acl-broker")
@@ -152,13 +186,8 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
         for future in admin.create_acls(acls_for_bench()).values():
             future.result(30)
     with broker(engine, "authorizer.class.name=tidelog", data=data) as (proc, port, _):
-        create(port, "acl-t", 4)
-        out["produce 100 B with 100 ACLs (msg/s)"] = produce(port, "acl-t", n, 100, "1", proc.pid)[0]
-        out["consume 100 B with 100 ACLs (msg/s)"] = consume(port, "acl-t", 4, n)
-    with broker(engine) as (proc, port, _):
-        for topic in ("q-free-1", "q-free-2", "q-limited"):
-            create(port, topic, 4)
-        alone, _ = produce(port, "q-free-1", n, 100, "1", proc.pid, {"client.id": "free"})
+        out.update(produce_consume("with 100 ACLs", port, n, proc.pid, {}))
+    with broker(engine, "auto.create.topics.enable=true", "num.partitions=4") as (proc, port, _):
         A = m.AlterClientQuotasRequest
         with Connection(f"127.0.0.1:{port}") as conn:
             entry = A.EntryData(
@@ -166,8 +195,9 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
                 ops=[A.EntryData.OpData(key="producer_byte_rate", value=1_000_000.0, remove=False)],
             )
             assert conn.send(A(entries=[entry], validate_only=False)).entries[0].error_code == 0
+        alone, beside = produce_alongside(port, n, proc.pid)
         out["produce 100 B alone (msg/s)"] = alone
-        out["produce 100 B beside a 1 MB/s-limited producer (msg/s)"] = produce_alongside(port, n, proc.pid)
+        out["produce 100 B beside a 1 MB/s-limited producer (msg/s)"] = beside
     return out
 
 

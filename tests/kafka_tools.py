@@ -23,8 +23,14 @@ def classpath() -> str:
     return f"{JARS}/*"
 
 
-def run_java(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Runs ``java -cp <Kafka's jars> args...``; the caller checks the outcome."""
+def run_java(*args: str, timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs ``java -cp <Kafka's jars> args...`` (``stdin``: its input); the caller checks the
+    outcome."""
     return subprocess.run(
-        ["java", "-cp", classpath(), *args], capture_output=True, text=True, timeout=timeout, check=False
+        ["java", "-cp", classpath(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

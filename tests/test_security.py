@@ -362,51 +362,59 @@ def test_a_session_ends_after_connections_max_reauth_ms_unless_the_client_reauth
         thread.stop()
 
 
-def test_kafkas_config_tool_manages_users_over_sasl_ssl(secure, tmp_path):
+def test_kafkas_own_tools_manage_users_and_the_java_client_produces_and_consumes_over_sasl_ssl(
+    secure, tmp_path
+):
     """Kafka's own ``kafka-configs`` (the Java admin client) connects with SCRAM-SHA-512 over
-    TLS, adds a user with ``--add-config 'SCRAM-SHA-512=[...]'`` and removes it; the user it
-    added can log in in between. (Its ``--describe`` of users also asks for client quotas,
-    which come with the quota work.)"""
+    TLS, adds a user with ``--add-config 'SCRAM-SHA-512=[...]'``, describes and removes it;
+    the Java producer and consumer (``kafka-console-producer`` / ``-consumer``) log in as
+    that user in between."""
     from .kafka_tools import run_java
 
     add_scram_user(secure.admin, "alice", "alice-secret", ScramMechanism.SCRAM_SHA_512)
-    props = tmp_path / "client.properties"
-    props.write_text(
-        "security.protocol=SASL_SSL\n"
-        "sasl.mechanism=SCRAM-SHA-512\n"
-        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-        'username="alice" password="alice-secret";\n'
-        "ssl.truststore.type=PEM\n"
-        f"ssl.truststore.location={secure.ca}\n"
-    )
+
+    def client_properties(user: str, password: str) -> Path:
+        props = tmp_path / f"{user}.properties"
+        props.write_text(
+            "security.protocol=SASL_SSL\n"
+            "sasl.mechanism=SCRAM-SHA-512\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";\n'
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={secure.ca}\n"
+        )
+        return props
+
+    alice, bootstrap = client_properties("alice", "alice-secret"), secure.bootstrap("SASL_SSL")
 
     def configs(*args: str) -> str:
         done = run_java(
-            "org.apache.kafka.tools.ConfigCommand",
-            "--bootstrap-server",
-            secure.bootstrap("SASL_SSL"),
-            "--command-config",
-            str(props),
-            "--entity-type",
-            "users",
-            "--entity-name",
-            "zed",
-            *args,
-        )
+            "org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", bootstrap, "--command-config",
+            str(alice), "--entity-type", "users", "--entity-name", "zed", *args,
+        )  # fmt: skip
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         return done.stdout
 
     configs("--alter", "--add-config", "SCRAM-SHA-512=[iterations=8192,password=zed-pw]")
-    admin = secure.admin  # must outlive its futures
-    described = admin.describe_user_scram_credentials(["zed"])["zed"].result(30)
-    assert [(i.mechanism, i.iterations) for i in described.scram_credential_infos] == [
-        (ScramMechanism.SCRAM_SHA_512, 8192)
-    ]
-    zed = Security("SASL_SSL", "SCRAM-SHA-512", "zed", "zed-pw", str(secure.ca))
-    create_topic("confluent-kafka", secure.bootstrap("SASL_SSL"), "zed-topic", 1, security=zed)
+    assert "SCRAM-SHA-512=iterations=8192" in configs("--describe")
+    zed = client_properties("zed", "zed-pw")
+    produced = run_java(
+        "org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", bootstrap, "--topic", "zed-topic",
+        "--command-config", str(zed), stdin="one\ntwo\nthree\n",
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr[-3000:]
+    consumed = run_java(
+        "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap, "--topic",
+        "zed-topic", "--from-beginning", "--max-messages", "3", "--group", "zed-group",
+        "--command-config", str(zed), "--timeout-ms", "60000",
+    )  # fmt: skip
+    assert consumed.returncode == 0, consumed.stderr[-3000:]
+    assert consumed.stdout.split() == ["one", "two", "three"]
     configs("--alter", "--delete-config", "SCRAM-SHA-512")
     assert "zed" not in secure.broker.broker.image.scram_credentials
-    assert "Authentication failed" in authentication_error(secure, zed)
+    assert "Authentication failed" in authentication_error(
+        secure, Security("SASL_SSL", "SCRAM-SHA-512", "zed", "zed-pw", str(secure.ca))
+    )
 
 
 def test_an_ssl_client_certificate_names_the_principal(secure, tmp_path, caplog):

@@ -174,9 +174,14 @@ class AclFilter:
         return self.pattern_type == acl.pattern_type and name in (None, acl.resource_name)
 
 
+#: Decisions remembered per authorizer (cleared when full, and whenever the ACLs change).
+DECISION_CACHE = 10_000
+
+
 class AclAuthorizer:
     """Kafka's ACL rules over the ACLs that ``acls()`` returns (the metadata image's), indexed
-    again whenever that collection changes."""
+    again whenever that collection changes. Decisions are remembered until the ACLs change:
+    a produce or fetch asks the same question for every partition of every request."""
 
     def __init__(
         self, acls: Callable[[], Sequence[AclBinding]], super_users: Iterable[str], allow_if_no_acl: bool
@@ -187,6 +192,7 @@ class AclAuthorizer:
         self._indexed: Sequence[AclBinding] | None = None
         self._literal: dict[tuple[AclResourceType, str], list[AclBinding]] = {}
         self._prefixed: dict[AclResourceType, list[AclBinding]] = {}
+        self._decided: dict[tuple[str, str, AclOperation, AclResourceType, str], bool] = {}
 
     def _index(self) -> None:
         acls = self._acls()
@@ -200,6 +206,7 @@ class AclAuthorizer:
             else:
                 prefixed.setdefault(acl.resource_type, []).append(acl)
         self._literal, self._prefixed, self._indexed = literal, prefixed, acls
+        self._decided = {}
 
     def authorize(
         self, principal: str, host: str, operation: AclOperation, resource_type: AclResourceType, name: str
@@ -207,6 +214,17 @@ class AclAuthorizer:
         if principal in self.super_users:
             return True
         self._index()
+        question = (principal, host, operation, resource_type, name)
+        decided = self._decided.get(question)
+        if decided is None:
+            if len(self._decided) >= DECISION_CACHE:
+                self._decided = {}
+            decided = self._decided[question] = self._decide(principal, host, operation, resource_type, name)
+        return decided
+
+    def _decide(
+        self, principal: str, host: str, operation: AclOperation, resource_type: AclResourceType, name: str
+    ) -> bool:
         applicable = [
             *self._literal.get((resource_type, name), ()),
             *self._literal.get((resource_type, WILDCARD), ()),
