@@ -104,7 +104,20 @@ def test_secrets_are_never_described_and_replication_needs_a_plaintext_listener(
         assert "hunter2" not in repr(r)
     finally:
         broker.stop()
-    with pytest.raises(ValueError, match=r"inter\.broker\.listener\.name"):
-        BrokerConfig.from_settings(
-            {"listeners": "SASL_SSL://127.0.0.1:0", "tidelog.etcd.endpoints": "http://127.0.0.1:2379"}
-        ).endpoints()
+    replicating = BrokerConfig.from_settings(
+        {
+            "listeners": "SASL_SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
+            "sasl.mechanism.inter.broker.protocol": "scram-sha-512",
+            "sasl.jaas.config": jaas + ' username="broker" password="b-pw"',
+            "ssl.ca.location": "/etc/ca.pem",
+        }
+    ).inter_broker_security()
+    assert (replicating.protocol, replicating.mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert (replicating.username, replicating.password, replicating.cafile) == (
+        "broker",
+        "b-pw",
+        "/etc/ca.pem",
+    )
+    assert "b-pw" not in repr(replicating)
+    with pytest.raises(ValueError, match=r"sasl\.mechanism\.inter\.broker\.protocol"):
+        BrokerConfig.from_settings({"sasl.mechanism.inter.broker.protocol": "PLAIN,GSSAPI"})

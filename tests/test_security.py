@@ -272,6 +272,10 @@ def test_refusals_answer_precisely_then_close_and_serve_nothing(secure, caplog):
     assert handshake(w, "PLAIN").error_code == ec.NONE
     w.send_raw(struct.pack(">i", 1 << 20) + b"\0" * 1024)
     assert w.read_frame() is None
+    poll_until(  # logged as the connection closes
+        lambda: any("sasl.server.max.receive.size=524288" in r.getMessage() for r in caplog.records),
+        "the refusal's log line",
+    )
 
     # A plaintext client on the TLS port: no Kafka answer, the connection closes.
     w = sasl_wire(secure.ports["SASL_SSL"])
@@ -513,8 +517,8 @@ def test_scram_users_and_acls_are_cluster_metadata(tmp_path, etcd):
     never passwords). Replication runs over the PLAINTEXT listener, whose clients are the
     super user here."""
     from tidelog.client.connection import BrokerError, Connection
-    from tidelog.client.security import ClientSecurity
     from tidelog.cluster.local import free_port
+    from tidelog.protocol.security import ClientSecurity
 
     from .test_cli import tidelog
 
@@ -584,6 +588,46 @@ def test_scram_users_and_acls_are_cluster_metadata(tmp_path, etcd):
         deleted = tidelog("users", "delete", "ivan", "--bootstrap-server", f"127.0.0.1:{ports[2]}")
         assert deleted.returncode == 0, deleted.stderr
         poll_until(lambda: not logs_in(sasl_ports[1]), "broker 1 to forget ivan")
+    finally:
+        for proc in procs.values():
+            stop_gracefully(proc)
+
+
+@needs_etcd
+def test_a_cluster_replicates_over_sasl_ssl_logged_in_as_its_broker_user(tmp_path, etcd):
+    """Brokers with one listener, SASL_SSL, and ACLs on: followers connect to their leaders
+    in TLS and log in as ``User:broker`` (``sasl.mechanism.inter.broker.protocol``, the
+    ``username``/``password`` of ``sasl.jaas.config``), a super user. With
+    ``min.insync.replicas=2`` an acks=all produce succeeds only once the follower has the
+    records, so every acknowledgement is proof of replication over SASL_SSL."""
+    _, ca_file, cert_file = tls_files(tmp_path)
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="broker" password="broker-pw" user_broker="broker-pw" user_admin="admin-pw";'
+    )
+    settings = {
+        "listeners": "SASL_SSL://127.0.0.1:0",
+        "ssl.certificate.location": str(cert_file),
+        "ssl.ca.location": str(ca_file),
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.jaas.config": jaas,
+        "authorizer.class.name": "tidelog",
+        "super.users": "User:broker;User:admin",
+        "min.insync.replicas": "2",
+    }
+    args = [x for k, v in settings.items() for x in ("--set", f"{k}={v}")]
+    cluster = uuid.uuid4().hex[:8]
+    procs, ports = {}, {}
+    try:
+        for node in (1, 2):
+            procs[node], ports[node] = member(tmp_path, etcd, node, cluster, *args)
+        admin = Security("SASL_SSL", "PLAIN", "admin", "admin-pw", str(ca_file))
+        bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports.values())
+        create_topic("confluent-kafka", bootstrap, "replicated", 2, replication_factor=2, security=admin)
+        sent = [(b"k%d" % i, b"v%d" % i) for i in range(300)]
+        produce("confluent-kafka", bootstrap, "replicated", sent, "all", "none", security=admin)
+        got = consume("confluent-kafka", bootstrap, "replicated", 2, expected=len(sent), security=admin)
+        assert sorted(v for *_, v in got) == sorted(v for _, v in sent)
     finally:
         for proc in procs.values():
             stop_gracefully(proc)

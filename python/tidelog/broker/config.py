@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tidelog.protocol.security import ClientSecurity
 from tidelog.storage.config import LogConfig
 
 
@@ -91,6 +92,14 @@ def sasl_mechanisms(v: str) -> list[str]:
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: tidelog offers only {', '.join(MECHANISMS)}")
     return out
+
+
+def _sasl_mechanism(v: str) -> str:
+    """One SASL mechanism tidelog offers."""
+    (mechanism,) = sasl_mechanisms(v) or [""]
+    if not mechanism:
+        raise ValueError("no SASL mechanism given")
+    return mechanism
 
 
 def _min_insync(v: str) -> int:
@@ -338,9 +347,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "sasl.jaas.config",
-        "PLAIN's users, as in a PlainLoginModule's JAAS text: user_<name>=\"<password>\" ...",
+        "PLAIN's users, as in a PlainLoginModule's JAAS text: user_<name>=\"<password>\" ...; "
+        'its username="..." password="..." log this broker in to the others',
         default="",
         sensitive=True,
+    ),
+    Setting(
+        "sasl.mechanism.inter.broker.protocol",
+        "the mechanism followers log in to leaders with, when the inter-broker listener uses SASL",
+        _sasl_mechanism,
+        default="PLAIN",
     ),
     Setting(
         "connections.max.reauth.ms",
@@ -494,8 +510,7 @@ class BrokerConfig:
 
     def endpoints(self) -> list[Endpoint]:
         """The listeners to open, the first at ``host``/``port``; ValueError for a name with
-        no security protocol, or an inter-broker listener replication cannot use."""
-        self.inter_broker_listener()
+        no security protocol."""
         out = []
         for i, (name, host, port) in enumerate(self.listeners):
             if i == 0:
@@ -509,17 +524,25 @@ class BrokerConfig:
         return out
 
     def inter_broker_listener(self) -> str:
-        """The listener followers fetch from: ``inter.broker.listener.name``, else the first.
-        ValueError in a cluster where it is not PLAINTEXT: the replica fetcher does not speak
-        TLS or SASL yet, so replication goes over a PLAINTEXT listener on a private address."""
-        name = self.setting("inter.broker.listener.name") or self.listeners[0][0]
-        protocol = self.listener_security_protocol_map.get(name, "PLAINTEXT")
-        if self.etcd_endpoints and protocol != "PLAINTEXT":
-            raise ValueError(
-                f"the inter-broker listener {name} uses {protocol}: replication needs a PLAINTEXT "
-                "listener (on a private address), named in inter.broker.listener.name"
-            )
-        return name
+        """The listener followers fetch from: ``inter.broker.listener.name``, else the first."""
+        return self.setting("inter.broker.listener.name") or self.listeners[0][0]
+
+    def inter_broker_security(self) -> ClientSecurity:
+        """How this broker connects to the others' inter-broker listener: its security
+        protocol, ``sasl.mechanism.inter.broker.protocol`` with the ``username`` and
+        ``password`` of ``sasl.jaas.config``, TLS checked against ``ssl.ca.location`` (with
+        this broker's own certificate, for listeners that ask for one)."""
+        name = self.inter_broker_listener()
+        return ClientSecurity.from_properties(
+            {
+                "security.protocol": self.listener_security_protocol_map.get(name, "PLAINTEXT"),
+                "sasl.mechanism": self.setting("sasl.mechanism.inter.broker.protocol"),
+                "sasl.jaas.config": self.setting("sasl.jaas.config"),
+                "ssl.ca.location": self.setting("ssl.ca.location"),
+                "ssl.certificate.location": self.setting("ssl.certificate.location"),
+                "ssl.key.location": self.setting("ssl.key.location"),
+            }
+        )
 
     def advertised(self, listener: str, bound: Endpoint) -> tuple[str, int]:
         """The address clients of ``listener`` are told to use: its ``advertised.listeners``

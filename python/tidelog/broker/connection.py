@@ -161,16 +161,17 @@ class ClientConnection:
 
     async def _read_frame(self) -> bytes | None:
         config = self.broker.config
-        limit = config.socket_request_max_bytes
+        limit, setting = config.socket_request_max_bytes, "socket.request.max.bytes"
         if not self.session.authenticated:
-            limit = int(config.setting("sasl.server.max.receive.size"))
+            setting = "sasl.server.max.receive.size"
+            limit = int(config.setting(setting))
         buf = self._buf
         size = -1
         while True:
             if size < 0 and len(buf) >= 4:
                 (size,) = INT32.unpack_from(buf, 0)
                 if size < 0 or size > limit:
-                    raise ConnectionClosed(f"frame of {size} bytes (socket.request.max.bytes={limit})")
+                    raise ConnectionClosed(f"frame of {size} bytes ({setting}={limit})")
             if size >= 0 and len(buf) >= 4 + size:
                 frame = bytes(buf[4 : 4 + size])
                 del buf[: 4 + size]

@@ -11,6 +11,10 @@ what the new leader wrote (Kafka's KIP-101/KIP-279 rule). A Fetch answered with 
 ``diverging_epoch`` (the follower's ``last_fetched_epoch`` disagrees with the leader's log)
 truncates the same way before fetching again.
 
+Followers connect to the leader's ``inter.broker.listener.name`` listener, in TLS and with
+SASL where it needs them (the broker's own credentials: ``sasl.mechanism.inter.broker.protocol``
+and the ``username``/``password`` of ``sasl.jaas.config``).
+
 A partition whose fetch fails (its leader moved, an epoch changed) waits
 ``replica.fetch.backoff.ms`` before it is fetched again; a broken connection waits as long
 and reconnects. Every network wait has a deadline."""
@@ -31,6 +35,7 @@ from tidelog.errors import TidelogError
 from tidelog.protocol import _messages as m
 from tidelog.protocol.framing import encode_request, response_header_version
 from tidelog.protocol.primitives import INT32, DecodeError, Reader
+from tidelog.protocol.security import SaslClient
 from tidelog.records import complete_batches
 
 log = logging.getLogger("tidelog.replication")
@@ -96,6 +101,7 @@ class ReplicaFetcher:
         partitions: dict[Key, Partition],
     ) -> None:
         self.config = config
+        self.security = config.inter_broker_security()
         self.leader = leader
         self.endpoint_of = endpoint_of
         self.partitions = partitions
@@ -122,13 +128,45 @@ class ReplicaFetcher:
                 continue
             try:
                 with trio.fail_after(CONNECT_TIMEOUT):
-                    stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                    stream = await self._connect(endpoint)
                 async with stream:
                     while self.partitions and self.endpoint_of(self.leader) == endpoint:
                         await self._fetch_once(stream)
             except (OSError, trio.BrokenResourceError, trio.TooSlowError, DecodeError, EOFError) as e:
                 log.warning("fetching from broker %d (%s) failed: %r; retrying", self.leader, endpoint, e)
                 await trio.sleep(self.backoff)
+
+    async def _connect(self, endpoint: Endpoint) -> trio.abc.Stream:
+        """A connection to the leader's inter-broker listener, in TLS and logged in with SASL
+        as that listener requires (``BrokerConfig.inter_broker_security``); ConnectionError
+        if the leader refuses this broker's credentials."""
+        security = self.security
+        stream: trio.abc.Stream = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+        try:
+            if security.tls:
+                stream = trio.SSLStream(stream, security.ssl_context(), server_hostname=endpoint.host)
+                await stream.do_handshake()
+            if security.sasl:
+                await self._authenticate(stream)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return stream
+
+    async def _authenticate(self, stream: trio.abc.Stream) -> None:
+        shake = await self._exchange(stream, m.SaslHandshakeRequest(mechanism=self.security.mechanism), 1)
+        if shake.error_code:
+            raise ConnectionError(f"the leader does not offer SASL {self.security.mechanism}")
+        client = SaslClient(self.security)
+        token: bytes | None = client.first()
+        while token is not None:
+            r = await self._exchange(stream, m.SaslAuthenticateRequest(auth_bytes=token), 2)
+            if r.error_code:
+                raise ConnectionError(f"the leader refused this broker's SASL login: {r.error_message}")
+            try:
+                token = client.step(bytes(r.auth_bytes))
+            except ValueError as e:
+                raise ConnectionError(str(e)) from None
 
     def _request(self) -> tuple[m.FetchRequest, dict[Key, tuple[Partition, int]]]:
         """The next Fetch, and the partitions it asks for with the leader epoch asked in."""
@@ -162,7 +200,7 @@ class ReplicaFetcher:
         )
         return request, asked
 
-    async def _fetch_once(self, stream: trio.SocketStream) -> None:
+    async def _fetch_once(self, stream: trio.abc.Stream) -> None:
         await self._truncate_divergent(stream)
         request, asked = self._request()
         if not asked:
@@ -178,7 +216,7 @@ class ReplicaFetcher:
                 if key in asked and self.partitions.get(key) is asked[key][0]:
                     await self._take(*asked[key], p)
 
-    async def _truncate_divergent(self, stream: trio.SocketStream) -> None:
+    async def _truncate_divergent(self, stream: trio.abc.Stream) -> None:
         """For each partition not yet checked in its current epoch: asks the leader where this
         replica's latest epoch ends there, and truncates to that if the log is longer."""
         now = trio.current_time()
@@ -249,7 +287,7 @@ class ReplicaFetcher:
         )
         self._delayed[(part.topic, part.index)] = trio.current_time() + self.backoff
 
-    async def _exchange(self, stream: trio.SocketStream, request: Any, version: int = FETCH_VERSION) -> Any:
+    async def _exchange(self, stream: trio.abc.Stream, request: Any, version: int = FETCH_VERSION) -> Any:
         """Sends ``request`` at ``version`` and reads its response."""
         self._correlation += 1
         header = m.RequestHeader(
@@ -294,7 +332,7 @@ class ReplicaFetcher:
         part.follower_high_watermark(p.high_watermark)
 
 
-async def _receive(stream: trio.SocketStream, n: int) -> bytes:
+async def _receive(stream: trio.abc.Stream, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = await stream.receive_some(n - len(buf))

@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from tidelog.client.connection import BrokerError, Connection
-from tidelog.client.security import ClientSecurity
 from tidelog.protocol import _messages as m
+from tidelog.protocol.security import ClientSecurity
 
 
 def add_bootstrap(p: argparse.ArgumentParser) -> None:

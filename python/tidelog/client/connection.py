@@ -8,10 +8,10 @@ import socket
 import struct
 from typing import Any
 
-from tidelog.client.security import ClientSecurity, SaslClient
 from tidelog.protocol import _messages as m
 from tidelog.protocol.framing import encode_request, response_header_version
 from tidelog.protocol.primitives import Reader
+from tidelog.protocol.security import ClientSecurity, SaslClient
 
 
 class BrokerError(Exception):
@@ -22,16 +22,18 @@ class BrokerError(Exception):
         self.code = code
 
 
-def connect(bootstrap: str, timeout: float) -> socket.socket:
+def connect(bootstrap: str, timeout: float) -> tuple[socket.socket, str]:
     """A connection to the first broker of ``bootstrap`` (Kafka's comma-separated
-    ``host:port`` list) that accepts one; the last error if none does."""
+    ``host:port`` list) that accepts one, and the host it was named by (what TLS checks the
+    broker's certificate against); the last error if none does."""
     error: OSError = OSError(f"no broker address in {bootstrap!r}")
     for address in (a.strip() for a in bootstrap.split(",")):
         if not address:
             continue
         host, _, port = address.rpartition(":")
         try:
-            return socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
+            host = host or "127.0.0.1"
+            return socket.create_connection((host, int(port)), timeout=timeout), host
         except OSError as e:
             error = e
     raise error
@@ -46,9 +48,8 @@ class Connection:
         security: ClientSecurity | None = None,
     ) -> None:
         self.security = security or ClientSecurity()
-        self.sock = connect(bootstrap, timeout)
+        self.sock, host = connect(bootstrap, timeout)
         if self.security.tls:
-            host = self.sock.getpeername()[0]
             self.sock = self.security.ssl_context().wrap_socket(self.sock, server_hostname=host)
         self.client_id = client_id
         self.correlation = 0
