@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -631,3 +632,44 @@ def test_a_cluster_replicates_over_sasl_ssl_logged_in_as_its_broker_user(tmp_pat
     finally:
         for proc in procs.values():
             stop_gracefully(proc)
+
+
+def test_librdkafka_reauthenticates_before_its_session_ends(tmp_path, caplog):
+    """With ``connections.max.reauth.ms`` = 1.5 s, a confluent-kafka producer that keeps
+    producing for longer re-authenticates on its connection (KIP-368) rather than being cut
+    off: the broker logs more than one login from the same connection, never an expired
+    session, and every record is delivered."""
+    import time
+
+    caplog.set_level("DEBUG", logger="tidelog.broker")
+    settings = {
+        "listeners": "SASL_PLAINTEXT://127.0.0.1:0",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.jaas.config": PLAIN_USERS,
+        "connections.max.reauth.ms": "1500",
+    }
+    config = BrokerConfig.from_settings(settings, port=0, host="127.0.0.1", data_dir=str(tmp_path / "d"))
+    thread = Broker(config).run_in_thread()
+    try:
+        p = Producer({"bootstrap.servers": thread.bootstrap, **plain().settings("confluent-kafka")})
+        errors: list[KafkaError] = []
+        sent = 0
+        start = time.monotonic()
+        while time.monotonic() - start < 4:  # past two session lifetimes
+            p.produce("reauth", b"%d" % sent, on_delivery=lambda e, _m: errors.append(e) if e else None)
+            p.poll(0.005)
+            sent += 1
+        assert p.flush(30) == 0 and not errors
+        messages = [r.getMessage() for r in caplog.records]
+        logins = Counter(line.split()[0] for line in messages if " authenticated as User:carol" in line)
+        assert max(logins.values()) >= 2, logins  # one connection logged in again
+        assert not [line for line in messages if "without re-authentication" in line]
+        w = Wire(thread.bootstrap)  # everything produced is there
+        assert handshake(w, "PLAIN").error_code == ec.NONE
+        assert authenticate(w, b"\0carol\0carol-secret").error_code == ec.NONE
+        L = m.ListOffsetsRequest
+        part = L.ListOffsetsTopic.ListOffsetsPartition(partition_index=0, timestamp=-1)
+        offsets = L(replica_id=-1, topics=[L.ListOffsetsTopic(name="reauth", partitions=[part])])
+        assert w.request(offsets, 5).topics[0].partitions[0].offset == sent
+    finally:
+        thread.stop()

@@ -94,6 +94,15 @@ def sasl_mechanisms(v: str) -> list[str]:
     return out
 
 
+def _optional_address(v: str) -> str:
+    """``host:port``, or empty."""
+    if v:
+        _host, colon, port = v.rpartition(":")
+        if not colon or not port.isdigit():
+            raise ValueError(f"{v!r} is not host:port")
+    return v
+
+
 def _sasl_mechanism(v: str) -> str:
     """One SASL mechanism tidelog offers."""
     (mechanism,) = sasl_mechanisms(v) or [""]
@@ -377,6 +386,12 @@ SETTINGS: tuple[Setting, ...] = (
         "with ACLs on: whether a resource no ACL names is open to everyone",
         _bool,
         default="false",
+    ),
+    Setting(
+        "metrics.listen",
+        "host:port where Prometheus metrics are served at /metrics (port 0: a free one; empty: off)",
+        _optional_address,
+        default="",
     ),
     Setting("quota.window.num", "samples a client quota's rate is measured over", int, default="11"),
     Setting("quota.window.size.seconds", "length of each quota sample", int, default="1"),

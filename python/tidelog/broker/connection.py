@@ -14,9 +14,11 @@ re-authentication."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -24,7 +26,7 @@ import trio
 from tidelog.broker.apis import ADVERTISED, HANDLERS, RefusedWithoutResponse
 from tidelog.broker.apis.sasl import authenticate_step
 from tidelog.broker.config import SASL_PROTOCOLS
-from tidelog.broker.context import RequestContext, Session
+from tidelog.broker.context import RequestContext, RequestTiming, Session
 from tidelog.broker.quotas import REQUEST_PERCENTAGE
 from tidelog.broker.sasl import AuthenticationFailed
 from tidelog.broker.tls import HANDSHAKE_TIMEOUT, principal_of
@@ -49,6 +51,36 @@ BEFORE_AUTHENTICATION = (API_VERSIONS_KEY, SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE
 
 class ConnectionClosed(Exception):
     """Why a connection is being closed (logged once)."""
+
+
+#: Each API's name as Kafka's RequestMetrics label it (``Produce``, ``Fetch``, ...).
+API_NAMES = {key: cls.__name__.removesuffix("Request") for key, cls in m.REQUESTS.items()}
+
+
+@dataclasses.dataclass(slots=True)
+class Reply:
+    """A request's answer: its encoded chunks (None: no response), the quota's throttle,
+    and what the metrics need (the context, the response, when handling started and ended)."""
+
+    chunks: list[Any] | None
+    throttle_ms: int = 0
+    ctx: RequestContext | None = None
+    response: Any = None
+    started: float = 0.0
+    handled: float = 0.0
+
+
+def error_codes(obj: Any) -> Iterator[int]:
+    """Every ``error_code`` in a response, nested ones included (Kafka's ``errorCounts``)."""
+    code = getattr(obj, "error_code", None)
+    if isinstance(code, int):
+        yield code
+    for name in getattr(type(obj), "__slots__", ()):
+        value = getattr(obj, name, None)
+        if isinstance(value, list):
+            for item in value:
+                if hasattr(type(item), "__slots__"):
+                    yield from error_codes(item)
 
 
 class InFlight:
@@ -104,7 +136,8 @@ class ClientConnection:
         self._buf = bytearray()
 
     async def run(self) -> None:
-        in_flight = self.broker.in_flight
+        in_flight, metrics = self.broker.in_flight, self.broker.metrics
+        metrics.connections_created[self.session.listener] += 1
         try:
             async with self.stream:
                 if isinstance(self.stream, trio.SSLStream) and not await self._tls_handshake(self.stream):
@@ -121,11 +154,14 @@ class ClientConnection:
                         return
                     in_flight.begin()
                     try:
-                        chunks, throttle_ms = await self._answer(frame)
-                        if chunks is not None:
-                            await self._send(chunks)
+                        received = trio.current_time()
+                        reply = await self._answer(frame, received)
+                        if reply.chunks is not None:
+                            await self._send(reply.chunks)
+                        self._measured(reply, received)
                     finally:
                         in_flight.end()
+                    throttle_ms = reply.throttle_ms
                     if self.session.close_reason is not None:
                         await trio.sleep(self.session.close_delay)
                         raise ConnectionClosed(self.session.close_reason)
@@ -142,6 +178,8 @@ class ClientConnection:
             log.warning("closing connection from %s: %s", self.session.peer, e)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
+        finally:
+            metrics.connections_closed[self.session.listener] += 1
 
     async def _tls_handshake(self, stream: trio.SSLStream[Any]) -> bool:
         """Whether the client completed its TLS handshake in time (logged if not); on an SSL
@@ -186,7 +224,7 @@ class ClientConnection:
                 return None
             buf += data
 
-    def _raw_token(self, frame: bytes) -> tuple[list[Any], int]:
+    def _raw_token(self, frame: bytes) -> list[Any]:
         """A SASL token sent bare (after SaslHandshake v0), answered with the server's bare."""
         try:
             answer, _ = authenticate_step(self.broker, self.session, frame)
@@ -194,7 +232,7 @@ class ClientConnection:
             raise ConnectionClosed(str(e)) from None
         if self.session.sasl is None:
             self.session.sasl_raw_tokens = False
-        return [INT32.pack(len(answer)) + answer], 0
+        return [INT32.pack(len(answer)) + answer]
 
     def _check_allowed(self, key: int) -> None:
         """Closes the connection on a request a SASL listener does not answer now."""
@@ -212,11 +250,31 @@ class ClientConnection:
                 "without re-authentication"
             )
 
-    async def _answer(self, frame: bytes) -> tuple[list[Any] | None, int]:
-        """The response's chunks (None: no response) and how long, in ms, the client must
+    def _measured(self, reply: Reply, received: float) -> None:
+        """Counts an answered request in the broker's metrics, with its times."""
+        if reply.ctx is None:
+            return
+        now, timing = trio.current_time(), reply.ctx.timing
+        local = reply.handled - reply.started - timing.remote
+        self.broker.metrics.answered(
+            API_NAMES[reply.ctx.api_key],
+            reply.ctx.api_version,
+            error_codes(reply.response) if reply.response is not None else (),
+            (  # in the order of metrics.TIME_PARTS
+                (reply.started - received) * 1000,
+                local * 1000,
+                timing.remote * 1000,
+                reply.throttle_ms,
+                (now - reply.handled) * 1000,
+                (now - received) * 1000 + reply.throttle_ms,
+            ),
+        )
+
+    async def _answer(self, frame: bytes, received: float) -> Reply:
+        """The response (its chunks; None: no response) and how long, in ms, the client must
         now wait for being over a quota."""
         if self.session.sasl_raw_tokens and self.session.sasl is not None:
-            return self._raw_token(frame)
+            return Reply(self._raw_token(frame))
         if len(frame) < 8:
             raise ConnectionClosed(f"request of {len(frame)} bytes is shorter than a request header")
         key, version, correlation_id = REQUEST_PREFIX.unpack_from(frame)
@@ -235,7 +293,7 @@ class ClientConnection:
                         )
                     ],
                 )
-                return encode_response(key, 0, correlation_id, body), 0
+                return Reply(encode_response(key, 0, correlation_id, body))
             raise ConnectionClosed(
                 f"api key {key} version {version} is not supported ({advertised[0]}-{advertised[1]})"
             )
@@ -255,7 +313,14 @@ class ClientConnection:
         except DecodeError as e:
             raise ConnectionClosed(f"unparseable {m.REQUESTS[key].__name__} v{version}: {e}") from None
         ctx = RequestContext(
-            self.broker, self.session, key, version, correlation_id, header.client_id, len(frame) + 4
+            self.broker,
+            self.session,
+            key,
+            version,
+            correlation_id,
+            header.client_id,
+            len(frame) + 4,
+            RequestTiming(received),
         )
         started = trio.current_time()
         try:
@@ -265,18 +330,20 @@ class ClientConnection:
         except Exception:
             log.exception("handler for api key %d v%d failed", key, version)
             raise ConnectionClosed("internal error while handling the request") from None
+        handled = trio.current_time()
         throttle_ms = getattr(response, "throttle_time_ms", 0) or 0
         if key not in (PRODUCE_KEY, FETCH_KEY):  # those wait by design; their byte rates count
-            request_ms = ctx.throttle(REQUEST_PERCENTAGE, (trio.current_time() - started) * 100)
+            request_ms = ctx.throttle(REQUEST_PERCENTAGE, (handled - started) * 100)
             throttle_ms = max(throttle_ms, request_ms)
         if response is None:
-            return None, throttle_ms
+            return Reply(None, throttle_ms, ctx, None, started, handled)
         if throttle_ms and "throttle_time_ms" in type(response).__slots__:
             setattr(response, "throttle_time_ms", throttle_ms)  # noqa: B010  (not every response has it)
         if offload:
             chunks = await trio.to_thread.run_sync(encode_response, key, version, correlation_id, response)
-            return chunks, throttle_ms
-        return encode_response(key, version, correlation_id, response), throttle_ms
+        else:
+            chunks = encode_response(key, version, correlation_id, response)
+        return Reply(chunks, throttle_ms, ctx, response, started, handled)
 
     async def _send(self, chunks: list[Any]) -> None:
         pending = bytearray()

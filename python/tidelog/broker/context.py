@@ -51,6 +51,16 @@ class Session:
         return f"{self.peer_host}:{self.peer_port}"
 
 
+@dataclasses.dataclass(slots=True)
+class RequestTiming:
+    """When a request arrived and how long it waited on others (trio clock, seconds), for
+    the request-time metrics."""
+
+    received: float = 0.0
+    #: Waiting for replication (acks=all) or for data (a fetch's long poll).
+    remote: float = 0.0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestContext:
     """One request: its connection's session, its header's facts, and the broker's services."""
@@ -63,6 +73,7 @@ class RequestContext:
     client_id: str | None
     #: The request's size on the wire (what a producer's byte-rate quota counts).
     size: int = 0
+    timing: RequestTiming = dataclasses.field(default_factory=RequestTiming)
 
     @property
     def clock(self) -> Clock:

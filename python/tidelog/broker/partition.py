@@ -20,6 +20,7 @@ import trio
 from tidelog.broker.checkpoints import LeaderEpochCache
 from tidelog.broker.clock import Clock
 from tidelog.broker.metadata import NO_LEADER, PartitionMetadata
+from tidelog.broker.metrics import Histogram
 from tidelog.broker.producer_state import ProducerStateManager
 from tidelog.buffers import as_view
 from tidelog.error_codes import ErrorCode as ec
@@ -97,6 +98,8 @@ class Partition:
         self.leader_epoch = 0
         self.replicas: tuple[int, ...] = ()
         self.isr: tuple[int, ...] = ()  # as committed in the metadata
+        #: How long each fsync of this log took (the LogFlushStats metric).
+        self.flush_times = Histogram()
         self.pending_isr: tuple[int, ...] | None = None  # a change sent, not yet committed
         self.followers: dict[int, FollowerState] = {}
         self.min_insync_replicas = 1
@@ -507,12 +510,13 @@ class Partition:
     async def flush(self) -> None:
         """fsync in a worker thread: never on the event loop."""
         self.unflushed = 0
-        self.last_flush = self.clock.monotonic()
+        self.last_flush = started = self.clock.monotonic()
         try:
             await trio.to_thread.run_sync(self.log.flush)
         except LogClosedError:
             if not self.retired:
                 raise
+        self.flush_times.observe((self.clock.monotonic() - started) * 1000)
 
     def close(self) -> None:
         """Snapshots the producer state and closes the log cleanly (blocking I/O)."""

@@ -26,6 +26,7 @@ from tidelog.broker.checkpoints import REPLICATION_OFFSET_CHECKPOINT, read_offse
 from tidelog.broker.clock import Clock
 from tidelog.broker.config import BrokerConfig, Endpoint
 from tidelog.broker.metadata import MetadataImage, PartitionMetadata, TopicMetadata
+from tidelog.broker.metrics import BrokerMetrics
 from tidelog.broker.partition import OfflinePartition, Partition
 from tidelog.broker.replica_fetcher import ReplicaFetcherManager
 from tidelog.error_codes import ErrorCode as ec
@@ -55,6 +56,8 @@ class ReplicaManager:
         self.leadership_listeners: list[LeadershipListener] = []
         #: Set by the broker to its controller's ``alter_isr``.
         self.alter_isr: AlterIsr | None = None
+        #: Where ISR changes are counted (the broker's metrics).
+        self.metrics = BrokerMetrics()
         self.fetchers = ReplicaFetcherManager(config, self._inter_broker_endpoint)
         self._isr_wanted = trio.Event()
         self._checkpointed: dict[tuple[str, int], int] = {}
@@ -217,9 +220,14 @@ class ReplicaManager:
                 if proposed is None or self.alter_isr is None:
                     continue
                 part.pending_isr = proposed
+                before = len(part.isr)
                 made = await self.alter_isr(part.topic, part.index, part.leader_epoch, proposed)
                 if not made and part.pending_isr == proposed:
                     part.pending_isr = None
+                elif made and len(proposed) < before:
+                    self.metrics.isr_shrinks += 1
+                elif made:
+                    self.metrics.isr_expands += 1
 
     # ---- high watermarks ----
 

@@ -22,6 +22,7 @@ from tidelog.broker.controller import Controller, LocalController
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.metadata import DepartedBrokers, MetadataImage
+from tidelog.broker.metrics import serve_metrics
 from tidelog.broker.quotas import QuotaManager
 from tidelog.broker.replicas import ReplicaManager
 from tidelog.broker.tls import server_context
@@ -66,6 +67,8 @@ class Broker:
         else:
             self.controller = LocalController(self.config, self.replicas)
         self.replicas.alter_isr = self.controller.alter_isr
+        #: What the hot path counts, served at ``/metrics`` with ``metrics.listen``.
+        self.metrics = self.replicas.metrics
         self.authorizer: Authorizer = AllowAll()
         if self.config.setting("authorizer.class.name"):
             supers = [u.strip() for u in self.config.setting("super.users").split(";") if u.strip()]
@@ -82,6 +85,8 @@ class Broker:
         #: What the TLS listeners serve with (None without any).
         self.tls_context = server_context(self.config) if uses_tls else None
         self.port = self.config.port
+        #: Where ``/metrics`` is served (set by ``serve`` with ``metrics.listen``).
+        self.metrics_port: int | None = None
         #: The listeners being served, with their bound ports (set by ``serve``).
         self.endpoints: list[Endpoint] = []
         self._cancel: trio.CancelScope | None = None
@@ -209,7 +214,12 @@ class Broker:
             files,
             self.config.partition_limit(),
         )
+        metrics_server = None
         try:
+            if listen := self.config.setting("metrics.listen"):
+                host, _, port = listen.rpartition(":")
+                metrics_server = serve_metrics(self, host or "127.0.0.1", int(port))
+                self.metrics_port = metrics_server.server_port
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
@@ -221,6 +231,9 @@ class Broker:
                         nursery.start_soon(self.member.run)
                     task_status.started(self)
         finally:
+            if metrics_server is not None:
+                await trio.to_thread.run_sync(metrics_server.shutdown)
+                metrics_server.server_close()
             for _, listener in bound:
                 await listener.aclose()
             if self.member is not None:

@@ -55,6 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.node_id is not None:
         overrides["node_id"] = args.node_id
     settings = dict(kv.split("=", 1) for kv in args.set)
+    if args.metrics_port is not None:
+        settings["metrics.listen"] = f"{args.listen.rpartition(':')[0] or '127.0.0.1'}:{args.metrics_port}"
     if args.config:
         config = BrokerConfig.from_properties(args.config, **overrides)
         config = BrokerConfig.from_settings({**config.settings, **settings}, **overrides)
@@ -94,6 +96,12 @@ def add_parser(sub: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a Kafka-named broker setting, e.g. log.flush.interval.messages=1",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, HOST that of --listen (metrics.listen)",
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=["text", "json"], default="text")

@@ -64,7 +64,10 @@ async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
                 ctx.unthrottle(CONSUMER_BYTE_RATE, total)
                 resp.responses = []
                 resp.throttle_time_ms = throttle_ms
+            if not follower:
+                _count(ctx, resp)
             return resp
+        waited_from = trio.current_time()
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
 
@@ -74,6 +77,18 @@ async def fetch(ctx: RequestContext, req: m.FetchRequest) -> m.FetchResponse:
 
                 for ev in events:
                     nursery.start_soon(wake, ev)
+        ctx.timing.remote += trio.current_time() - waited_from
+
+
+def _count(ctx: RequestContext, resp: m.FetchResponse) -> None:
+    """A consumer's fetch in the topic metrics: bytes sent, partitions that failed."""
+    metrics = ctx.broker.metrics
+    for t in resp.responses:
+        counters = metrics.topics[t.topic]
+        for p in t.partitions:
+            records = p.records
+            counters.bytes_out += records.length if hasattr(records, "length") else len(records or b"")
+            counters.failed_fetch_requests += p.error_code != ec.NONE
 
 
 def _record_follower(ctx: RequestContext, req: m.FetchRequest, divergences: Divergences) -> None:

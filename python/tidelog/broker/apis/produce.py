@@ -90,17 +90,22 @@ async def produce(ctx: RequestContext, req: m.ProduceRequest) -> m.ProduceRespon
             try:
                 res.base_offset, res.log_append_time_ms, count = await part.append_as_leader(p.records)
                 res.log_start_offset = part.log_start_offset
+                broker.metrics.produced(t.name, count, len(p.records or b""))
                 if acks == -1:
                     replicating.append((res, part, res.base_offset + max(count, 1) - 1))
             except OutOfOrder as e:
                 res.error_code = e.code
+                broker.metrics.produce_failed(t.name, len(p.records or b""))
             except TidelogError as e:
                 res.error_code = e.error_code
                 res.error_message = str(e) if version >= 8 else None
+                broker.metrics.produce_failed(t.name, len(p.records or b""))
                 log.info("produce to %s-%d refused: %s", t.name, p.index, e)
         out.append(R.TopicProduceResponse(name=t.name, partition_responses=parts))
     if replicating:
-        await _replicated(replicating, trio.current_time() + max(0, req.timeout_ms) / 1000)
+        waited_from = trio.current_time()
+        await _replicated(replicating, waited_from + max(0, req.timeout_ms) / 1000)
+        ctx.timing.remote += trio.current_time() - waited_from
     throttle_ms = ctx.throttle(PRODUCER_BYTE_RATE, ctx.size)
     if acks == 0:
         failed = [(t.name, p.index, p.error_code) for t in out for p in t.partition_responses if p.error_code]

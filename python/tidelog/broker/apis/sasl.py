@@ -67,6 +67,7 @@ async def sasl_handshake(ctx: RequestContext, req: m.SaslHandshakeRequest) -> m.
 
 def failed(broker: Broker, session: Session, why: str) -> None:
     """The connection closes, after ``connection.failed.authentication.delay.ms``."""
+    broker.metrics.authentication_failures[session.listener] += 1
     session.close_reason = why
     session.close_delay = int(broker.config.setting("connection.failed.authentication.delay.ms")) / 1000
 
@@ -92,6 +93,7 @@ def authenticate_step(broker: Broker, session: Session, token: bytes) -> tuple[b
         return answer, 0
     session.sasl = None
     session.principal, session.authenticated = principal, True
+    broker.metrics.authentication_successes[session.listener] += 1
     lifetime_ms = int(broker.config.setting("connections.max.reauth.ms"))
     if lifetime_ms > 0:
         session.sasl_expires_at = broker.clock.monotonic() + lifetime_ms / 1000

@@ -88,6 +88,9 @@ class Coordinator:
         self.node_id = config.node_id
         self._loaded: set[int] = set()  # __consumer_offsets partitions whose groups are here
         self.groups: dict[str, Group] = {}
+        #: Rebalances completed (a generation with members) and offsets committed, for metrics.
+        self.rebalances = 0
+        self.offset_commits = 0
         self.initial_delay = int(config.setting("group.initial.rebalance.delay.ms")) / 1000
         self.min_session = int(config.setting("group.min.session.timeout.ms"))
         self.max_session = int(config.setting("group.max.session.timeout.ms"))
@@ -256,6 +259,7 @@ class Coordinator:
 
     def _finish_join(self, g: Group) -> None:
         g.generation += 1
+        self.rebalances += bool(g.members)
         if not g.members:
             g.state, g.protocol_name, g.leader = EMPTY, None, None
             self._persist_group(g)
@@ -563,6 +567,7 @@ class Coordinator:
         g = self._group(group_id)
         for topic, partition, entry in entries:
             g.offsets[(topic, partition)] = entry
+        self.offset_commits += len(entries)
 
     def fetch(self, group_id: str) -> dict[tuple[str, int], OffsetEntry]:
         g = self.groups.get(group_id)
