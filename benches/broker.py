@@ -105,6 +105,29 @@ def produce(
     return n / elapsed, peak[0]
 
 
+def produce_latency(port: int, topic: str, per_second: int, seconds: float) -> tuple[float, float]:
+    """(p50, p99) in ms from produce to acknowledgement, acks=all and idempotent, one record
+    at a time at ``per_second`` (linger 0): the broker's latency, not its throughput."""
+    p = Producer(
+        {"bootstrap.servers": f"127.0.0.1:{port}", "acks": "all", "enable.idempotence": True, "linger.ms": 0}
+    )
+    p.produce(topic, b"warm-up")  # the producer id and metadata first, not measured
+    assert p.flush(30) == 0
+    took: list[float] = []
+    start = time.perf_counter()
+    for i in range(int(per_second * seconds)):
+        while time.perf_counter() < start + i / per_second:
+            p.poll(0)
+        sent = time.perf_counter()
+        p.produce(
+            topic, b"x" * 100, on_delivery=lambda e, _m, sent=sent: took.append(time.perf_counter() - sent)
+        )
+        p.poll(0)
+    assert p.flush(30) == 0
+    ms = sorted(t * 1000 for t in took)
+    return ms[len(ms) // 2], ms[int(len(ms) * 0.99)]
+
+
 def consume(port: int, topic: str, partitions: int, n: int, conf: dict[str, object] | None = None) -> float:
     c = Consumer(
         {
@@ -164,6 +187,10 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
             rate, peak = produce(port, topic, n, size, acks, proc.pid)
             out[f"produce {size} B acks={acks} (msg/s)"] = rate
             out[f"peak RSS producing {size} B acks={acks} (MB)"] = peak
+        create(port, "latency", 4)
+        p50, p99 = produce_latency(port, "latency", 200 if smoke else 2000, 1 if smoke else 5)
+        out["produce latency acks=all, 2000 msg/s, p50 (ms)"] = p50
+        out["produce latency acks=all, 2000 msg/s, p99 (ms)"] = p99
         n = max(1000, int(1_000_000 * scale))
         out["consume 100 B, sendfile (msg/s)"] = consume(port, "p-100-1", 4, n)
         if shutil.which("kcat"):

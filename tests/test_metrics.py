@@ -182,6 +182,9 @@ def test_under_replicated_partitions_rise_when_a_follower_dies_and_fall_back_whe
         # Broker 1 now leads all four, with broker 2 gone from their ISRs.
         poll_until(lambda: under(1) == 4, "broker 1 to report 4 under-replicated partitions")
         assert led_by_2 > 0
+        # Broker 1, now the controller, moved broker 2's leaderships to itself.
+        elections = "kafka_controller_controllerstats_leaderelectionrateandtimems_count"
+        assert value(scrape(metrics_ports[1]), elections) >= led_by_2
         procs[2], _ = restart(tmp_path, etcd, cluster, 2, ports[2], engines, *extra[2])
         poll_until(lambda: under(1) == 0, "the follower to catch up")
         shrinks_and_expands = scrape(metrics_ports[1])

@@ -252,6 +252,9 @@ class Controller(Protocol):
 
     async def next_producer_id(self) -> int: ...
 
+    #: Leaders moved by this broker as controller (a single broker never moves one).
+    elections: int
+
     async def alter_scram_credentials(self, changes: Mapping[str, CredentialChanges]) -> None:
         """Sets (or, given None, removes) each user's credential for each mechanism named."""
         ...
@@ -305,6 +308,7 @@ class LocalController:
         self._next_producer_id = 0
         self._producer_id_limit = 0
         self._producer_id_lock = trio.Lock()
+        self.elections = 0
 
     @property
     def image(self) -> MetadataImage:

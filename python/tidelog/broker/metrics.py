@@ -235,6 +235,18 @@ def snapshot(broker: Broker) -> list[Metric]:
         _gauge(
             controller + "offlinepartitionscount", "Partitions here without a live leader", [({}, offline)]
         ),
+        _metric(
+            "kafka_controller_controllerstats_leaderelectionrateandtimems",
+            "Leaders moved by this broker as controller (ControllerStats LeaderElectionRateAndTimeMs count)",
+            "unknown",
+            [
+                (
+                    "kafka_controller_controllerstats_leaderelectionrateandtimems_count",
+                    {},
+                    broker.controller.elections,
+                )
+            ],
+        ),
         _gauge(
             controller + "activecontrollercount",
             "1 on the broker that is the controller",

@@ -214,6 +214,8 @@ class EtcdController:
         self.etcd = etcd
         self.prefix = prefix
         self.state = MetadataState(prefix)
+        #: Leaders this broker moved as controller (the leader-election metric).
+        self.elections = 0
         self._image = MetadataImage()
         self._on_image = on_image
         self._changed = trio.Event()  # set whenever a new image is installed
@@ -494,6 +496,7 @@ class EtcdController:
             [mod_revision_is(kv.key, kv.mod_revision), *guards], [put_op(kv.key, partition_doc(new))]
         )
         if result.succeeded:
+            self.elections += new.leader != old.leader
             log.info(
                 "partition %s: leader %d, epoch %d, ISR %s (was leader %d, ISR %s): %s",
                 kv.key[len(self.prefix) + len(b"partitions/") :].decode(errors="replace"),
