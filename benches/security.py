@@ -37,13 +37,14 @@ from tidelog.cluster.local import free_port
 from tidelog.protocol import _messages as m
 
 
-def tls_files(directory: Path) -> tuple[str, str]:
-    """(CA file, the broker's certificate-and-key file for 127.0.0.1)."""
+def tls_files(directory: Path) -> tuple[trustme.CA, Path, Path]:
+    """A CA, and the broker's certificate (with its key) for 127.0.0.1 and localhost signed
+    by it: (the CA, its PEM file, the certificate-and-key PEM file). Tests use it too."""
     ca = trustme.CA()
     ca_file, cert_file = directory / "ca.pem", directory / "broker.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    return str(ca_file), str(cert_file)
+    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    return ca, ca_file, cert_file
 
 
 def acls_for_bench() -> list[AclBinding]:
@@ -147,7 +148,7 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
     n = 2000 if smoke else (500_000 if engine == "rust" else 50_000)
     out: dict[str, float] = {}
     tmp = Path(tempfile.mkdtemp(prefix="tidelog-bench-"))
-    ca, cert = tls_files(tmp)
+    ca, cert = (str(path) for path in tls_files(tmp)[1:])
     ssl_port, sasl_port = free_port(), free_port()
     listeners = (
         f"listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:{ssl_port},SASL_SSL://127.0.0.1:{sasl_port}"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from benches.security import tls_files
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import (
     AdminClient,
@@ -61,16 +62,6 @@ class SecureBroker:
     @property
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap("PLAINTEXT")})
-
-
-def tls_files(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
-    """A CA, and the broker's certificate (with its key) for 127.0.0.1 signed by it."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, cert_file = tmp_path / "ca.pem", tmp_path / "broker.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    return ca, ca_file, cert_file
 
 
 @pytest.fixture

@@ -247,29 +247,27 @@ class AclAuthorizer:
         on every resource of the type (the wildcard) does."""
         if principal in self.super_users:
             return True
-        self._index()
         acls = [a for a in self._acls() if a.resource_type == resource_type]
-        results = {_result(a, principal, host, operation) for a in acls}
-        wildcard_deny = any(
-            _result(a, principal, host, operation) == AclPermissionType.DENY
-            for a in self._literal.get((resource_type, WILDCARD), ())
-        )
-        if wildcard_deny:
+        results = [(a, _result(a, principal, host, operation)) for a in acls]
+        if any(
+            r == AclPermissionType.DENY
+            and a.pattern_type == PatternType.LITERAL
+            and a.resource_name == WILDCARD
+            for a, r in results
+        ):
             return False
-        return AclPermissionType.ALLOW in results or (not acls and self.allow_if_no_acl)
+        return any(r == AclPermissionType.ALLOW for _, r in results) or (not acls and self.allow_if_no_acl)
 
 
 def _result(acl: AclBinding, principal: str, host: str, operation: AclOperation) -> AclPermissionType | None:
     """What ``acl`` says of the request, or None if it does not apply to it."""
     if acl.principal not in (principal, WILDCARD_PRINCIPAL) or acl.host not in (WILDCARD, host):
         return None
-    if acl.operation != AclOperation.ALL:
-        if acl.permission == AclPermissionType.ALLOW and operation == AclOperation.DESCRIBE:
-            if acl.operation not in _IMPLIES_DESCRIBE:
-                return None
-        elif acl.permission == AclPermissionType.ALLOW and operation == AclOperation.DESCRIBE_CONFIGS:
-            if acl.operation not in _IMPLIES_DESCRIBE_CONFIGS:
-                return None
-        elif acl.operation != operation:
-            return None
-    return acl.permission
+    if acl.operation in (AclOperation.ALL, operation):
+        return acl.permission
+    if acl.permission == AclPermissionType.ALLOW and (
+        (operation == AclOperation.DESCRIBE and acl.operation in _IMPLIES_DESCRIBE)
+        or (operation == AclOperation.DESCRIBE_CONFIGS and acl.operation in _IMPLIES_DESCRIBE_CONFIGS)
+    ):
+        return acl.permission
+    return None

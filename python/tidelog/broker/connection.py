@@ -155,7 +155,7 @@ class ClientConnection:
                     in_flight.begin()
                     try:
                         received = trio.current_time()
-                        reply = await self._answer(frame, received)
+                        reply = await self._answer(frame)
                         if reply.chunks is not None:
                             await self._send(reply.chunks)
                         self._measured(reply, received)
@@ -252,7 +252,7 @@ class ClientConnection:
 
     def _measured(self, reply: Reply, received: float) -> None:
         """Counts an answered request in the broker's metrics, with its times."""
-        if reply.ctx is None:
+        if reply.ctx is None or not self.broker.metrics.served:
             return
         now, timing = trio.current_time(), reply.ctx.timing
         local = reply.handled - reply.started - timing.remote
@@ -270,7 +270,7 @@ class ClientConnection:
             ),
         )
 
-    async def _answer(self, frame: bytes, received: float) -> Reply:
+    async def _answer(self, frame: bytes) -> Reply:
         """The response (its chunks; None: no response) and how long, in ms, the client must
         now wait for being over a quota."""
         if self.session.sasl_raw_tokens and self.session.sasl is not None:
@@ -320,7 +320,7 @@ class ClientConnection:
             correlation_id,
             header.client_id,
             len(frame) + 4,
-            RequestTiming(received),
+            RequestTiming(),
         )
         started = trio.current_time()
         try:

@@ -53,11 +53,9 @@ class Session:
 
 @dataclasses.dataclass(slots=True)
 class RequestTiming:
-    """When a request arrived and how long it waited on others (trio clock, seconds), for
-    the request-time metrics."""
+    """How long a request waited on others (seconds), for the request-time metrics:
+    ``remote``, for replication (acks=all) or for data (a fetch's long poll)."""
 
-    received: float = 0.0
-    #: Waiting for replication (acks=all) or for data (a fetch's long poll).
     remote: float = 0.0
 
 
@@ -79,18 +77,20 @@ class RequestContext:
     def clock(self) -> Clock:
         return self.broker.clock
 
+    @property
+    def quota_client(self) -> tuple[str, str]:
+        """(user, client id): who the client quotas know this request's client as."""
+        return quota_user(self.session.principal), self.client_id or ""
+
     def throttle(self, quota: str, value: float) -> int:
         """Records ``value`` against the client's ``quota`` (``quotas.QUOTA_KEYS``); the ms the
         client must now wait, 0 within its quota or without one."""
-        user = quota_user(self.session.principal)
-        return self.broker.quotas.record(quota, user, self.client_id or "", value, self.clock.monotonic())
+        return self.broker.quotas.record(quota, *self.quota_client, value, self.clock.monotonic())
 
     def quota_window(self, quota: str) -> float:
         """The most of ``quota`` one request may use (``QuotaManager.max_in_window``)."""
-        user = quota_user(self.session.principal)
-        return self.broker.quotas.max_in_window(quota, user, self.client_id or "")
+        return self.broker.quotas.max_in_window(quota, *self.quota_client)
 
     def unthrottle(self, quota: str, value: float) -> None:
         """Takes back what ``throttle`` recorded (a throttled fetch is answered empty)."""
-        user = quota_user(self.session.principal)
-        self.broker.quotas.unrecord(quota, user, self.client_id or "", value, self.clock.monotonic())
+        self.broker.quotas.unrecord(quota, *self.quota_client, value, self.clock.monotonic())

@@ -22,7 +22,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -357,18 +357,27 @@ class LocalController:
             if name.endswith(".json"):
                 with open(os.path.join(self.users_dir, name)) as f:
                     users[urllib.parse.unquote(name[:-5])] = credentials_from_doc(json.load(f))
-        acls = []
-        if os.path.exists(os.path.join(self.meta_dir, "acls.json")):
-            with open(os.path.join(self.meta_dir, "acls.json")) as f:
-                acls = [AclBinding.from_doc(d) for d in json.load(f)]
-        quotas: dict[Entity, dict[str, float | None]] = {}
-        if os.path.exists(os.path.join(self.meta_dir, "quotas.json")):
-            with open(os.path.join(self.meta_dir, "quotas.json")) as f:
-                quotas = {entity_from_key(k): dict(v) for k, v in json.load(f).items()}
+        acls = [AclBinding.from_doc(d) for d in self._read_meta("acls.json", [])]
+        quotas = {entity_from_key(k): dict(v) for k, v in self._read_meta("quotas.json", {}).items()}
         me = BrokerMetadata(self.config.node_id, tuple(endpoints))
         image = MetadataImage(cluster_id=cluster_id).with_brokers([me], me.node_id).with_topics(topics)
         self._image = image.with_scram_credentials(users).with_acls(acls).with_client_quotas(quotas)
         return self._image
+
+    def _read_meta(self, name: str, absent: Any) -> Any:
+        """The JSON file ``name`` of ``meta/``, or ``absent`` if there is none."""
+        try:
+            with open(os.path.join(self.meta_dir, name)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return absent
+
+    async def _persist_and_publish(self, image: MetadataImage, name: str, doc: Any) -> None:
+        """Writes ``doc`` as the JSON file ``name`` of ``meta/`` (in a worker thread), then
+        publishes ``image``."""
+        data = json.dumps(doc, indent=1).encode()
+        await trio.to_thread.run_sync(write_file_atomic, self.meta_dir, name, data)
+        await self._publish(image)
 
     async def _publish(self, image: MetadataImage) -> None:
         self._image = image
@@ -600,16 +609,12 @@ class LocalController:
     async def alter_acls(self, added: Collection[AclBinding], removed: Collection[AclBinding]) -> None:
         async with self._admin_lock:
             image = self._image.with_acls(added, removed)
-            doc = json.dumps([a.doc() for a in image.acls], indent=1).encode()
-            await trio.to_thread.run_sync(write_file_atomic, self.meta_dir, "acls.json", doc)
-            await self._publish(image)
+            await self._persist_and_publish(image, "acls.json", [a.doc() for a in image.acls])
 
     async def alter_client_quotas(self, changes: Mapping[Entity, Mapping[str, float | None]]) -> None:
         async with self._admin_lock:
             image = self._image.with_client_quotas(changes)
-            doc = json.dumps(quota_docs(image.client_quotas), indent=1).encode()
-            await trio.to_thread.run_sync(write_file_atomic, self.meta_dir, "quotas.json", doc)
-            await self._publish(image)
+            await self._persist_and_publish(image, "quotas.json", quota_docs(image.client_quotas))
 
     # ---- producer ids ----
 

@@ -1,9 +1,9 @@
 """The cluster's metadata as one read-only, versioned image: the brokers and their endpoints,
 the topics with their ids and configs, each partition's leader, leader epoch, replicas and
-in-sync replicas, the controller, the users' SCRAM credentials, the ACLs and the client quotas. The controller
-publishes a new image for every change; handlers read the image in force, and the replica
-manager turns each new one into what this broker hosts. An image is never changed: a change
-makes a new one that shares what did not change."""
+in-sync replicas, the controller, the users' SCRAM credentials, the ACLs and the client
+quotas. The controller publishes a new image for every change; handlers read the image in
+force, and the replica manager turns each new one into what this broker hosts. An image is
+never changed: a change makes a new one that shares what did not change."""
 
 from __future__ import annotations
 

@@ -81,6 +81,9 @@ class BrokerMetrics:
     """What the hot path counts. Plain integers in dicts: a produce or fetch adds a few."""
 
     def __init__(self) -> None:
+        #: Whether ``/metrics`` is served: the per-request figures (error codes, times), the
+        #: costliest to count, are only counted then.
+        self.served = False
         self.topics: defaultdict[str, TopicCounters] = defaultdict(TopicCounters)
         self.requests: Counter[tuple[str, int]] = Counter()  # (api, version)
         self.errors: Counter[tuple[str, str]] = Counter()  # (api, error name)
@@ -326,5 +329,6 @@ def serve_metrics(broker: Broker, host: str, port: int) -> WSGIServer:
     registry = CollectorRegistry()
     registry.register(BrokerCollector(broker, trio.lowlevel.current_trio_token()))
     server, _thread = start_http_server(port, host, registry)
+    broker.metrics.served = True
     log.info("metrics served on http://%s:%d/metrics", host, server.server_port)
     return server

@@ -607,20 +607,30 @@ class EtcdController:
                     )
         return out
 
+    async def _swap(self, key: bytes, update: Callable[[Any], Any]) -> Any:
+        """Writes ``update(the key's JSON value, None if absent)`` over ``key`` (deleting it
+        when that is empty) if nobody changed the key since it was read, reading again until
+        the write lands; returns what was written."""
+        while True:
+            kv = await self.etcd.get(key)
+            new = update(json.loads(kv.value) if kv else None)
+            guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
+            op = put_op(key, json.dumps(new).encode()) if new else delete_op(key)
+            if (await self.etcd.txn([guard], [op])).succeeded:
+                return new
+
     # ---- users ----
 
     async def alter_scram_credentials(self, changes: Mapping[str, CredentialChanges]) -> None:
         with etcd_errors("altering SCRAM credentials"):
             for user, change in changes.items():
-                key = self.prefix + b"users/" + user.encode()
-                while True:  # until the change lands on the credentials as read
-                    kv = await self.etcd.get(key)
-                    current = credentials_from_doc(json.loads(kv.value)) if kv else {}
-                    creds = altered(current, change)
-                    guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
-                    op = put_op(key, json.dumps(credentials_doc(creds)).encode()) if creds else delete_op(key)
-                    if (await self.etcd.txn([guard], [op])).succeeded:
-                        break
+
+                def updated(doc: Any, change: CredentialChanges = change) -> dict[str, Any]:
+                    return credentials_doc(altered(credentials_from_doc(doc or {}), change))
+
+                creds = credentials_from_doc(
+                    await self._swap(self.prefix + b"users/" + user.encode(), updated) or {}
+                )
 
                 def shown(image: MetadataImage, user: str = user, creds: UserCredentials = creds) -> bool:
                     return dict(image.scram_credentials.get(user, {})) == creds
@@ -645,18 +655,14 @@ class EtcdController:
     async def alter_client_quotas(self, changes: Mapping[Entity, Mapping[str, float | None]]) -> None:
         with etcd_errors("altering client quotas"):
             for entity, change in changes.items():
-                key = self.prefix + b"quotas/" + entity_key(entity).encode()
-                while True:  # until the change lands on the quotas as read
-                    kv = await self.etcd.get(key)
-                    merged: dict[str, float | None] = {
-                        k: float(v) for k, v in (json.loads(kv.value) if kv else {}).items()
-                    }
-                    merged.update(change)
-                    values = {k: v for k, v in merged.items() if v is not None}
-                    guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
-                    op = put_op(key, json.dumps(values).encode()) if values else delete_op(key)
-                    if (await self.etcd.txn([guard], [op])).succeeded:
-                        break
+
+                def merged(doc: Any, change: Mapping[str, float | None] = change) -> dict[str, float]:
+                    values = {**{k: float(v) for k, v in (doc or {}).items()}, **change}
+                    return {k: v for k, v in values.items() if v is not None}
+
+                values = (
+                    await self._swap(self.prefix + b"quotas/" + entity_key(entity).encode(), merged) or {}
+                )
 
                 def shown(
                     image: MetadataImage, entity: Entity = entity, values: dict[str, Any] = values
@@ -673,15 +679,12 @@ class EtcdController:
         with etcd_errors("allocating producer ids"):
             async with self._producer_id_lock:
                 if self._next_producer_id >= self._producer_id_limit:
-                    key = self.prefix + b"producer_ids"
-                    while True:
-                        kv = await self.etcd.get(key)
-                        start = int(kv.value) if kv else 0
-                        guard = mod_revision_is(key, kv.mod_revision) if kv else key_absent(key)
-                        limit = start + PRODUCER_ID_BLOCK
-                        if (await self.etcd.txn([guard], [put_op(key, str(limit).encode())])).succeeded:
-                            break
-                    self._next_producer_id, self._producer_id_limit = start, limit
+                    limit = int(
+                        await self._swap(
+                            self.prefix + b"producer_ids", lambda n: (n or 0) + PRODUCER_ID_BLOCK
+                        )
+                    )
+                    self._next_producer_id, self._producer_id_limit = limit - PRODUCER_ID_BLOCK, limit
                 pid = self._next_producer_id
                 self._next_producer_id += 1
                 return pid
