@@ -7,6 +7,7 @@ rise when a follower is killed and fall back to 0 once it has caught up."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from tidelog.records import build_batch
 from .cluster import member, needs_etcd, restart
 from .conftest import poll_until, stop_gracefully
 from .kafka_clients import create_topic
-from .wire import Wire, produce_raw
+from .wire import Wire, fetch_request, produce_raw
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -109,6 +110,16 @@ def test_a_scraped_broker_shows_what_its_clients_did(tmp_path):
         )
         assert w.request(A(entries=[entry], validate_only=False), 1).entries[0].error_code == ec.NONE
         assert produce_raw(w, "orders", build_batch([(None, b"x")], now_ms=0))[0] == ec.NONE
+        w.close()  # muted for its throttle time (KIP-219)
+        # One fetch over a 1 B/s quota of every user's (the wire client is User:ANONYMOUS).
+        w = Wire(broker.bootstrap)
+        entry = A.EntryData(
+            entity=[A.EntryData.EntityData(entity_type="user", entity_name=None)],
+            ops=[A.EntryData.OpData(key="consumer_byte_rate", value=1.0, remove=False)],
+        )
+        assert w.request(A(entries=[entry], validate_only=False), 1).entries[0].error_code == ec.NONE
+        fetched = w.request(fetch_request("orders", 1, 0, 0), 12)
+        assert fetched.throttle_time_ms > 0
         w.close()
 
         samples = scrape(port)
@@ -119,7 +130,13 @@ def test_a_scraped_broker_shows_what_its_clients_did(tmp_path):
         topic_in = "kafka_server_brokertopicmetrics_messagesin_total"
         assert value(samples, topic_in, topic="orders") == len(acked) + 1 == 501
         assert value(samples, topic_in) == 501
-        assert value(samples, "kafka_server_quota_throttle_time_total", client_id="tidelog-tests") > 0
+        throttled = "kafka_server_quota_throttle_time_total"
+        assert value(samples, throttled, resource="Produce", user="", client_id="tidelog-tests") > 0
+        assert value(samples, throttled, resource="Fetch", user="ANONYMOUS", client_id="") > 0
+        assert len(samples[throttled]) == 2
+        for idle in ("requesthandleravgidle", "networkprocessoravgidle"):
+            share = samples[next(n for n in samples if n.endswith(f"_{idle}_percent"))]
+            assert len(share) == 1 and 0 < share[0][1] <= 1
         assert value(samples, "kafka_server_brokertopicmetrics_bytesout_total", topic="orders") > 0
         assert value(samples, "kafka_log_log_logendoffset", topic="orders", partition="0") == 251
         assert (
@@ -157,6 +174,24 @@ def test_a_scraped_broker_shows_what_its_clients_did(tmp_path):
             )
             == 1
         )
+    finally:
+        broker.stop()
+
+
+def test_the_idle_share_falls_while_the_event_loop_is_blocked_and_recovers(tmp_path):
+    broker = start_broker(tmp_path / "b", **{"metrics.listen": "127.0.0.1:0"})
+    try:
+        port = broker.broker.metrics_port
+        assert port
+
+        def idle_share() -> float:
+            return value(scrape(port), "kafka_server_kafkarequesthandlerpool_requesthandleravgidle_percent")
+
+        # The workload: a blocking call on the broker's event loop keeps it busy for 2 s.
+        broker.call(time.sleep, 2.0)
+        busy = idle_share()
+        assert 0 <= busy < 0.5
+        poll_until(lambda: idle_share() > busy + 0.2, "the idle share to rise again")
     finally:
         broker.stop()
 

@@ -153,8 +153,8 @@ def test_a_producer_over_its_quota_is_held_to_it_and_an_unlimited_one_is_not_thr
         window = [t for t in limited["acked"] if 1.0 <= t < 11.0]
         rate = len(window) * 1024 / 10.0
         assert 0.8e6 <= rate <= 1.2e6, f"limited producer acknowledged {rate / 1e6:.2f} MB/s"
-        assert quotas.throttled_ms.get("limited", 0) > 0
-        assert quotas.throttled_ms.get("free", 0) == 0
+        assert quotas.throttled_ms[("Produce", "", "limited")] > 0
+        assert not any(client == "free" for _, _, client in quotas.throttled_ms)
         assert len(free["acked"]) * 1024 / 11.0 > rate  # the unlimited one was not held back
     finally:
         broker.stop()
@@ -191,8 +191,9 @@ def test_a_consumer_over_its_quota_gets_empty_throttled_answers(tmp_path):
 
         read_all("fast")
         slow = read_all("slow")
-        assert broker.broker.quotas.throttled_ms.get("slow", 0) > 0
-        assert broker.broker.quotas.throttled_ms.get("fast", 0) == 0
+        throttled = broker.broker.quotas.throttled_ms
+        assert throttled[("Fetch", "", "slow")] > 0
+        assert not any(client == "fast" for _, _, client in throttled)
         # Held to its rate: 2 MB, less the 200 kB its first window allows, at 200 kB/s.
         assert 1.8e6 / slow <= 1.2 * 200_000, f"slow consumer read {1.8e6 / slow / 1e3:.0f} kB/s"
     finally:

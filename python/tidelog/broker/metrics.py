@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -77,6 +78,40 @@ class TopicCounters:
 TIME_PARTS = ("requestqueue", "local", "remote", "throttle", "responsesend", "total")
 
 
+class LoopIdle(trio.abc.Instrument):
+    """The share of time the broker's event loop waits for I/O with nothing to run. Kafka
+    reports its request handler threads' and network threads' idleness; here one event loop
+    does both jobs, so its idle share stands for both. Measured over the last minute (since
+    it started, during its first): the idle seconds at each scrape are kept for a minute."""
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self.idle = 0.0
+        self._wait_started = 0.0
+        now = time.perf_counter()
+        #: (time, idle seconds then), oldest first; the first is at least ``WINDOW`` old
+        #: once the loop has run that long.
+        self._history = [(now, 0.0)]
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._wait_started = time.perf_counter()
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.idle += time.perf_counter() - self._wait_started
+
+    def share(self) -> float:
+        """Idle seconds per second over the last minute, 0 to 1."""
+        now = time.perf_counter()
+        history = self._history
+        if now - history[-1][0] >= 1.0:  # one a second at most, however often it is scraped
+            history.append((now, self.idle))
+        while len(history) > 2 and history[1][0] <= now - self.WINDOW:
+            history.pop(0)
+        start, idle = history[0]
+        return min(1.0, (self.idle - idle) / (now - start)) if now > start else 1.0
+
+
 class BrokerMetrics:
     """What the hot path counts. Plain integers in dicts: a produce or fetch adds a few."""
 
@@ -95,6 +130,8 @@ class BrokerMetrics:
         self.authentication_successes: Counter[str] = Counter()
         self.isr_shrinks = 0
         self.isr_expands = 0
+        #: Installed on the event loop while ``/metrics`` is served.
+        self.loop_idle: LoopIdle | None = None
 
     def produced(self, topic: str, messages: int, size: int) -> None:
         t = self.topics[topic]
@@ -273,11 +310,27 @@ def snapshot(broker: Broker) -> list[Metric]:
         ),
         _counter(
             "kafka_server_quota_throttle_time",
-            "Throttle time given, in ms, by client id",
-            [({"client_id": c}, float(ms)) for c, ms in broker.quotas.throttled_ms.items()],
+            "Throttle time given, in ms, by quota (Produce, Fetch, Request) and the entity that set it",
+            [
+                ({"resource": resource, "user": user, "client_id": client}, float(ms))
+                for (resource, user, client), ms in broker.quotas.throttled_ms.items()
+            ],
         ),
+        *_idle_metrics(metrics),
         *_group_metrics(broker),
     ]
+
+
+def _idle_metrics(metrics: BrokerMetrics) -> Iterator[Metric]:
+    if metrics.loop_idle is None:
+        return
+    share = metrics.loop_idle.share()
+    for name, kafka in (
+        ("kafka_server_kafkarequesthandlerpool_requesthandleravgidle", "RequestHandlerAvgIdlePercent"),
+        ("kafka_network_socketserver_networkprocessoravgidle", "NetworkProcessorAvgIdlePercent"),
+    ):
+        doc = f"The event loop's idle share over the last minute, 0 to 1 ({kafka})"
+        yield _gauge(name + "_percent", doc, [({}, share)])
 
 
 def _group_metrics(broker: Broker) -> Iterator[Metric]:
@@ -322,13 +375,26 @@ class BrokerCollector:
 
 
 def serve_metrics(broker: Broker, host: str, port: int) -> WSGIServer:
-    """Serves ``/metrics`` on ``host:port`` (0: a free port) from a thread of its own; the
-    caller shuts the server down."""
+    """Serves ``/metrics`` on ``host:port`` (0: a free port) from a thread of its own, and
+    starts measuring the event loop's idleness; the caller shuts the server down
+    (``stop_metrics``)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
     registry.register(BrokerCollector(broker, trio.lowlevel.current_trio_token()))
     server, _thread = start_http_server(port, host, registry)
     broker.metrics.served = True
+    broker.metrics.loop_idle = LoopIdle()
+    trio.lowlevel.add_instrument(broker.metrics.loop_idle)
     log.info("metrics served on http://%s:%d/metrics", host, server.server_port)
     return server
+
+
+async def stop_metrics(broker: Broker, server: WSGIServer) -> None:
+    """Stops what ``serve_metrics`` started."""
+    if broker.metrics.loop_idle is not None:
+        trio.lowlevel.remove_instrument(broker.metrics.loop_idle)
+        broker.metrics.loop_idle = None
+    broker.metrics.served = False
+    await trio.to_thread.run_sync(server.shutdown)
+    server.server_close()

@@ -21,6 +21,8 @@ PRODUCER_BYTE_RATE = "producer_byte_rate"
 CONSUMER_BYTE_RATE = "consumer_byte_rate"
 REQUEST_PERCENTAGE = "request_percentage"
 QUOTA_KEYS = (PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE)
+#: The ``type`` of Kafka's quota metrics (``kafka.server:type=Produce,user=,client-id=``).
+RESOURCES = {PRODUCER_BYTE_RATE: "Produce", CONSUMER_BYTE_RATE: "Fetch", REQUEST_PERCENTAGE: "Request"}
 
 #: One quota entity: ((type, name or None for <default>), ...), sorted by type.
 Entity = tuple[tuple[str, str | None], ...]
@@ -83,8 +85,10 @@ class QuotaManager:
         self._quotas = quotas
         self.samples, self.window = samples, window
         self._rates: dict[tuple[str, Entity], Rate] = {}
-        #: Throttle time handed out, in ms, by client id.
-        self.throttled_ms: Counter[str] = Counter()
+        #: Throttle time handed out, in ms, by (resource, user, client id) as Kafka tags its
+        #: quota metrics: the names of the client the applied entity covers, "" for a
+        #: dimension it leaves out (a client-id quota: ("Produce", "", "app")).
+        self.throttled_ms: Counter[tuple[str, str, str]] = Counter()
 
     def bound(self, key: str, user: str, client_id: str) -> tuple[Entity, float] | None:
         """The entity whose ``key`` quota applies to (user, client id), and its value."""
@@ -119,7 +123,9 @@ class QuotaManager:
         if observed <= bound:
             return 0
         throttle_ms = round((observed - bound) / bound * rate.window_size(now) * 1000)
-        self.throttled_ms[client_id] += throttle_ms
+        types = {t for t, _ in entity}
+        tags = (RESOURCES[key], user if USER in types else "", client_id if CLIENT_ID in types else "")
+        self.throttled_ms[tags] += throttle_ms
         return throttle_ms
 
     def unrecord(self, key: str, user: str, client_id: str, value: float, now: float) -> None:

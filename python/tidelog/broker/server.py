@@ -22,7 +22,7 @@ from tidelog.broker.controller import Controller, LocalController
 from tidelog.broker.groups.coordinator import Coordinator
 from tidelog.broker.groups.store import OffsetsStore
 from tidelog.broker.metadata import DepartedBrokers, MetadataImage
-from tidelog.broker.metrics import serve_metrics
+from tidelog.broker.metrics import serve_metrics, stop_metrics
 from tidelog.broker.quotas import QuotaManager
 from tidelog.broker.replicas import ReplicaManager
 from tidelog.broker.tls import server_context
@@ -232,8 +232,7 @@ class Broker:
                     task_status.started(self)
         finally:
             if metrics_server is not None:
-                await trio.to_thread.run_sync(metrics_server.shutdown)
-                metrics_server.server_close()
+                await stop_metrics(self, metrics_server)
             for _, listener in bound:
                 await listener.aclose()
             if self.member is not None:
