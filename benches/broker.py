@@ -10,6 +10,7 @@ RSS meanwhile, and consumer throughput with fetches sent by sendfile and by copy
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import tidelog
 from tidelog.pytest_plugin import serve_process
 
 
@@ -213,6 +215,9 @@ def both_engines(run: Callable[[str, bool], dict[str, float]]) -> dict[str, dict
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    # Bytecode as an installed wheel has it (pip compiles at install): a source tree without
+    # it, or PYTHONDONTWRITEBYTECODE, would make every broker start-up compile 300 kB first.
+    compileall.compile_dir(os.path.dirname(tidelog.__file__), quiet=1)
     results = {engine: run(engine, args.smoke) for engine in ("rust", "python")}
     print("| measurement | rust | pure Python | rust / python |")
     print("|---|---:|---:|---:|")

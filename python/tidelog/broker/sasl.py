@@ -13,8 +13,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-import scramp
-
 from tidelog.scram import ScramCredential, ScramMechanism
 
 PLAIN = "PLAIN"
@@ -83,11 +81,15 @@ class ScramServer:
             cred = lookup(self._user, mechanism)
             return None if cred is None else (cred.salt, cred.stored_key, cred.server_key, cred.iterations)
 
+        import scramp  # imported by SCRAM's first use: 50 ms at start-up otherwise
+
         self._server = scramp.ScramMechanism(mechanism.mechanism_name).make_server(auth_info)
         self._steps = 0
         self.principal: str | None = None
 
     def step(self, token: bytes) -> bytes:
+        import scramp
+
         try:
             message = token.decode()
             self._steps += 1

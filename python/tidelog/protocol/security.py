@@ -10,8 +10,11 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import scramp
+if TYPE_CHECKING:
+    import scramp
+
 
 _JAAS_OPTION = re.compile(r'(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
@@ -96,6 +99,8 @@ class SaslClient:
         s = self.security
         if s.mechanism == "PLAIN":
             return b"\0" + s.username.encode() + b"\0" + s.password.encode()
+        import scramp  # imported by SCRAM's first use: 50 ms at start-up otherwise
+
         name = s.username.replace("=", "=3D").replace(",", "=2C")
         self._scram = scramp.ScramClient([s.mechanism], name, s.password)
         return str(self._scram.get_client_first()).encode()
@@ -105,6 +110,8 @@ class SaslClient:
         is wrong (a broker that does not know the password)."""
         if self._scram is None:
             return None
+        import scramp
+
         self._steps += 1
         try:
             if self._steps == 1:
