@@ -109,7 +109,8 @@ def plot_storage(runs: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("rate / the machine's limit (log)")
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
     ax.set_title("Storage core: Rust and pure Python against the machine's limit")
-    ax.legend()
+    ax.set_ylim(top=10)  # room above the limit's bars for the legend
+    ax.legend(ncol=3, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -137,6 +138,7 @@ def plot_engines(data: dict[str, Any], title: str, path: Path) -> None:
         ax.set_yticks(list(ys), [k.removesuffix(unit) for k in keys], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("messages / s" if unit == " (msg/s)" else "ms")
+        ax.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:,.0f}k" if x >= 1000 else f"{x:g}")
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
