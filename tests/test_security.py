@@ -589,20 +589,21 @@ def test_scram_users_and_acls_are_cluster_metadata(tmp_path, etcd):
 def test_a_cluster_replicates_over_sasl_ssl_logged_in_as_its_broker_user(tmp_path, etcd):
     """Brokers with one listener, SASL_SSL, and ACLs on: followers connect to their leaders
     in TLS and log in as ``User:broker`` (``sasl.mechanism.inter.broker.protocol``, the
-    ``username``/``password`` of ``sasl.jaas.config``), a super user. With
-    ``min.insync.replicas=2`` an acks=all produce succeeds only once the follower has the
-    records, so every acknowledgement is proof of replication over SASL_SSL."""
+    ``username``/``password`` of the listener's own JAAS config, not the broker-wide one,
+    whose password is wrong), a super user. With ``min.insync.replicas=2`` an acks=all
+    produce succeeds only once the follower has the records, so every acknowledgement is
+    proof of replication over SASL_SSL."""
     _, ca_file, cert_file = tls_files(tmp_path)
-    jaas = (
-        "org.apache.kafka.common.security.plain.PlainLoginModule required "
-        'username="broker" password="broker-pw" user_broker="broker-pw" user_admin="admin-pw";'
-    )
+    jaas = "org.apache.kafka.common.security.plain.PlainLoginModule required {};"
     settings = {
         "listeners": "SASL_SSL://127.0.0.1:0",
         "ssl.certificate.location": str(cert_file),
-        "ssl.ca.location": str(ca_file),
+        "listener.name.sasl_ssl.ssl.ca.location": str(ca_file),
         "sasl.enabled.mechanisms": "PLAIN",
-        "sasl.jaas.config": jaas,
+        "sasl.jaas.config": jaas.format('username="broker" password="wrong"'),
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas.format(
+            'username="broker" password="broker-pw" user_broker="broker-pw" user_admin="admin-pw"'
+        ),
         "authorizer.class.name": "tidelog",
         "super.users": "User:broker;User:admin",
         "min.insync.replicas": "2",
@@ -664,3 +665,95 @@ def test_librdkafka_reauthenticates_before_its_session_ends(tmp_path, caplog):
         assert w.request(offsets, 5).topics[0].partitions[0].offset == sent
     finally:
         thread.stop()
+
+
+def test_each_listener_has_its_own_certificate_client_auth_mechanisms_and_plain_users(tmp_path):
+    """``listener.name.<l>.…`` settings (KIP-103): INTERNAL (SASL_PLAINTEXT) has PLAIN with
+    only the broker's user; EXTERNAL (SASL_SSL) the broker-wide PLAIN users and SCRAM too;
+    CERTS (SSL) its own certificate, from another authority, and requires a client
+    certificate. Each refuses what another listener accepts, and real clients use each."""
+    ca, ca_file, cert_file = tls_files(tmp_path)
+    other = trustme.CA()
+    other_ca, certs_cert, client_cert = (
+        tmp_path / "other-ca.pem",
+        tmp_path / "certs.pem",
+        tmp_path / "client.pem",
+    )
+    other.cert_pem.write_to_path(str(other_ca))
+    other.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(certs_cert))
+    other.issue_cert("app.example", common_name="app").private_key_and_cert_chain_pem.write_to_path(
+        str(client_cert)
+    )
+    jaas = "org.apache.kafka.common.security.plain.PlainLoginModule required {};"
+    settings = {
+        "listeners": "PLAINTEXT://127.0.0.1:0,INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0,CERTS://127.0.0.1:0",
+        "listener.security.protocol.map": (
+            "PLAINTEXT:PLAINTEXT,INTERNAL:SASL_PLAINTEXT,EXTERNAL:SASL_SSL,CERTS:SSL"
+        ),
+        "ssl.certificate.location": str(cert_file),
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.jaas.config": jaas.format('user_alice="alice-secret"'),
+        "listener.name.internal.plain.sasl.jaas.config": jaas.format('user_broker="broker-secret"'),
+        "listener.name.external.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+        "listener.name.certs.ssl.certificate.location": str(certs_cert),
+        "listener.name.certs.ssl.ca.location": str(other_ca),
+        "listener.name.certs.ssl.client.auth": "required",
+    }
+    config = BrokerConfig.from_settings(settings, port=0, host="127.0.0.1", data_dir=str(tmp_path / "data"))
+    assert config.unknown == []
+    thread = Broker(config).run_in_thread()
+    try:
+        ports = {e.name: e.port for e in thread.broker.endpoints}
+        broker = SecureBroker(thread, ca_file, ports, ca)
+        internal = Wire(broker.bootstrap("INTERNAL"))
+        assert handshake(internal, "SCRAM-SHA-256").mechanisms == ["PLAIN"]
+        internal.close()
+        external = sasl_wire(ports["EXTERNAL"], client_context(broker))
+        assert handshake(external, "PLAIN").mechanisms == ["PLAIN", "SCRAM-SHA-256"]
+        external.close()
+
+        def on(listener: str, user: str, password: str, **kw: str) -> tuple[str, Security]:
+            protocol = config.listener_security_protocol_map[listener]
+            return broker.bootstrap(listener), Security(protocol, "PLAIN", user, password, **kw)
+
+        # Each listener's users, and no other's.
+        for bootstrap, security in (
+            on("INTERNAL", "broker", "broker-secret"),
+            on("EXTERNAL", "alice", "alice-secret", cafile=str(ca_file)),
+        ):
+            topic = f"t-{bootstrap.rpartition(':')[2]}"
+            create_topic("confluent-kafka", bootstrap, topic, 1, security=security)
+            sent = [(None, b"%d" % i) for i in range(50)]
+            produce("confluent-kafka", bootstrap, topic, sent, "all", "none", security=security)
+            got = consume("confluent-kafka", bootstrap, topic, 1, expected=len(sent), security=security)
+            assert [v for *_, v in got] == [v for _, v in sent]
+        for listener, user, password in (
+            ("INTERNAL", "alice", "alice-secret"),
+            ("EXTERNAL", "broker", "broker-secret"),
+        ):
+            w = sasl_wire(ports[listener], client_context(broker) if listener == "EXTERNAL" else None)
+            assert handshake(w, "PLAIN").error_code == ec.NONE
+            refused = authenticate(w, f"\0{user}\0{password}".encode())
+            assert refused.error_code == ec.SASL_AUTHENTICATION_FAILED, (listener, user)
+            w.close()
+
+        # CERTS serves its own certificate and wants the client's.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            sasl_wire(ports["CERTS"], client_context(broker))  # the broker-wide authority: wrong one
+        ctx = ssl.create_default_context(cafile=str(other_ca))
+        try:  # without a client certificate: refused (TLS 1.3 tells the client once it reads)
+            w = sasl_wire(ports["CERTS"], ctx)
+            w.send_raw(request_frame(metadata_request(), 12, 1))
+            assert w.read_frame() is None
+        except (ssl.SSLError, ConnectionError):
+            pass
+        ctx.load_cert_chain(str(client_cert))
+        w = sasl_wire(ports["CERTS"], ctx)
+        assert w.request(metadata_request(), 12).brokers
+        w.close()
+    finally:
+        thread.stop()
+
+    bad = {**settings, "listener.name.internal.sasl.enabled.mechanisms": "GSSAPI"}
+    with pytest.raises(ValueError, match=r"listener\.name\.internal\.sasl\.enabled\.mechanisms=.*GSSAPI"):
+        BrokerConfig.from_settings(bad, data_dir=str(tmp_path / "data"))

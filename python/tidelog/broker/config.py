@@ -94,6 +94,20 @@ def sasl_mechanisms(v: str) -> list[str]:
     return out
 
 
+def _per_listener_setting(key: str) -> str | None:
+    """The setting a ``listener.name.<listener>.…`` key overrides for one listener (None for
+    any other key, or one tidelog does not honour per listener)."""
+    if not key.startswith(_LISTENER_PREFIX):
+        return None
+    _listener, _, rest = key[len(_LISTENER_PREFIX) :].partition(".")
+    if rest in PER_LISTENER:
+        return rest
+    mechanism, _, jaas = rest.partition(".")
+    from tidelog.broker.sasl import MECHANISMS
+
+    return "sasl.jaas.config" if jaas == "sasl.jaas.config" and mechanism.upper() in MECHANISMS else None
+
+
 def _optional_address(v: str) -> str:
     """``host:port``, or empty."""
     if v:
@@ -409,6 +423,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+#: Settings one listener may have its own value of, as ``listener.name.<listener in lower
+#: case>.<setting>`` (KIP-103); PLAIN's users are ``listener.name.<l>.plain.sasl.jaas.config``.
+PER_LISTENER = (
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.ca.location",
+    "ssl.client.auth",
+    "sasl.enabled.mechanisms",
+    "connections.max.reauth.ms",
+)
+_LISTENER_PREFIX = "listener.name."
 #: Other names Kafka accepts for a setting, and the factor to its unit.
 ALIASES = {
     "broker.id": ("node.id", 1),
@@ -505,7 +531,7 @@ class BrokerConfig:
         c = cls(settings=dict(props))
         for key, value in props.items():
             name, factor = ALIASES.get(key, (key, 1))
-            setting = SETTINGS_BY_NAME.get(name)
+            setting = SETTINGS_BY_NAME.get(_per_listener_setting(name) or name)
             if setting is None:
                 c.unknown.append(key)
                 continue
@@ -515,7 +541,7 @@ class BrokerConfig:
                     parsed *= factor
             except ValueError as e:
                 raise ValueError(f"invalid broker config {key}={value!r}: {e}") from None
-            if setting.field is not None:
+            if setting.field is not None and setting.name == name:
                 setattr(c, setting.field, parsed)
             if name == "listeners":
                 c.host, c.port = parsed[0][1] or "0.0.0.0", parsed[0][2]
@@ -545,19 +571,34 @@ class BrokerConfig:
     def inter_broker_security(self) -> ClientSecurity:
         """How this broker connects to the others' inter-broker listener: its security
         protocol, ``sasl.mechanism.inter.broker.protocol`` with the ``username`` and
-        ``password`` of ``sasl.jaas.config``, TLS checked against ``ssl.ca.location`` (with
-        this broker's own certificate, for listeners that ask for one)."""
+        ``password`` of that listener's JAAS config, TLS checked against its
+        ``ssl.ca.location`` (with this broker's own certificate, for listeners that ask for
+        one)."""
         name = self.inter_broker_listener()
+        mechanism = self.setting("sasl.mechanism.inter.broker.protocol")
         return ClientSecurity.from_properties(
             {
                 "security.protocol": self.listener_security_protocol_map.get(name, "PLAINTEXT"),
-                "sasl.mechanism": self.setting("sasl.mechanism.inter.broker.protocol"),
-                "sasl.jaas.config": self.setting("sasl.jaas.config"),
-                "ssl.ca.location": self.setting("ssl.ca.location"),
-                "ssl.certificate.location": self.setting("ssl.certificate.location"),
-                "ssl.key.location": self.setting("ssl.key.location"),
+                "sasl.mechanism": mechanism,
+                "sasl.jaas.config": self.jaas_config(name, mechanism),
+                **{
+                    key: self.listener_setting(name, key)
+                    for key in ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+                },
             }
         )
+
+    def listener_setting(self, listener: str, name: str) -> str:
+        """Setting ``name`` (one of ``PER_LISTENER``) as ``listener`` has it: its
+        ``listener.name.<listener>.<name>`` if set, else the broker's."""
+        return self.settings.get(f"{_LISTENER_PREFIX}{listener.lower()}.{name}") or self.setting(name)
+
+    def jaas_config(self, listener: str, mechanism: str) -> str:
+        """The JAAS config ``mechanism`` reads on ``listener``: Kafka's
+        ``listener.name.<listener>.<mechanism>.sasl.jaas.config`` if set, else
+        ``sasl.jaas.config``."""
+        key = f"{_LISTENER_PREFIX}{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
+        return self.settings.get(key) or self.setting("sasl.jaas.config")
 
     def advertised(self, listener: str, bound: Endpoint) -> tuple[str, int]:
         """The address clients of ``listener`` are told to use: its ``advertised.listeners``

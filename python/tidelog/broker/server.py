@@ -85,10 +85,13 @@ class Broker:
             int(self.config.setting("quota.window.num")),
             float(self.config.setting("quota.window.size.seconds")),
         )
-        # Checked here, so that a listener that cannot be served stops the broker at once.
-        uses_tls = any(e.security_protocol in TLS_PROTOCOLS for e in self.config.endpoints())
-        #: What the TLS listeners serve with (None without any).
-        self.tls_context = server_context(self.config) if uses_tls else None
+        # Made here, so that a listener that cannot be served stops the broker at once.
+        #: What each TLS listener serves with, by listener name.
+        self.tls_contexts = {
+            e.name: server_context(self.config, e.name)
+            for e in self.config.endpoints()
+            if e.security_protocol in TLS_PROTOCOLS
+        }
         self.port = self.config.port
         #: Where ``/metrics`` is served (set by ``serve`` with ``metrics.listen``).
         self.metrics_port: int | None = None
@@ -169,12 +172,11 @@ class Broker:
         """A TCP listener for every configured endpoint (``listeners``), in TLS for the SSL
         and SASL_SSL ones."""
         out: list[BoundListener] = []
-        tls = self.tls_context
         try:
             for e in self.config.endpoints():
                 for tcp in await trio.open_tcp_listeners(e.port, host=e.host):
                     if e.security_protocol in TLS_PROTOCOLS:
-                        assert tls is not None
+                        tls = self.tls_contexts[e.name]
                         out.append((e, trio.SSLListener(tcp, tls, https_compatible=False)))
                     else:
                         out.append((e, tcp))

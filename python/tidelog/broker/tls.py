@@ -27,27 +27,28 @@ _SHORT_NAMES = {
 HANDSHAKE_TIMEOUT = 10.0
 
 
-def server_context(config: BrokerConfig) -> ssl.SSLContext:
-    """The context every TLS listener of this broker serves with; ValueError naming the
-    setting that is missing or unreadable."""
-    cert = config.setting("ssl.certificate.location")
+def server_context(config: BrokerConfig, listener: str) -> ssl.SSLContext:
+    """The context TLS listener ``listener`` serves with (its own ``listener.name.<l>.ssl.*``
+    settings, else the broker's); ValueError naming the setting that is missing or
+    unreadable."""
+
+    def setting(name: str) -> str:
+        return config.listener_setting(listener, name)
+
+    cert = setting("ssl.certificate.location")
     if not cert:
-        raise ValueError("a listener uses TLS (SSL or SASL_SSL) but ssl.certificate.location is not set")
+        raise ValueError(f"listener {listener} uses TLS but ssl.certificate.location is not set")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_cert_chain(
-            cert,
-            config.setting("ssl.key.location") or None,
-            config.setting("ssl.key.password") or None,
-        )
+        ctx.load_cert_chain(cert, setting("ssl.key.location") or None, setting("ssl.key.password") or None)
     except (OSError, ssl.SSLError) as e:
         raise ValueError(f"cannot load the TLS certificate or key ({cert}): {e}") from None
-    client_auth = config.setting("ssl.client.auth")
-    ca = config.setting("ssl.ca.location")
+    client_auth = setting("ssl.client.auth")
+    ca = setting("ssl.ca.location")
     if client_auth != "none":
         if not ca:
-            raise ValueError(f"ssl.client.auth={client_auth} needs ssl.ca.location")
+            raise ValueError(f"ssl.client.auth={client_auth} on listener {listener} needs ssl.ca.location")
         try:
             ctx.load_verify_locations(ca)
         except (OSError, ssl.SSLError) as e:

@@ -32,14 +32,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidelog.broker")
 
 
-def enabled_mechanisms(broker: Broker) -> list[str]:
-    return sasl_mechanisms(broker.config.setting("sasl.enabled.mechanisms"))
+def enabled_mechanisms(broker: Broker, listener: str) -> list[str]:
+    return sasl_mechanisms(broker.config.listener_setting(listener, "sasl.enabled.mechanisms"))
 
 
 @handles(m.SaslHandshakeRequest, 0, 1)
 async def sasl_handshake(ctx: RequestContext, req: m.SaslHandshakeRequest) -> m.SaslHandshakeResponse:
     session, broker = ctx.session, ctx.broker
-    offered = enabled_mechanisms(broker)
+    offered = enabled_mechanisms(broker, session.listener)
     R = m.SaslHandshakeResponse
     reauthenticating = session.authenticated and session.sasl_expires_at is not None
     if session.security_protocol not in SASL_PROTOCOLS or (session.authenticated and not reauthenticating):
@@ -59,7 +59,7 @@ async def sasl_handshake(ctx: RequestContext, req: m.SaslHandshakeRequest) -> m.
 
     session.sasl_mechanism = req.mechanism
     session.sasl = server_for(
-        req.mechanism, plain_users(broker.config.setting("sasl.jaas.config")), credential
+        req.mechanism, plain_users(broker.config.jaas_config(session.listener, req.mechanism)), credential
     )
     session.sasl_raw_tokens = ctx.api_version == 0
     return R(error_code=ec.NONE, mechanisms=offered)
@@ -94,7 +94,7 @@ def authenticate_step(broker: Broker, session: Session, token: bytes) -> tuple[b
     session.sasl = None
     session.principal, session.authenticated = principal, True
     broker.metrics.authentication_successes[session.listener] += 1
-    lifetime_ms = int(broker.config.setting("connections.max.reauth.ms"))
+    lifetime_ms = int(broker.config.listener_setting(session.listener, "connections.max.reauth.ms"))
     if lifetime_ms > 0:
         session.sasl_expires_at = broker.clock.monotonic() + lifetime_ms / 1000
     log.debug("%s authenticated as %s with %s", session.peer, principal, session.sasl_mechanism)
