@@ -216,6 +216,48 @@ def test_real_clients_see_authorization_errors_and_succeed_where_allowed(acl_bro
     assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
 
 
+def test_admin_clients_are_told_the_operations_their_acls_allow(acl_broker):
+    """``include_authorized_operations`` (Metadata, DescribeCluster, DescribeGroups): the
+    operations Kafka reports for the resource type, those the principal's ACLs allow,
+    implied ones (READ -> DESCRIBE, ALTER_CONFIGS -> DESCRIBE_CONFIGS) included; a super
+    user gets every one."""
+    from confluent_kafka import TopicCollection
+
+    b = acl_broker
+    b.acls("add", "--allow-principal", "User:alice", "--operation", "Read", "--topic", "a")
+    b.acls("add", "--allow-principal", "User:alice", "--operation", "AlterConfigs", "--topic", "a")
+    b.acls("add", "--allow-principal", "User:alice", "--operation", "Describe", "--cluster")
+    b.acls("add", "--allow-principal", "User:alice", "--operation", "Read", "--group", "g1")
+    alice = Security("SASL_PLAINTEXT", "PLAIN", "alice", "alice-pw")
+    as_alice = AdminClient(
+        {"bootstrap.servers": f"127.0.0.1:{b.sasl_port}", **alice.settings("confluent-kafka")}
+    )
+    as_admin = AdminClient({"bootstrap.servers": b.admin_bootstrap})
+    op = AclOperation
+
+    def topic_ops(admin: AdminClient, **kw: bool) -> set[AclOperation] | None:
+        described = admin.describe_topics(TopicCollection(["a"]), **kw)["a"].result(30)
+        return None if described.authorized_operations is None else set(described.authorized_operations)
+
+    assert topic_ops(as_alice, include_authorized_operations=True) == {
+        op.READ, op.DESCRIBE, op.ALTER_CONFIGS, op.DESCRIBE_CONFIGS
+    }  # fmt: skip
+    assert topic_ops(as_alice) is None  # not asked: not computed
+    assert topic_ops(as_admin, include_authorized_operations=True) == {
+        op.READ, op.WRITE, op.CREATE, op.DESCRIBE, op.DELETE, op.ALTER, op.DESCRIBE_CONFIGS,
+        op.ALTER_CONFIGS,
+    }  # fmt: skip
+    cluster = as_alice.describe_cluster(include_authorized_operations=True).result(30)
+    assert set(cluster.authorized_operations) == {op.DESCRIBE}
+    cluster = as_admin.describe_cluster(include_authorized_operations=True).result(30)
+    assert set(cluster.authorized_operations) == {
+        op.CREATE, op.CLUSTER_ACTION, op.DESCRIBE_CONFIGS, op.ALTER_CONFIGS, op.IDEMPOTENT_WRITE, op.ALTER,
+        op.DESCRIBE,
+    }  # fmt: skip
+    group = as_alice.describe_consumer_groups(["g1"], include_authorized_operations=True)["g1"].result(30)
+    assert set(group.authorized_operations) == {op.READ, op.DESCRIBE}
+
+
 def test_acls_are_managed_over_the_wire_kept_across_restarts_and_read_by_both_tools(tmp_path):
     """ACLs made with tidelog's tool are listed by Kafka's ``kafka-acls`` in its own format,
     and ACLs made by ``kafka-acls`` (and confluent-kafka's admin client) by tidelog's; they

@@ -34,6 +34,21 @@ _IMPLIES_DESCRIBE = frozenset(
 )
 _IMPLIES_DESCRIBE_CONFIGS = frozenset({AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS})
 
+_O = AclOperation
+#: The operations an ``*_authorized_operations`` field reports on each resource type
+#: (Kafka's ``AclEntry.supportedOperations``).
+SUPPORTED_OPERATIONS: Mapping[AclResourceType, tuple[AclOperation, ...]] = {
+    AclResourceType.TOPIC: (
+        _O.READ, _O.WRITE, _O.CREATE, _O.DESCRIBE, _O.DELETE, _O.ALTER, _O.DESCRIBE_CONFIGS, _O.ALTER_CONFIGS
+    ),
+    AclResourceType.GROUP: (_O.READ, _O.DESCRIBE, _O.DELETE),
+    AclResourceType.CLUSTER: (
+        _O.CREATE, _O.CLUSTER_ACTION, _O.DESCRIBE_CONFIGS, _O.ALTER_CONFIGS, _O.IDEMPOTENT_WRITE, _O.ALTER,
+        _O.DESCRIBE,
+    ),
+    AclResourceType.TRANSACTIONAL_ID: (_O.DESCRIBE, _O.WRITE),
+}  # fmt: skip
+
 
 class Authorizer(Protocol):
     def authorize(

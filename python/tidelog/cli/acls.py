@@ -46,10 +46,13 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, str, AclPermissionType
 
 
 def _operation(name: str) -> AclOperation:
-    try:
-        return AclOperation[name.upper().replace("-", "_")]
-    except KeyError:
-        raise BrokerError(f"unknown operation {name!r}") from None
+    """An operation as ``kafka-acls`` takes it: any case, with or without separators
+    (``AlterConfigs``, ``alter-configs``, ``ALTER_CONFIGS``)."""
+    wanted = name.upper().replace("-", "").replace("_", "")
+    for op in AclOperation:
+        if op.name.replace("_", "") == wanted:
+            return op
+    raise BrokerError(f"unknown operation {name!r}")
 
 
 def _listing(resources: list[Any]) -> str:

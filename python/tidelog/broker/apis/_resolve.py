@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tidelog.broker.authorizer import SUPPORTED_OPERATIONS
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol.constants import CLUSTER_NAME, AclOperation, AclResourceType
 
@@ -45,6 +46,13 @@ def authorized(
     return ctx.broker.authorizer.authorize(
         session.principal, session.peer_host, operation, resource_type, name
     )
+
+
+def authorized_operations(ctx: RequestContext, resource_type: AclResourceType, name: str) -> int:
+    """What the principal may do to the resource, as the ``*_authorized_operations`` fields
+    carry it: bit ``operation`` set for each operation of ``SUPPORTED_OPERATIONS`` allowed."""
+    allowed = (op for op in SUPPORTED_OPERATIONS[resource_type] if authorized(ctx, op, resource_type, name))
+    return sum(1 << op for op in allowed)
 
 
 def authorized_on_cluster(ctx: RequestContext, operation: AclOperation) -> bool:

@@ -18,13 +18,13 @@ from tidelog.broker.apis._registry import (
     ZERO_UUID,
     handles,
 )
-from tidelog.broker.apis._resolve import authorized, authorized_on_cluster
+from tidelog.broker.apis._resolve import authorized, authorized_on_cluster, authorized_operations
 from tidelog.broker.apis.topics import auto_create
 from tidelog.broker.metadata import NO_LEADER, BrokerMetadata, PartitionMetadata, TopicMetadata
 from tidelog.broker.partition import OfflinePartition
 from tidelog.error_codes import ErrorCode as ec
 from tidelog.protocol import _messages as m
-from tidelog.protocol.constants import AclOperation, AclResourceType
+from tidelog.protocol.constants import CLUSTER_NAME, AclOperation, AclResourceType
 
 if TYPE_CHECKING:
     from tidelog.broker.context import RequestContext
@@ -110,16 +110,17 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
             topics.append(R.MetadataResponseTopic(error_code=code, name=name))
             continue
         parts = [_partition_metadata(broker, topic, p) for p in topic.partitions]
-        topics.append(
-            R.MetadataResponseTopic(
-                error_code=ec.NONE,
-                name=name,
-                topic_id=topic.topic_id,
-                is_internal=topic.internal,
-                partitions=parts,
-            )
+        entry = R.MetadataResponseTopic(
+            error_code=ec.NONE,
+            name=name,
+            topic_id=topic.topic_id,
+            is_internal=topic.internal,
+            partitions=parts,
         )
-    return R(
+        if version >= 8 and req.include_topic_authorized_operations:
+            entry.topic_authorized_operations = authorized_operations(ctx, AclResourceType.TOPIC, name)
+        topics.append(entry)
+    out = R(
         brokers=_broker_entries(
             ctx, R.MetadataResponseBroker, broker.departed.listed(broker.image, broker.clock.monotonic())
         ),
@@ -127,6 +128,9 @@ async def metadata(ctx: RequestContext, req: m.MetadataRequest) -> m.MetadataRes
         controller_id=broker.image.controller_id,
         topics=topics,
     )
+    if 8 <= version <= 10 and req.include_cluster_authorized_operations:
+        out.cluster_authorized_operations = authorized_operations(ctx, AclResourceType.CLUSTER, CLUSTER_NAME)
+    return out
 
 
 def _partition_metadata(broker: Broker, topic: TopicMetadata, p: PartitionMetadata) -> Any:
@@ -157,13 +161,16 @@ async def describe_cluster(ctx: RequestContext, req: m.DescribeClusterRequest) -
     image = ctx.broker.image
     if not authorized_on_cluster(ctx, AclOperation.DESCRIBE):
         return R(throttle_time_ms=0, error_code=ec.CLUSTER_AUTHORIZATION_FAILED, brokers=[])
-    return R(
+    out = R(
         throttle_time_ms=0,
         error_code=ec.NONE,
         cluster_id=image.cluster_id,
         controller_id=image.controller_id,
         brokers=_broker_entries(ctx, R.DescribeClusterBroker, image.brokers.values()),
     )
+    if req.include_cluster_authorized_operations:
+        out.cluster_authorized_operations = authorized_operations(ctx, AclResourceType.CLUSTER, CLUSTER_NAME)
+    return out
 
 
 @handles(m.DescribeLogDirsRequest, 1, 4)

@@ -15,6 +15,7 @@ from tidelog.broker.apis._resolve import (
     authorized,
     authorized_on_cluster,
     authorized_on_group,
+    authorized_operations,
     resolve_partition,
 )
 from tidelog.broker.groups.store import TOPIC as OFFSETS_TOPIC
@@ -222,28 +223,30 @@ async def describe_groups(ctx: RequestContext, req: m.DescribeGroupsRequest) -> 
                     members=[],
                 )
             )
-            continue
-        members = [
-            R.DescribedGroup.DescribedGroupMember(
-                member_id=mb.member_id,
-                group_instance_id=mb.group_instance_id,
-                client_id=mb.client_id,
-                client_host=mb.client_host,
-                member_metadata=mb.metadata_for(g.protocol_name),
-                member_assignment=mb.assignment,
+        else:
+            members = [
+                R.DescribedGroup.DescribedGroupMember(
+                    member_id=mb.member_id,
+                    group_instance_id=mb.group_instance_id,
+                    client_id=mb.client_id,
+                    client_host=mb.client_host,
+                    member_metadata=mb.metadata_for(g.protocol_name),
+                    member_assignment=mb.assignment,
+                )
+                for mb in g.members.values()
+            ]
+            out.append(
+                R.DescribedGroup(
+                    error_code=ec.NONE,
+                    group_id=group_id,
+                    group_state=g.state,
+                    protocol_type=g.protocol_type or "",
+                    protocol_data=g.protocol_name or "",
+                    members=members,
+                )
             )
-            for mb in g.members.values()
-        ]
-        out.append(
-            R.DescribedGroup(
-                error_code=ec.NONE,
-                group_id=group_id,
-                group_state=g.state,
-                protocol_type=g.protocol_type or "",
-                protocol_data=g.protocol_name or "",
-                members=members,
-            )
-        )
+        if ctx.api_version >= 3 and req.include_authorized_operations and not code:
+            out[-1].authorized_operations = authorized_operations(ctx, AclResourceType.GROUP, group_id)
     return R(throttle_time_ms=0, groups=out)
 
 
