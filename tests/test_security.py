@@ -695,6 +695,9 @@ def test_each_listener_has_its_own_certificate_client_auth_mechanisms_and_plain_
         "sasl.jaas.config": jaas.format('user_alice="alice-secret"'),
         "listener.name.internal.plain.sasl.jaas.config": jaas.format('user_broker="broker-secret"'),
         "listener.name.external.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+        "listener.name.internal.connections.max.reauth.ms": "60000",
+        "listener.name.internal.plain.connections.max.reauth.ms": "30000",
+        "listener.name.external.scram-sha-256.connections.max.reauth.ms": "45000",
         "listener.name.certs.ssl.certificate.location": str(certs_cert),
         "listener.name.certs.ssl.ca.location": str(other_ca),
         "listener.name.certs.ssl.client.auth": "required",
@@ -735,6 +738,17 @@ def test_each_listener_has_its_own_certificate_client_auth_mechanisms_and_plain_
             assert handshake(w, "PLAIN").error_code == ec.NONE
             refused = authenticate(w, f"\0{user}\0{password}".encode())
             assert refused.error_code == ec.SASL_AUTHENTICATION_FAILED, (listener, user)
+            w.close()
+        # Session lifetimes: the mechanism's own on INTERNAL (over the listener's), none on
+        # EXTERNAL for PLAIN (its value is SCRAM-SHA-256's only).
+        for listener, user, password, lifetime in (
+            ("INTERNAL", "broker", "broker-secret", 30_000),
+            ("EXTERNAL", "alice", "alice-secret", 0),
+        ):
+            w = sasl_wire(ports[listener], client_context(broker) if listener == "EXTERNAL" else None)
+            assert handshake(w, "PLAIN").error_code == ec.NONE
+            accepted = authenticate(w, f"\0{user}\0{password}".encode())
+            assert (accepted.error_code, accepted.session_lifetime_ms) == (ec.NONE, lifetime), listener
             w.close()
 
         # CERTS serves its own certificate and wants the client's.

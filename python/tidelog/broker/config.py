@@ -102,10 +102,10 @@ def _per_listener_setting(key: str) -> str | None:
     _listener, _, rest = key[len(_LISTENER_PREFIX) :].partition(".")
     if rest in PER_LISTENER:
         return rest
-    mechanism, _, jaas = rest.partition(".")
+    mechanism, _, name = rest.partition(".")
     from tidelog.broker.sasl import MECHANISMS
 
-    return "sasl.jaas.config" if jaas == "sasl.jaas.config" and mechanism.upper() in MECHANISMS else None
+    return name if name in PER_MECHANISM and mechanism.upper() in MECHANISMS else None
 
 
 def _optional_address(v: str) -> str:
@@ -424,7 +424,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 #: Settings one listener may have its own value of, as ``listener.name.<listener in lower
-#: case>.<setting>`` (KIP-103); PLAIN's users are ``listener.name.<l>.plain.sasl.jaas.config``.
+#: case>.<setting>`` (KIP-103).
 PER_LISTENER = (
     "ssl.certificate.location",
     "ssl.key.location",
@@ -434,6 +434,10 @@ PER_LISTENER = (
     "sasl.enabled.mechanisms",
     "connections.max.reauth.ms",
 )
+#: Settings one SASL mechanism of a listener may have its own value of, as
+#: ``listener.name.<listener>.<mechanism in lower case>.<setting>``: PLAIN's users are
+#: ``listener.name.<l>.plain.sasl.jaas.config``.
+PER_MECHANISM = ("sasl.jaas.config", "connections.max.reauth.ms")
 _LISTENER_PREFIX = "listener.name."
 #: Other names Kafka accepts for a setting, and the factor to its unit.
 ALIASES = {
@@ -580,7 +584,7 @@ class BrokerConfig:
             {
                 "security.protocol": self.listener_security_protocol_map.get(name, "PLAINTEXT"),
                 "sasl.mechanism": mechanism,
-                "sasl.jaas.config": self.jaas_config(name, mechanism),
+                "sasl.jaas.config": self.listener_setting(name, "sasl.jaas.config", mechanism),
                 **{
                     key: self.listener_setting(name, key)
                     for key in ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
@@ -588,17 +592,18 @@ class BrokerConfig:
             }
         )
 
-    def listener_setting(self, listener: str, name: str) -> str:
-        """Setting ``name`` (one of ``PER_LISTENER``) as ``listener`` has it: its
-        ``listener.name.<listener>.<name>`` if set, else the broker's."""
-        return self.settings.get(f"{_LISTENER_PREFIX}{listener.lower()}.{name}") or self.setting(name)
-
-    def jaas_config(self, listener: str, mechanism: str) -> str:
-        """The JAAS config ``mechanism`` reads on ``listener``: Kafka's
-        ``listener.name.<listener>.<mechanism>.sasl.jaas.config`` if set, else
-        ``sasl.jaas.config``."""
-        key = f"{_LISTENER_PREFIX}{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
-        return self.settings.get(key) or self.setting("sasl.jaas.config")
+    def listener_setting(self, listener: str, name: str, mechanism: str | None = None) -> str:
+        """Setting ``name`` as ``listener`` (and its SASL ``mechanism``) has it: the first set
+        of ``listener.name.<listener>.<mechanism>.<name>`` (``PER_MECHANISM``),
+        ``listener.name.<listener>.<name>`` (``PER_LISTENER``), and the broker's own."""
+        prefix = f"{_LISTENER_PREFIX}{listener.lower()}."
+        keys = [f"{prefix}{mechanism.lower()}.{name}"] if mechanism and name in PER_MECHANISM else []
+        if name in PER_LISTENER:
+            keys.append(prefix + name)
+        for key in keys:
+            if value := self.settings.get(key):
+                return value
+        return self.setting(name)
 
     def advertised(self, listener: str, bound: Endpoint) -> tuple[str, int]:
         """The address clients of ``listener`` are told to use: its ``advertised.listeners``

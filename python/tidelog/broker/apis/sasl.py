@@ -59,7 +59,9 @@ async def sasl_handshake(ctx: RequestContext, req: m.SaslHandshakeRequest) -> m.
 
     session.sasl_mechanism = req.mechanism
     session.sasl = server_for(
-        req.mechanism, plain_users(broker.config.jaas_config(session.listener, req.mechanism)), credential
+        req.mechanism,
+        plain_users(broker.config.listener_setting(session.listener, "sasl.jaas.config", req.mechanism)),
+        credential,
     )
     session.sasl_raw_tokens = ctx.api_version == 0
     return R(error_code=ec.NONE, mechanisms=offered)
@@ -94,7 +96,9 @@ def authenticate_step(broker: Broker, session: Session, token: bytes) -> tuple[b
     session.sasl = None
     session.principal, session.authenticated = principal, True
     broker.metrics.authentication_successes[session.listener] += 1
-    lifetime_ms = int(broker.config.listener_setting(session.listener, "connections.max.reauth.ms"))
+    lifetime_ms = int(
+        broker.config.listener_setting(session.listener, "connections.max.reauth.ms", session.sasl_mechanism)
+    )
     if lifetime_ms > 0:
         session.sasl_expires_at = broker.clock.monotonic() + lifetime_ms / 1000
     log.debug("%s authenticated as %s with %s", session.peer, principal, session.sasl_mechanism)
