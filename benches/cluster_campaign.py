@@ -18,7 +18,8 @@ replica's log equals its leader's byte for byte, the group's acknowledged commit
 backwards per partition, its coordinator answers none older and a new member starts
 reading at them, and the producer's last records were all answered within its timeout. The
 test suite runs a short campaign (tests/test_cluster_campaign.py); benches/README.md has a
-long one's figures.
+long one's figures. Every broker serves ``/metrics``, scraped five times a second through
+the faults, so the per-request metrics and the idleness instrument run through them too.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from benches.cluster import member_args, wait_for
 from benches.link_proxy import LinkProxy
+from benches.metrics import Scraper
 from benches.nodes import ProcessNodes
 from tidelog.client.connection import Connection
 from tidelog.cluster.local import EtcdProcess, free_port
@@ -74,6 +76,7 @@ class Outcome:
     committed_behind: int = 0
     resumed_elsewhere: int = 0
     replicas_differ: int = 0
+    scrapes: int = 0
     recovery_s: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -113,6 +116,7 @@ class CampaignNodes(ProcessNodes):
         self.cluster = uuid.uuid4().hex[:8]
         self.ports = {n: free_port() for n in self.ports}
         self.replication_ports = {n: free_port() for n in self.ports}
+        self.metrics_ports = {n: free_port() for n in self.ports}
         self.proxies = {
             n: stack.enter_context(LinkProxy(self.replication_ports[n], free_port())) for n in self.ports
         }
@@ -129,6 +133,7 @@ class CampaignNodes(ProcessNodes):
             "broker.session.timeout.ms": str(SESSION_MS),
             "replica.lag.time.max.ms": str(LAG_MS),
             "min.insync.replicas": "2",
+            "metrics.listen": f"127.0.0.1:{self.metrics_ports[node]}",
             **self.settings,
         }
         for k, v in settings.items():
@@ -452,8 +457,9 @@ def run(root: Path, faults: int, seed: int, engines: tuple[str, ...] = ("rust", 
         etcd = stack.enter_context(EtcdProcess(root / "etcd"))
         nodes = stack.enter_context(CampaignNodes(root, etcd, engines, stack))
         bootstrap = nodes.create_topic()
-        with Workload(bootstrap) as workload:
+        with Workload(bootstrap) as workload, Scraper(list(nodes.metrics_ports.values()), 0.2) as scraper:
             Campaign(nodes, etcd, workload, random.Random(seed)).run(faults, outcome)
+        outcome.scrapes = scraper.answered
         check(nodes, workload, outcome)
     return outcome
 

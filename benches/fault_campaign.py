@@ -6,7 +6,9 @@ with segments rolling, and check that every acknowledged record is there exactly
 Several confluent-kafka (librdkafka) producers write unique values to one topic
 (`enable.idempotence`, `acks=all`, retries across the broker's restarts). The broker, a
 `tidelog serve` process with small segments (`log.segment.bytes`), is killed with SIGKILL
-at random moments and restarted on the same port and data directory. At the end it is
+at random moments and restarted on the same port and data directory. It serves `/metrics`,
+scraped ten times a second all along, so the per-request metrics and the event loop's
+idleness instrument run through every kill. At the end it is
 stopped cleanly and started once more, and a consumer reads the whole topic: an
 acknowledged value missing is a loss, a value read twice a duplicate. The figures are in
 benches/README.md; the test suite runs a short campaign of each engine
@@ -28,6 +30,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benches.metrics import Scraper
 from tidelog.pytest_plugin import serve_process
 
 TOPIC = "campaign"
@@ -45,6 +48,7 @@ class Outcome:
     duplicated: int
     delivery_errors: int
     segments: int
+    scrapes: int
     seconds: float
 
 
@@ -54,8 +58,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(data: Path, port: int, engine: str) -> subprocess.Popen[str]:
-    sets = [x for s in SETTINGS for x in ("--set", s)]
+def start(data: Path, port: int, engine: str, metrics_port: int) -> subprocess.Popen[str]:
+    settings = [*SETTINGS, f"metrics.listen=127.0.0.1:{metrics_port}"]
+    sets = [x for s in settings for x in ("--set", s)]
     proc, _ = serve_process(
         data, "--engine", engine, "--listen", f"127.0.0.1:{port}", "--log-level", "warning", *sets
     )
@@ -122,9 +127,10 @@ def run(engine: str, kills: int, producers: int, seed: int = 0) -> Outcome:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tidelog-campaign-") as tmp:
         data = Path(tmp) / "data"
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         bootstrap = f"127.0.0.1:{port}"
-        proc = start(data, port, engine)
+        proc = start(data, port, engine, metrics_port)
+        scraper = Scraper([metrics_port], 0.1)
         stop = threading.Event()
         acked: list[bytes] = []
         errors: list[str] = []
@@ -135,19 +141,20 @@ def run(engine: str, kills: int, producers: int, seed: int = 0) -> Outcome:
         for t in threads:
             t.start()
         try:
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.2, 1.0))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
-                proc = start(data, port, engine)
-            time.sleep(0.5)
+            with scraper:
+                for _ in range(kills):
+                    time.sleep(rng.uniform(0.2, 1.0))
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(30)
+                    proc = start(data, port, engine, metrics_port)
+                time.sleep(0.5)
         finally:
             stop.set()
             for t in threads:
                 t.join(180)
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-        proc = start(data, port, engine)
+        proc = start(data, port, engine, metrics_port)
         try:
             stored = read_all(bootstrap, len(acked))
         finally:
@@ -165,6 +172,7 @@ def run(engine: str, kills: int, producers: int, seed: int = 0) -> Outcome:
         duplicated=sum(n - 1 for n in counts.values() if n > 1),
         delivery_errors=len(errors),
         segments=segments,
+        scrapes=scraper.answered,
         seconds=round(time.monotonic() - began, 1),
     )
 

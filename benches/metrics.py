@@ -10,6 +10,7 @@ hosting 1 000 partitions takes (median of ten).
 
 from __future__ import annotations
 
+import http.client
 import statistics
 import threading
 import time
@@ -19,11 +20,40 @@ from benches.broker import both_engines, broker, consume, create, produce
 from tidelog.cluster.local import free_port
 
 
-def scrape_ms(port: int) -> float:
+def scrape_ms(port: int, timeout: float = 30) -> float:
     start = time.perf_counter()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
         r.read()
     return (time.perf_counter() - start) * 1000
+
+
+class Scraper:
+    """Scrapes the ``/metrics`` of ``ports`` every ``interval`` seconds from a thread, as
+    Prometheus would, until the ``with`` block ends; ``answered`` counts the scrapes that got
+    a whole answer (a broker that is down or stopped refuses or times out the others)."""
+
+    def __init__(self, ports: list[int], interval: float) -> None:
+        self.ports, self.interval = ports, interval
+        self.answered = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for port in self.ports:
+                try:
+                    scrape_ms(port, timeout=5)
+                    self.answered += 1
+                except (OSError, http.client.HTTPException):
+                    pass
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run(engine: str, smoke: bool) -> dict[str, float]:
@@ -37,16 +67,8 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
         broker(engine) as (plain_proc, plain_port, _),
         broker(engine, f"metrics.listen=127.0.0.1:{metrics_port}") as (proc, port, _),
     ):
-        stop = threading.Event()
-
-        def scraper() -> None:  # as Prometheus would, every second
-            while not stop.wait(1):
-                scrape_ms(metrics_port)
-
-        t = threading.Thread(target=scraper)
-        t.start()
         runs: dict[str, list[float]] = {}
-        try:
+        with Scraper([metrics_port], 1.0):
             for i in range(rounds):
                 for name, p, pid in (
                     ("without metrics", plain_port, plain_proc.pid),
@@ -58,9 +80,6 @@ def run(engine: str, smoke: bool) -> dict[str, float]:
                         produce(p, topic, n, 100, "1", pid)[0]
                     )
                     runs.setdefault(f"consume 100 B {name} (msg/s)", []).append(consume(p, topic, 4, n))
-        finally:
-            stop.set()
-            t.join()
         out.update({k: statistics.median(v) for k, v in sorted(runs.items())})
         for what in ("produce", "consume"):  # each round's ratio: the two ran minutes apart at most
             on, off = (

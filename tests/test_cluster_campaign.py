@@ -27,6 +27,7 @@ def test_twenty_faults_lose_nothing_acknowledged(tmp_path):
     assert outcome.commits > 0, summary
     assert (outcome.lost, outcome.duplicated, outcome.out_of_order) == (0, 0, 0), summary
     assert outcome.replicas_differ == 0, summary
+    assert outcome.scrapes > 20, "the brokers' metrics were not served through the faults"
     group = (outcome.commits_backwards, outcome.committed_behind, outcome.resumed_elsewhere)
     assert group == (0, 0, 0), summary
     assert (outcome.unflushed, outcome.delivery_errors) == (0, 0), summary
