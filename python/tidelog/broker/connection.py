@@ -26,7 +26,7 @@ import trio
 from tidelog.broker.apis import ADVERTISED, HANDLERS, RefusedWithoutResponse
 from tidelog.broker.apis.sasl import authenticate_step
 from tidelog.broker.config import SASL_PROTOCOLS
-from tidelog.broker.context import RequestContext, RequestTiming, Session
+from tidelog.broker.context import RequestContext, Session
 from tidelog.broker.quotas import REQUEST_PERCENTAGE
 from tidelog.broker.sasl import AuthenticationFailed
 from tidelog.broker.tls import HANDSHAKE_TIMEOUT, principal_of
@@ -259,7 +259,7 @@ class ClientConnection:
         self.broker.metrics.answered(
             API_NAMES[reply.ctx.api_key],
             reply.ctx.api_version,
-            error_codes(reply.response) if reply.response is not None else (),
+            error_codes(reply.response),
             (  # in the order of metrics.TIME_PARTS
                 (reply.started - received) * 1000,
                 local * 1000,
@@ -313,14 +313,7 @@ class ClientConnection:
         except DecodeError as e:
             raise ConnectionClosed(f"unparseable {m.REQUESTS[key].__name__} v{version}: {e}") from None
         ctx = RequestContext(
-            self.broker,
-            self.session,
-            key,
-            version,
-            correlation_id,
-            header.client_id,
-            len(frame) + 4,
-            RequestTiming(),
+            self.broker, self.session, key, version, correlation_id, header.client_id, len(frame) + 4
         )
         started = trio.current_time()
         try:
