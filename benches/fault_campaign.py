@@ -187,13 +187,15 @@ def main() -> None:
     args = ap.parse_args()
     engines = ["rust", "python"] if args.engine == "both" else [args.engine]
     outcomes = [run(e, args.kills, args.producers, args.seed) for e in engines]
-    columns = "engine kills producers acknowledged stored lost duplicated delivery-errors segments seconds"
+    columns = (
+        "engine kills producers acknowledged stored lost duplicated delivery-errors segments scrapes seconds"
+    )
     print("| " + " | ".join(columns.split()) + " |")
-    print("|---" + "|---:" * 9 + "|")
+    print("|---" + "|---:" * 10 + "|")
     for o in outcomes:
         print(
             f"| {o.engine} | {o.kills} | {o.producers} | {o.acknowledged:,} | {o.stored:,} | {o.lost} | "
-            f"{o.duplicated} | {o.delivery_errors} | {o.segments} | {o.seconds} |"
+            f"{o.duplicated} | {o.delivery_errors} | {o.segments} | {o.scrapes} | {o.seconds} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
